@@ -1,0 +1,152 @@
+"""The command line behind `launch.py`: absl flags + an ml_collections config file with overrides.
+
+  python launch.py --config=experiments/fcn_ucr.py:GunPoint --config.train.epochs=300 --workdir=runs/gp
+
+Every user mistake (unknown config key, wrong value type, unknown model/dataset/task name, missing data,
+a batch that does not split over the devices) ends with one message on stderr and exit code 2, before
+any training starts.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from jaxcnn.data.base import DatasetError
+from jaxcnn.registry import RegistryError
+from jaxcnn.train.parallel import BatchSizeError
+
+FLAGS = flags.FLAGS
+MODES = ("train", "eval")
+USAGE_ERROR = 2
+
+
+def define_flags(default_config: str) -> None:
+  config_flags.DEFINE_config_file(
+      "config", default_config, "Experiment config file, `path.py[:argument]`; override any value with "
+      "--config.<key>=<value>.", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Where checkpoints, metrics, TensorBoard events and report.md go "
+                      "(default: runs/<experiment>). Relaunching with the same workdir resumes.")
+  flags.DEFINE_enum("mode", "train", MODES, "train (resumes if workdir has a checkpoint) or eval "
+                    "(evaluate the latest checkpoint of workdir).")
+
+
+def _leaf_keys(cfg, prefix="") -> list[str]:
+  out = []
+  for k, v in cfg.items():
+    if hasattr(v, "items"):
+      out += _leaf_keys(v, f"{prefix}{k}.")
+    else:
+      out.append(f"{prefix}{k}")
+  return out
+
+
+def usage_error(msg: str) -> None:
+  print(f"error: {msg}", file=sys.stderr)
+  sys.exit(USAGE_ERROR)
+
+
+def _config_arg(argv) -> str | None:
+  for i, a in enumerate(argv):
+    if a.startswith("--config="):
+      return a.split("=", 1)[1]
+    if a == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing with one clear message and exit code 2 for every mistake."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    msg = str(e)
+    unknown = re.search(r"Unknown command line flag '(config\.[^']+)'", msg)
+    if unknown:
+      key = unknown.group(1)[len("config."):]
+      try:
+        valid = _leaf_keys(config_flags.get_config_filename and _load_config(argv))
+      except Exception:  # pylint: disable=broad-except
+        valid = []
+      close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+      section = key.rsplit(".", 1)[0] + "." if "." in key else ""
+      nearby = [k for k in valid if section and k.startswith(section)] or valid
+      hint = f" Did you mean: {', '.join('--config.' + c for c in close)}?" if close else ""
+      usage_error(f"unknown config key --config.{key}.{hint} Valid keys"
+                  f"{' under ' + section[:-1] if section and nearby is not valid else ''}: "
+                  f"{', '.join(nearby)}")
+    usage_error(msg.replace("\n", " "))
+  return []
+
+
+def _load_config(argv):
+  """The config named by --config (without overrides), to list its keys in an error message."""
+  import importlib.util
+  spec = _config_arg(argv) or FLAGS["config"].default_as_str.strip("'\"")
+  path, _, arg = spec.partition(":")
+  mod_spec = importlib.util.spec_from_file_location("_jaxcnn_cfg", path)
+  mod = importlib.util.module_from_spec(mod_spec)
+  mod_spec.loader.exec_module(mod)
+  return mod.get_config(arg) if arg else mod.get_config()
+
+
+def default_workdir(config) -> str:
+  name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(config.get("experiment", "run")))
+  return os.path.join("runs", name)
+
+
+def _pct(v) -> str:
+  return "n/a" if v is None else f"{100 * v:.2f} %"
+
+
+def main(argv) -> None:
+  del argv
+  from absl import logging
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.ERROR)  # TFDS and JAX log at INFO/WARNING about normal things
+  from jaxcnn.train import loop
+  config = FLAGS.config
+  workdir = FLAGS.workdir or default_workdir(config)
+  from rich.console import Console
+  console = Console(highlight=False, soft_wrap=True)
+  try:
+    if FLAGS.mode == "eval":
+      metrics = loop.evaluate_checkpoint(config, workdir)
+      console.print(f"Checkpoint step {metrics.pop('step')} in {workdir}:")
+      for k, v in metrics.items():
+        if k.endswith("confusion"):
+          console.print(f"  {k} (rows: true, columns: predicted):")
+          for row in v:
+            console.print("    " + " ".join(f"{c:5d}" for c in row))
+        else:
+          console.print(f"  {k}: {v:.4f}")
+      return
+    result = loop.train_and_evaluate(config, workdir, console=console)
+  except (RegistryError, DatasetError, BatchSizeError, FileNotFoundError) as e:
+    usage_error(str(e))
+  except loop.NonFiniteLossError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  sel, fin = result["selected"], result["final"]
+  console.print()
+  console.print(f"[bold]Result[/bold] on {result['dataset']} test split ({result['num_test']} series):")
+  console.print(f"  test error at the epoch of lowest {config.report.select_by} (epoch "
+                f"{sel.get('epoch')}, the paper's protocol): [bold]{_pct(sel.get('test/error'))}[/bold]"
+                f"   paper ({result['paper']}): {_pct(result['paper_error'])}")
+  console.print(f"  test error at the final epoch ({fin.get('epoch')}): {_pct(fin.get('test/error'))}")
+  console.print(f"  training time {result['wall_time_s']:.0f} s")
+  console.print("Wrote:")
+  for what, path in (("checkpoints", os.path.join(workdir, "checkpoints")),
+                     ("metrics", os.path.join(workdir, "metrics.jsonl")),
+                     ("TensorBoard events", os.path.join(workdir, "tensorboard")),
+                     ("report", result["report"]), ("curves", os.path.join(workdir, "curves.png"))):
+    console.print(f"  {what:<19} {path}")
+
+
+def run(default_config: str) -> None:
+  define_flags(default_config)
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,5 @@
+"""Data sets (TFDS builders in array_record format, no TensorFlow) and grain input pipelines."""
+from jaxcnn.data import ucr  # noqa: F401
+from jaxcnn.data.base import Dataset, DatasetError
+
+__all__ = ["Dataset", "DatasetError"]

@@ -1,0 +1,37 @@
+"""What a registered dataset constructor returns: random-access splits plus what the trainer needs."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import numpy as np
+
+
+class DatasetError(ValueError):
+  """A data set that cannot be found or read (a user error: the message says how to fix it)."""
+
+
+class Source(Protocol):
+  def __len__(self) -> int: ...
+  def __getitem__(self, index: int) -> Mapping[str, Any]: ...
+
+
+@dataclasses.dataclass
+class Dataset:
+  """A data set ready for the trainer.
+
+  `train` and each of `evals` are random-access sources of raw examples; `preprocess` turns one raw
+  example into the model's input dict (numpy, deterministic): at least `"x"` (the input, channels-last)
+  and `"label"`, optionally `"valid"` (boolean per position, for padded variable-length inputs).
+  """
+  name: str
+  train: Source
+  evals: dict[str, Source]
+  preprocess: Callable[[Mapping[str, Any]], dict[str, np.ndarray]]
+  num_classes: int
+  class_names: Sequence[str]
+  info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  def example(self) -> dict[str, np.ndarray]:
+    """One preprocessed training example (used to initialise models)."""
+    return self.preprocess(self.train[0])

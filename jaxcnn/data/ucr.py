@@ -1,0 +1,234 @@
+"""UCR/UEA time-series classification archives as a TFDS builder (array_record, no TensorFlow).
+
+Source files are `.ts` files (see `ts_format.py`): by default the ones the `aeon` wheel ships under
+`aeon/datasets/data/<Name>/<Name>_{TRAIN,TEST}.ts` (GunPoint, ItalyPowerDemand, ArrowHead, OSULeaf,
+ACSF1, BasicMotions, JapaneseVowels, PickupGestureWiimoteZ); with `manual_dir` a user's own copy of the
+full archives (`<manual_dir>/<Name>/<Name>_TRAIN.ts` or `<manual_dir>/<Name>_TRAIN.ts`). The official
+train/test splits are kept as they are.
+
+Normalisation (`normalize=`):
+- "train_global" (default): z-normalise every value with the mean and standard deviation of *all*
+  training values, as Wang et al.'s FCN code does (`x_train.mean()`, `x_train.std()`, applied to train
+  and test).
+- "per_series": z-normalise each series (each channel) by its own mean and std, as in Ismail Fawaz et
+  al.'s review code (dl-4-tsc).
+- "none".
+Variable-length series are zero-padded (after normalisation) to the longest series of the data set and
+carry a boolean `valid` mask; trailing missing values (NaN) mark the end of a series, other missing
+values become 0 after normalisation.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import logging
+import os
+
+import numpy as np
+
+from jaxcnn.data.base import Dataset, DatasetError
+from jaxcnn.data.ts_format import TsFormatError, read_ts
+from jaxcnn.registry import DATASETS
+
+NORMALIZATIONS = ("train_global", "per_series", "none")
+
+
+def shipped_dir() -> str:
+  """Directory of the `.ts` files shipped in the aeon wheel (found without importing aeon)."""
+  spec = importlib.util.find_spec("aeon")
+  if spec is None or not spec.origin:
+    raise DatasetError("The UCR/UEA files ship in the 'aeon' wheel, which is not installed: "
+                       "`pip install aeon`, or pass --config.dataset.manual_dir=/path/to/your/archive.")
+  return os.path.join(os.path.dirname(spec.origin), "datasets", "data")
+
+
+def split_file(root: str, name: str, split: str) -> str | None:
+  for cand in (os.path.join(root, name, f"{name}_{split}.ts"), os.path.join(root, f"{name}_{split}.ts")):
+    if os.path.isfile(cand):
+      return cand
+  return None
+
+
+def available(root: str) -> list[str]:
+  """Names under `root` that have both a TRAIN and a TEST classification `.ts` file."""
+  if not os.path.isdir(root):
+    return []
+  names = set()
+  for entry in os.listdir(root):
+    stem = entry[:-len("_TRAIN.ts")] if entry.endswith("_TRAIN.ts") else entry
+    if split_file(root, stem, "TRAIN") and split_file(root, stem, "TEST"):
+      with open(split_file(root, stem, "TRAIN"), encoding="utf-8", errors="replace") as f:
+        head = f.read(20000).lower()
+      if "@classlabel true" in head:
+        names.add(stem)
+  return sorted(names)
+
+
+def _sha256(paths) -> str:
+  h = hashlib.sha256()
+  for p in paths:
+    with open(p, "rb") as f:
+      h.update(f.read())
+  return h.hexdigest()
+
+
+def _valid_length(series: np.ndarray) -> int:
+  """Length up to the last time step where any channel has a value (trailing NaN = end of series)."""
+  ok = ~np.all(np.isnan(series), axis=-1)
+  return int(np.flatnonzero(ok)[-1] + 1) if ok.any() else 0
+
+
+def _builder_class():
+  """The TFDS builder class, defined on first use (importing TFDS takes a second)."""
+  global _UcrUea
+  if _UcrUea is not None:
+    return _UcrUea
+  import tensorflow_datasets as tfds
+
+  class UcrUea(tfds.core.GeneratorBasedBuilder):
+    """UCR/UEA time-series classification data set read from `.ts` files."""
+    name = "ucr_uea"
+    VERSION = tfds.core.Version("1.0.0")
+
+    def __init__(self, *, subset: str, files: dict[str, str], train, digest: str, **kwargs):
+      self._subset, self._files, self._train, self._digest = subset, files, train, digest
+      super().__init__(config=tfds.core.BuilderConfig(name=f"{subset}-{digest}"),
+                       file_format="array_record", **kwargs)
+
+    def _info(self):
+      return tfds.core.DatasetInfo(
+          builder=self,
+          description=f"UCR/UEA {self._subset} from {self._files['train']} (sha256 {self._digest})",
+          features=tfds.features.FeaturesDict({
+              "series": tfds.features.Tensor(shape=(None, self._train.series[0].shape[-1]),
+                                             dtype=np.float32),
+              "label": tfds.features.ClassLabel(names=self._train.class_names),
+          }),
+          supervised_keys=("series", "label"),
+      )
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {split: self._generate_examples(split) for split in ("train", "test")}
+
+    def _generate_examples(self, split):
+      data = self._train if split == "train" else read_ts(self._files[split])
+      channels = self._train.series[0].shape[-1]
+      if data.series[0].shape[-1] != channels:
+        raise TsFormatError(f"{self._files[split]}: {data.series[0].shape[-1]} channels, the TRAIN "
+                            f"file has {channels}")
+      for i, (s, label) in enumerate(zip(data.series, data.labels)):
+        yield i, {"series": s.astype(np.float32), "label": self._train.class_names.index(label)}
+
+  _UcrUea = UcrUea
+  return UcrUea
+
+
+_UcrUea = None
+
+
+def make_builder(name: str, source_dir: str, data_dir: str | None = None):
+  """The TFDS builder for data set `name` read from `source_dir`.
+
+  The builder config name carries a digest of the source files, so a different copy of the same data
+  set (another `manual_dir`) is built separately instead of silently reusing the first one.
+  """
+  files = {}
+  for split in ("TRAIN", "TEST"):
+    path = split_file(source_dir, name, split)
+    if path is None:
+      names = available(source_dir)
+      raise DatasetError(
+          f"UCR/UEA data set {name!r} not found in {source_dir} (looked for {name}/{name}_{split}.ts "
+          f"and {name}_{split}.ts). Available there: {', '.join(names) or 'none'}. Point "
+          "--config.dataset.manual_dir at a folder holding the .ts files to use another data set.")
+    files[split.lower()] = path
+  try:
+    train = read_ts(files["train"])
+  except TsFormatError as e:
+    raise DatasetError(str(e)) from None
+  return _builder_class()(subset=name, files=files, train=train, digest=_sha256(files.values())[:12],
+                          data_dir=data_dir)
+
+
+def _prepare(builder) -> None:
+  import tensorflow_datasets as tfds
+  tfds.disable_progress_bar()
+  logging.getLogger("absl").setLevel(logging.ERROR)
+  if not builder.is_prepared():
+    print(f"Building TFDS data set {builder.name}/{builder.builder_config.name} in {builder.data_dir} ...",
+          flush=True)
+  builder.download_and_prepare()
+
+
+class _Materialized:
+  """A split read once into memory (UCR/UEA splits are small: at most a few MB)."""
+
+  def __init__(self, source):
+    self._rows = [source[i] for i in range(len(source))]
+
+  def __len__(self):
+    return len(self._rows)
+
+  def __getitem__(self, i):
+    return self._rows[i]
+
+
+@functools.lru_cache(maxsize=16)
+def _load(name, source_dir, data_dir):
+  builder = make_builder(name, source_dir, data_dir)
+  _prepare(builder)
+  splits = {s: _Materialized(builder.as_data_source(split=s)) for s in ("train", "test")}
+  return builder, splits
+
+
+@DATASETS.register("ucr_uea")
+def ucr_uea(subset: str = "GunPoint", normalize: str = "train_global", data_dir: str | None = None,
+            manual_dir: str | None = None) -> Dataset:
+  """A UCR/UEA classification data set by name (`subset`), official train/test splits."""
+  if normalize not in NORMALIZATIONS:
+    raise DatasetError(f"normalize={normalize!r} is not one of {', '.join(NORMALIZATIONS)}")
+  if manual_dir:
+    source_dir = os.path.expanduser(manual_dir)
+    if not os.path.isdir(source_dir):
+      raise DatasetError(f"--config.dataset.manual_dir={manual_dir} does not exist. Point it at a folder "
+                         "holding <Name>/<Name>_TRAIN.ts and <Name>/<Name>_TEST.ts files.")
+  else:
+    source_dir = shipped_dir()
+  if data_dir:
+    data_dir = os.path.expanduser(data_dir)
+  builder, splits = _load(subset, source_dir, data_dir)
+  train, test = splits["train"], splits["test"]
+
+  lengths = [_valid_length(s["series"]) for s in (*train._rows, *test._rows)]
+  max_len = max(lengths)
+  equal_length = len(set(lengths)) == 1
+  values = np.concatenate([r["series"][:_valid_length(r["series"])].ravel() for r in train._rows])
+  mean, std = float(np.nanmean(values)), float(np.nanstd(values))
+
+  def preprocess(example):
+    x = np.asarray(example["series"], np.float32)
+    n = _valid_length(x)
+    x = x[:n]
+    if normalize == "train_global":
+      x = (x - mean) / (std if std > 0 else 1.0)
+    elif normalize == "per_series":
+      mu, sd = np.nanmean(x, axis=0), np.nanstd(x, axis=0)
+      x = (x - mu) / np.where(sd > 0, sd, 1.0)
+    x = np.nan_to_num(x, nan=0.0).astype(np.float32)
+    out = {"label": np.int32(example["label"])}
+    if equal_length:
+      out["x"] = x
+    else:
+      out["x"] = np.pad(x, ((0, max_len - n), (0, 0)))
+      out["valid"] = np.arange(max_len) < n
+    return out
+
+  class_names = builder.info.features["label"].names
+  info = dict(source_dir=source_dir, tfds_dir=str(builder.data_path), num_train=len(train),
+              num_test=len(test), length=max_len, equal_length=equal_length,
+              channels=int(train[0]["series"].shape[-1]), normalize=normalize,
+              train_mean=mean, train_std=std)
+  return Dataset(name=f"ucr_uea/{subset}", train=train, evals={"test": test}, preprocess=preprocess,
+                 num_classes=len(class_names), class_names=list(class_names), info=info)

@@ -1,0 +1,3 @@
+"""Architectures, one file per family, each registered by name in `jaxcnn.registry.MODELS`."""
+from jaxcnn.models import fcn  # noqa: F401
+from jaxcnn.models import resnet_ts  # noqa: F401

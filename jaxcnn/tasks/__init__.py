@@ -1,0 +1,2 @@
+"""Tasks: loss, metrics and evaluation summaries, registered by name in `jaxcnn.registry.TASKS`."""
+from jaxcnn.tasks import classification  # noqa: F401

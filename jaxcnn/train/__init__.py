@@ -1,0 +1,1 @@
+"""Training: state, the pure step, parallel wrappers, checkpoints, metric writers and the one loop."""

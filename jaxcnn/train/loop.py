@@ -1,0 +1,291 @@
+"""The one training loop: config -> registry -> data -> model -> step -> checkpoint -> eval -> report.
+
+Experiments differ only in their config: the model, data set and task are looked up by name.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxcnn import registry
+from jaxcnn.data import pipeline
+from jaxcnn.data.base import Dataset
+from jaxcnn.train import step as step_lib
+from jaxcnn.train.checkpoint import Checkpointer
+from jaxcnn.train.metrics_writer import MetricsWriter
+from jaxcnn.train.optimizer import make_optimizer, make_schedule
+from jaxcnn.train.parallel import AXIS, Parallel
+from jaxcnn.train.plateau import Plateau
+from jaxcnn.train.report import write_report
+from jaxcnn.train.state import create_train_state, num_params
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or Inf."""
+
+
+@dataclasses.dataclass
+class Components:
+  dataset: Dataset
+  model: Any          # for training: BatchNorm statistics reduced over the "data" axis
+  init_model: Any     # same parameters, no mapped axis (init, eval outside the step, interpretation)
+  task: Any
+
+
+def _kwargs(section) -> dict:
+  d = section.to_dict() if hasattr(section, "to_dict") else dict(section)
+  d.pop("name", None)
+  return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+def check_names(config) -> None:
+  """Fails fast (before loading anything) on unknown model/dataset/task names or arguments."""
+  registry.load_all()
+  for reg, section, injected in ((registry.MODELS, config.model, ("num_classes", "axis_name")),
+                                 (registry.DATASETS, config.dataset, ()),
+                                 (registry.TASKS, config.task, ("num_classes",))):
+    fn = reg.get(section.name)
+    kwargs = _kwargs(section)
+    clash = sorted(set(kwargs) & set(injected))
+    if clash:
+      raise registry.RegistryError(f"config.{reg.kind}.{clash[0]} is set by the trainer from the data "
+                                   "set; remove it from the config.")
+    registry.check_kwargs(fn, {**kwargs, **{k: None for k in injected}},
+                          what=f"{reg.kind} {section.name!r} (config.{reg.kind})")
+
+
+def build_components(config) -> Components:
+  check_names(config)
+  dataset = registry.DATASETS.build(config.dataset.name, **_kwargs(config.dataset))
+  mk = functools.partial(registry.MODELS.build, config.model.name, num_classes=dataset.num_classes,
+                         **_kwargs(config.model))
+  task = registry.TASKS.build(config.task.name, num_classes=dataset.num_classes, **_kwargs(config.task))
+  return Components(dataset, mk(axis_name=AXIS), mk(axis_name=None), task)
+
+
+def global_batch_size(config, num_train: int) -> int:
+  """`config.train.batch_size`, where 0 means Wang et al.'s rule min(N_train // 10, 16)."""
+  bs = int(config.train.batch_size)
+  return max(1, min(num_train // 10, 16)) if bs == 0 else bs
+
+
+def _round_up(n: int, k: int) -> int:
+  return -(-n // k) * k
+
+
+class _Runtime:
+  """Everything a run needs, built from the config (shared by training and `--mode=eval`)."""
+
+  def __init__(self, config, workdir: str, devices=None):
+    self.config, self.workdir = config, workdir
+    self.c = build_components(config)
+    ds = self.c.dataset
+    self.num_train = len(ds.train)
+    self.batch_size = global_batch_size(config, self.num_train)
+    self.steps_per_epoch = pipeline.steps_per_epoch(self.num_train, self.batch_size)
+    self.total_steps = int(config.train.epochs) * self.steps_per_epoch
+    self.schedule = make_schedule(config.schedule, config.optimizer.learning_rate, self.total_steps,
+                                  self.steps_per_epoch)
+    self.tx = make_optimizer(config.optimizer, self.schedule)
+    self.par = Parallel(
+        config.parallel,
+        functools.partial(step_lib.train_step, model=self.c.model, task=self.c.task, tx=self.tx),
+        functools.partial(step_lib.eval_step, model=self.c.init_model, task=self.c.task),
+        devices)
+    self.par.check_batch_size(self.batch_size)
+    self.eval_batch_size = _round_up(int(config.train.eval_batch_size), self.par.num_devices)
+    self.proc = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    self.state = create_train_state(self.c.init_model, self.tx, ds.example(), config.seed)
+    self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep)
+    self._eval_cache: dict[str, list] = {}
+
+  def evaluate(self, dstate) -> dict[str, float]:
+    """Metrics on every eval split, as `{"<split>/<metric>": value}`."""
+    out = {}
+    ds = self.c.dataset
+    for split, source in ds.evals.items():
+      if split not in self._eval_cache:
+        batches = pipeline.eval_batches(source, ds.preprocess, batch_size=self.eval_batch_size,
+                                        **self.proc)
+        self._eval_cache[split] = [self.par.put_batch(b) for b in batches]
+      sums = None
+      for b in self._eval_cache[split]:
+        m = self.par.eval_step(dstate, b)
+        sums = m if sums is None else jax.tree.map(lambda a, b: a + b, sums, m)
+      for k, v in self.c.task.summarize(jax.device_get(sums)).items():
+        out[f"{split}/{k}"] = v
+    return out
+
+
+def _console():
+  from rich.console import Console
+  return Console(highlight=False)
+
+
+def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step: int | None = None,
+                       console=None) -> dict | None:
+  """Trains (resuming from `workdir/checkpoints` if there is a checkpoint), evaluates, writes the report.
+
+  Returns the result dict (also in `workdir/result.json`). `interrupt_at_step` stops abruptly after that
+  step without saving, as a kill would (for tests).
+  """
+  console = console or _console()
+  os.makedirs(workdir, exist_ok=True)
+  rt = _Runtime(config, workdir, devices)
+  ds, task, par = rt.c.dataset, rt.c.task, rt.par
+  epochs, spe = int(config.train.epochs), rt.steps_per_epoch
+
+  data_iter = pipeline.train_iterator(ds.train, ds.preprocess, batch_size=rt.batch_size,
+                                      seed=config.seed, num_epochs=epochs,
+                                      num_threads=config.train.num_threads, **rt.proc)
+  plateau = None
+  if config.schedule.name == "plateau":
+    plateau = Plateau(config.optimizer.learning_rate, factor=config.schedule.factor,
+                      patience=config.schedule.patience, min_lr=config.schedule.min_lr,
+                      min_delta=config.schedule.min_delta)
+  loop: dict[str, Any] = {"selected": {}, "final": {}, "epoch_sums": None, "train_time_s": 0.0}
+  state = rt.state
+  start_step = 0
+  resumed = rt.ckpt.latest_step()
+  if resumed is not None:
+    state, loop = rt.ckpt.restore(state, data_iter)
+    start_step = int(state.step)
+    if plateau and "plateau" in loop:
+      plateau.load_state_dict(loop["plateau"])
+  writer = MetricsWriter(workdir, resume_step=start_step if resumed is not None else None)
+
+  console.print(f"[bold]{config.get('experiment', 'jaxcnn')}[/bold]  data [cyan]{ds.name}[/cyan] "
+                f"({rt.num_train} train, " + ", ".join(f"{len(s)} {k}" for k, s in ds.evals.items()) +
+                f")  model [cyan]{config.model.name}[/cyan] ({num_params(state.params):,} params)")
+  console.print(f"{par.num_devices} x {jax.devices()[0].platform} device(s), parallel={par.mode}, "
+                f"global batch {rt.batch_size}, {spe} steps/epoch, {epochs} epochs, workdir {workdir}")
+  if resumed is not None:
+    console.print(f"[yellow]Resuming from checkpoint at step {start_step} "
+                  f"(epoch {start_step / spe:.2f}) in {rt.ckpt.directory}[/yellow]")
+
+  dstate = par.put_state(state)
+  sums = None if loop["epoch_sums"] is None else {k: np.asarray(v) for k, v in loop["epoch_sums"].items()}
+  stop = {"signal": None}
+
+  def on_signal(signum, frame):
+    del frame
+    stop["signal"] = signum
+
+  old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+
+  def save(step_done: int, partial_sums=None):
+    loop["epoch_sums"] = (None if partial_sums is None else
+                          {k: np.asarray(v).tolist() for k, v in jax.device_get(partial_sums).items()})
+    if plateau:
+      loop["plateau"] = plateau.state_dict()
+    loop["config"] = config.to_json()
+    rt.ckpt.save(step_done, par.get_state(dstate), data_iter, loop)
+
+  from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+      TimeRemainingColumn
+  progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                      console=console, transient=False)
+  t_start = time.time()
+  train_time_before = loop["train_time_s"]
+  last = {}
+  try:
+    with progress:
+      bar = progress.add_task("training", total=rt.total_steps, completed=start_step)
+      for step in range(start_step, rt.total_steps):
+        batch = par.put_batch(next(data_iter))
+        dstate, metrics = par.train_step(dstate, batch)
+        sums = metrics if sums is None else jax.tree.map(lambda a, b: a + b, sums, metrics)
+        progress.advance(bar)
+        done = step + 1
+        if done % spe == 0:
+          epoch = done // spe
+          host = jax.device_get(sums)
+          sums = None
+          train = task.summarize(host)
+          if not math.isfinite(train["loss"]):
+            last_ckpt = rt.ckpt.latest_step()
+            raise NonFiniteLossError(
+                f"The training loss is {train['loss']} at epoch {epoch} (steps {done - spe + 1}-{done}). "
+                f"The last good checkpoint is step {last_ckpt} in {rt.ckpt.directory}. Lower "
+                "--config.optimizer.learning_rate or check the input data for NaN/Inf.")
+          lr = float(rt.schedule(done - 1)) * (plateau.scale if plateau else 1.0)
+          record = {"epoch": epoch, "lr": lr, "grad_norm": float(host["grad_norm"]) / spe,
+                    **{f"train/{k}": v for k, v in train.items()}}
+          if plateau:
+            old = plateau.lr
+            plateau.update(train["loss"])
+            if plateau.lr != old:
+              dstate = dstate.replace(lr_scale=par.put_scalar(plateau.scale))
+          # The reported number is the eval metrics at the epoch where `select_by` is lowest. When it
+          # is a training metric, evaluating exactly at the epochs that improve it gives the same
+          # selection as evaluating every epoch, at a fraction of the cost.
+          key = config.report.select_by
+          best = loop["selected"].get(key)
+          improves = key in record and (best is None or record[key] < best)
+          if (epoch % config.train.eval_every_epochs == 0 or epoch == epochs
+              or (improves and config.train.eval_on_improvement)):
+            record.update(rt.evaluate(dstate))
+            if best is None or record[key] < best:
+              loop["selected"] = {k: v for k, v in record.items() if "confusion" not in k}
+          loop["final"] = record
+          last = record
+          writer.write(done, {k: v for k, v in record.items() if "confusion" not in k})
+          desc = f"epoch {epoch}/{epochs} loss {train['loss']:.4f}"
+          if "test/error" in record:
+            desc += f" test err {100 * record['test/error']:.1f}%"
+          progress.update(bar, description=desc)
+          if epoch % config.train.log_every_epochs == 0 or epoch == epochs:
+            progress.console.print(desc + f" lr {lr:.2e}")
+          loop["train_time_s"] = train_time_before + time.time() - t_start
+          if epoch % config.checkpoint.every_epochs == 0 or epoch == epochs:
+            save(done)
+        if interrupt_at_step is not None and done == interrupt_at_step:
+          return None
+        if stop["signal"] is not None:
+          loop["train_time_s"] = train_time_before + time.time() - t_start
+          save(done, sums)
+          console.print(f"[yellow]Stopped by signal {stop['signal']} at step {done}; checkpoint saved. "
+                        "Run the same command again to resume.[/yellow]")
+          raise SystemExit(128 + stop["signal"])
+  finally:
+    for s, h in old_handlers.items():
+      signal.signal(s, h)
+    writer.close()
+    rt.ckpt.close()
+
+  result = {
+      "experiment": config.get("experiment"), "dataset": ds.name, "class_names": list(ds.class_names),
+      "num_train": rt.num_train, "num_test": len(next(iter(ds.evals.values()))),
+      "num_params": num_params(par.get_state(dstate).params), "batch_size": rt.batch_size,
+      "steps_per_epoch": spe, "epochs_done": rt.total_steps // spe, "wall_time_s": loop["train_time_s"],
+      "selected": loop["selected"], "final": loop["final"] or last,
+      "paper": config.report.get("paper"), "paper_error": config.report.get("paper_error"),
+  }
+  import json
+  with open(os.path.join(workdir, "result.json"), "w") as f:
+    json.dump(result, f, indent=1)
+  history = MetricsWriter.read(writer.path)
+  result["report"] = write_report(workdir, config, result, history)
+  return result
+
+
+def evaluate_checkpoint(config, workdir: str, *, devices=None) -> dict:
+  """`--mode=eval`: the latest checkpoint in `workdir` on every eval split."""
+  rt = _Runtime(config, workdir, devices)
+  step = rt.ckpt.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"No checkpoint in {rt.ckpt.directory}. Train first (same command "
+                            "without --mode=eval) or point --workdir at a trained run.")
+  state, _ = rt.ckpt.restore(rt.state, None)
+  metrics = rt.evaluate(rt.par.put_state(state))
+  rt.ckpt.close()
+  return {"step": step, **metrics}

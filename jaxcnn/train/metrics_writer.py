@@ -1,0 +1,37 @@
+"""Metrics to `workdir/metrics.jsonl` (one JSON object per line) and TensorBoard event files
+(tensorboardX, no TensorFlow) in `workdir/tensorboard`."""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+
+class MetricsWriter:
+
+  def __init__(self, workdir: str, resume_step: int | None = None):
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.tb_dir = os.path.join(workdir, "tensorboard")
+    if os.path.exists(self.path):
+      # A resumed run replays the steps after its checkpoint: drop what it logged after it.
+      keep = [ln for ln in self.read(self.path) if resume_step is not None and ln["step"] <= resume_step]
+      with open(self.path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in keep)
+    from tensorboardX import SummaryWriter
+    self._tb = SummaryWriter(self.tb_dir, purge_step=resume_step + 1 if resume_step else None)
+
+  @staticmethod
+  def read(path: str) -> list[dict]:
+    with open(path) as f:
+      return [json.loads(line) for line in f if line.strip()]
+
+  def write(self, step: int, record: dict) -> None:
+    record = {"step": int(step), **record}
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    for k, v in record.items():
+      if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+        self._tb.add_scalar(k, v, step)
+
+  def close(self):
+    self._tb.close()

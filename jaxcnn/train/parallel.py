@@ -1,0 +1,88 @@
+"""Two interchangeable ways to run the step bodies on all devices, selected by `config.parallel`:
+
+- "jit": `jax.jit(jax.shard_map(body, mesh=Mesh(devices, ("data",))))`: the state is one global array
+  replicated with `NamedSharding(mesh, P())`, the batch one global array sharded `P("data")`
+  (built from each process's rows with `jax.make_array_from_process_local_data`).
+- "pmap": `jax.pmap(body, axis_name="data")`: the state is replicated with a leading device axis, the
+  batch reshaped to `[local_devices, per_device, ...]`.
+
+Both take and return host-side (unreplicated) states through `put_state` / `get_state`, so a
+checkpoint written under one mode restores under the other.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+MODES = ("jit", "pmap")
+AXIS = "data"
+
+
+class BatchSizeError(ValueError):
+  """A global batch size that cannot be split evenly over the devices."""
+
+
+class Parallel:
+
+  def __init__(self, mode: str, train_body, eval_body, devices=None):
+    if mode not in MODES:
+      raise ValueError(f"config.parallel={mode!r} is not one of {', '.join(MODES)}")
+    self.mode = mode
+    self.devices = list(devices if devices is not None else jax.devices())
+    self.local_devices = [d for d in self.devices if d.process_index == jax.process_index()]
+    self.num_devices = len(self.devices)
+    if mode == "jit":
+      self.mesh = Mesh(np.array(self.devices), (AXIS,))
+      self._repl = NamedSharding(self.mesh, P())
+      self._data = NamedSharding(self.mesh, P(AXIS))
+      smap = functools.partial(jax.shard_map, mesh=self.mesh, in_specs=(P(), P(AXIS)))
+      self._train = jax.jit(smap(train_body, out_specs=(P(), P())), donate_argnums=0)
+      self._eval = jax.jit(smap(eval_body, out_specs=P()))
+    else:
+      self._train = jax.pmap(train_body, axis_name=AXIS, devices=self.devices, donate_argnums=0)
+      self._eval = jax.pmap(eval_body, axis_name=AXIS, devices=self.devices)
+
+  def check_batch_size(self, global_batch: int, what: str = "config.train.batch_size") -> None:
+    if global_batch % self.num_devices:
+      lo = max(self.num_devices, global_batch - global_batch % self.num_devices)
+      raise BatchSizeError(
+          f"{what}={global_batch} is not divisible by the number of devices ({self.num_devices}). "
+          f"Use a multiple of {self.num_devices}, e.g. {what}={lo} or "
+          f"{lo + self.num_devices}.")
+
+  def put_state(self, state):
+    if self.mode == "jit":
+      return jax.device_put(state, self._repl)
+    n = len(self.local_devices)
+    return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)), state)
+
+  def get_state(self, state):
+    if self.mode == "pmap":
+      state = jax.tree.map(lambda x: x[0], state)
+    return jax.device_get(state)
+
+  def put_scalar(self, value, dtype=jnp.float32):
+    return self.put_state(jnp.asarray(value, dtype))
+
+  def put_batch(self, local_batch: dict[str, np.ndarray]):
+    """`local_batch`: this process's rows of the global batch."""
+    if self.mode == "jit":
+      return jax.make_array_from_process_local_data(self._data, local_batch)
+    n = len(self.local_devices)
+    return jax.tree.map(lambda x: x.reshape((n, x.shape[0] // n) + x.shape[1:]), local_batch)
+
+  def train_step(self, state, batch):
+    state, metrics = self._train(state, batch)
+    if self.mode == "pmap":
+      metrics = jax.tree.map(lambda x: x[0], metrics)
+    return state, metrics
+
+  def eval_step(self, state, batch):
+    metrics = self._eval(state, batch)
+    if self.mode == "pmap":
+      metrics = jax.tree.map(lambda x: x[0], metrics)
+    return metrics

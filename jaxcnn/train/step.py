@@ -1,0 +1,57 @@
+"""The pure train and eval step bodies.
+
+Each runs on one device's share of the global batch inside a mapped context with the device axis named
+`axis_name` ("data"): gradients, metric sums and BatchNorm statistics are reduced over it with `psum`,
+so the result is the same for any number of devices. `jaxcnn.train.parallel` maps them with `pmap` or
+`jit(shard_map)`.
+
+A batch is a dict of `x` (model input), `label`, `mask` (`[batch]`, False for padding rows) and
+optionally `valid` (`[batch, length]`, False for padded time steps of variable-length inputs).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxcnn.train.state import TrainState
+
+
+def model_mask(batch):
+  """What the model sees as valid: examples `[batch]`, or positions `[batch, length]`."""
+  if "valid" in batch:
+    return jnp.logical_and(batch["valid"], batch["mask"][:, None])
+  return batch["mask"]
+
+
+def train_step(state: TrainState, batch, *, model, task, tx: optax.GradientTransformation,
+               axis_name: str = "data"):
+  """One optimizer step on the global batch: `(state, batch) -> (state, metric sums)`."""
+  weights = batch["mask"].astype(jnp.float32)
+  count = jnp.maximum(jax.lax.psum(jnp.sum(weights), axis_name), 1.0)
+  rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), jax.lax.axis_index(axis_name))
+
+  def loss_fn(params):
+    logits, new_vars = model.apply(
+        {"params": params, "batch_stats": state.batch_stats}, batch["x"], train=True,
+        mask=model_mask(batch), rngs={"dropout": rng}, mutable=["batch_stats"])
+    # This device's share of the global mean loss; the psum of the gradients adds the shares up.
+    return jnp.sum(task.loss(logits, batch) * weights) / count, (logits, new_vars)
+
+  (_, (logits, new_vars)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grads = jax.lax.psum(grads, axis_name)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  updates = jax.tree.map(lambda u: u * state.lr_scale.astype(u.dtype), updates)
+  params = optax.apply_updates(state.params, updates)
+  metrics = jax.lax.psum(task.metric_sums(logits, batch, weights), axis_name)
+  metrics["grad_norm"] = optax.global_norm(grads)
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                            batch_stats=new_vars.get("batch_stats", state.batch_stats))
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, batch, *, model, task, axis_name: str = "data"):
+  """Metric sums (with a confusion matrix) of the model in inference mode on the global batch."""
+  logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, batch["x"],
+                       train=False, mask=model_mask(batch))
+  return jax.lax.psum(task.metric_sums(logits, batch, batch["mask"], confusion=True), axis_name)

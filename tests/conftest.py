@@ -1,0 +1,37 @@
+"""Tests run on CPU with 8 fake host devices, set before jax is imported anywhere."""
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import importlib.util  # noqa: E402
+
+import pytest  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def load_experiment(name: str, arg: str):
+  spec = importlib.util.spec_from_file_location(f"exp_{name}", os.path.join(ROOT, "experiments", f"{name}.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config(arg)
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory):
+  """One TFDS data dir for the whole session (builds each data set once)."""
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture
+def small_config(tfds_dir):
+  """FCN on GunPoint, narrower than the paper's (16/32/16 filters) so tests are fast."""
+  c = load_experiment("fcn_ucr", "GunPoint,runlocal")
+  c.dataset.data_dir = tfds_dir
+  c.model.filters = (16, 32, 16)
+  c.train.log_every_epochs = 1000
+  return c

@@ -1,0 +1,55 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcnn.models.fcn import FCN
+from jaxcnn.models.resnet_ts import ResNetTS
+from jaxcnn.train.state import num_params
+
+
+def conv_params(k, cin, cout):
+  return k * cin * cout + cout
+
+
+def test_fcn_parameter_count_and_shape():
+  # conv 8x1->128, 5x128->256, 3x256->128 (+bias), BatchNorm scale+shift, dense 128->2.
+  expected = (conv_params(8, 1, 128) + conv_params(5, 128, 256) + conv_params(3, 256, 128)
+              + 2 * (128 + 256 + 128) + 128 * 2 + 2)
+  assert expected == 264_962
+  model = FCN(num_classes=2)
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 150, 1)))
+  assert num_params(variables["params"]) == expected
+  assert num_params(variables["batch_stats"]) == 2 * (128 + 256 + 128)
+  assert model.apply(variables, jnp.zeros((3, 150, 1))).shape == (3, 2)
+
+
+def test_resnet_ts_parameter_count_and_shape():
+  blocks = [(1, 64), (64, 128), (128, 128)]
+  expected = 0
+  for cin, cout in blocks:
+    expected += conv_params(8, cin, cout) + conv_params(5, cout, cout) + conv_params(3, cout, cout)
+    expected += 3 * 2 * cout  # three BatchNorms
+    if cin != cout:
+      expected += conv_params(1, cin, cout)
+    expected += 2 * (cout if cin != cout else cin)  # shortcut BatchNorm
+  expected += 128 * 4 + 4
+  model = ResNetTS(num_classes=4)
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 100, 1)))
+  assert num_params(variables["params"]) == expected
+  assert model.apply(variables, jnp.zeros((2, 100, 1))).shape == (2, 4)
+
+
+@pytest.mark.parametrize("cls", [FCN, ResNetTS])
+def test_padded_series_with_mask_equals_unpadded(cls):
+  """Variable-length handling is exact: a padded series + mask gives the logits of the bare series."""
+  model = cls(num_classes=3, filters=(8, 16, 8))
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(1, 23, 2)), jnp.float32)
+  variables = model.init(jax.random.PRNGKey(1), x)
+  # Non-trivial running statistics so eval-mode BatchNorm shifts the padded zeros.
+  variables = jax.tree.map(lambda v: v + 0.3, variables)
+  padded = jnp.concatenate([x, jnp.zeros((1, 17, 2))], axis=1)
+  mask = jnp.arange(40)[None] < 23
+  np.testing.assert_allclose(model.apply(variables, padded, mask=mask), model.apply(variables, x),
+                             rtol=1e-5, atol=1e-5)

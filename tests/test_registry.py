@@ -1,0 +1,30 @@
+import pytest
+
+from jaxcnn import registry
+
+
+def test_unknown_names_list_the_registered_ones():
+  registry.load_all()
+  with pytest.raises(registry.RegistryError) as e:
+    registry.MODELS.get("fnc")
+  msg = str(e.value)
+  assert "Unknown model name 'fnc'" in msg and "Did you mean: fcn" in msg
+  assert "fcn" in msg and "resnet_ts" in msg
+  with pytest.raises(registry.RegistryError, match="Available datasets: .*ucr_uea"):
+    registry.DATASETS.get("ucr")
+  with pytest.raises(registry.RegistryError, match="Available tasks: classification"):
+    registry.TASKS.get("segmentation_x")
+
+
+def test_unknown_kwargs_are_rejected_with_the_accepted_ones():
+  registry.load_all()
+  with pytest.raises(registry.RegistryError) as e:
+    registry.MODELS.build("fcn", num_classes=2, filter=(1, 2, 3))
+  assert "'filter'" in str(e.value) and "filters" in str(e.value) and "kernel_sizes" in str(e.value)
+
+
+def test_register_twice_fails():
+  r = registry.Registry("thing")
+  r.register("a")(lambda: 1)
+  with pytest.raises(registry.RegistryError):
+    r.register("a")(lambda: 2)
