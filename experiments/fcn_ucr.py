@@ -4,8 +4,9 @@
   python launch.py --config=experiments/fcn_ucr.py:ItalyPowerDemand --config.train.epochs=2000
   python launch.py --config=experiments/fcn_ucr.py:GunPoint,runlocal     # smoke test: a few epochs
 
-The argument is the data set name, optionally followed by ",runlocal" (5 epochs) or ",quick" (1000 of
-the paper's 2000 epochs: what `python launch.py` with no flags runs, about 2-3 minutes on 2 CPU cores). The protocol is what the
+The argument is the data set name, optionally followed by ",runlocal" (5 epochs), ",quick" (1000 of
+the paper's 2000 epochs: what `python launch.py` with no flags runs, about 2-3 minutes on 2 CPU cores)
+and/or ",resnet" (the paper's ResNet instead of the FCN). The protocol is what the
 authors' code (github.com/cauchyturing/UCR_Time_Series_Classification_Deep_Learning_Baseline, FCN.py)
 does: Adam (Keras 1 defaults: lr 1e-3, epsilon 1e-8), ReduceLROnPlateau on the training loss (factor
 0.5, patience 50, min_lr 1e-4), batch size min(N_train // 10, 16) (Python 2 integer division), 2000
@@ -36,7 +37,14 @@ def get_config(arg: str = "GunPoint") -> ml_collections.ConfigDict:
   c.seed = 0
   c.parallel = "jit"            # "jit" (jit + shard_map over a device mesh) or "pmap"
 
-  c.model = ml_collections.ConfigDict(dict(name="fcn"))   # other keys are passed to the model
+  # Every key but `name` is passed to the model constructor (num_classes comes from the data set).
+  if "resnet" in parts[1:]:  # Wang et al.'s ResNet for time series, same protocol
+    c.experiment = f"resnet_ucr:{name}"
+    c.model = ml_collections.ConfigDict(dict(name="resnet_ts", filters=(64, 128, 128),
+                                             kernel_sizes=(8, 5, 3)))
+  else:
+    c.model = ml_collections.ConfigDict(dict(name="fcn", filters=(128, 256, 128),
+                                             kernel_sizes=(8, 5, 3)))
   c.dataset = ml_collections.ConfigDict(dict(
       name="ucr_uea", subset=name, normalize="train_global",
       data_dir=config_dict.placeholder(str),    # TFDS data dir (default ~/tensorflow_datasets)
@@ -65,7 +73,7 @@ def get_config(arg: str = "GunPoint") -> ml_collections.ConfigDict:
       paper=PAPER,
       paper_error=config_dict.placeholder(float),
   ))
-  if name in PAPER_FCN_ERROR:
+  if name in PAPER_FCN_ERROR and c.model.name == "fcn":
     c.report.paper_error = PAPER_FCN_ERROR[name]
 
   if "quick" in parts[1:]:

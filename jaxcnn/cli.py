@@ -16,9 +16,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxcnn.data.base import DatasetError
-from jaxcnn.registry import RegistryError
-from jaxcnn.train.parallel import BatchSizeError
+from jaxcnn.registry import ConfigError
 
 FLAGS = flags.FLAGS
 MODES = ("train", "eval")
@@ -59,34 +57,53 @@ def _config_arg(argv) -> str | None:
   return None
 
 
+def _override_keys(argv) -> list[str]:
+  keys = []
+  for a in argv[1:]:
+    if a.startswith("--config."):
+      keys.append(a[len("--config."):].split("=", 1)[0])
+  return keys
+
+
+def _unknown_key_message(key: str, valid: list[str]) -> str:
+  close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+  section = key.rsplit(".", 1)[0] if "." in key else ""
+  nearby = [k for k in valid if section and k.startswith(section + ".")]
+  hint = f" Did you mean: {', '.join('--config.' + c for c in close)}?" if close else ""
+  where = f" under config.{section}" if nearby else ""
+  return f"unknown config key --config.{key}.{hint} Valid keys{where}: {', '.join(nearby or valid)}"
+
+
+def check_config_args(argv: list[str], default_config: str) -> None:
+  """Validates --config and every --config.<key> override before ml_collections sees them (it applies
+  overrides while the flag is defined, and reports mistakes as tracebacks)."""
+  spec = _config_arg(argv) or default_config
+  path = spec.partition(":")[0]
+  if not os.path.isfile(path):
+    usage_error(f"config file {path} not found (from --config={spec}). Experiment configs live in "
+                "experiments/, e.g. --config=experiments/fcn_ucr.py:GunPoint.")
+  try:
+    base = _load_config(spec)
+  except Exception as e:  # pylint: disable=broad-except
+    usage_error(f"--config={spec}: {type(e).__name__}: {e}")
+  valid = _leaf_keys(base)
+  for key in _override_keys(argv):
+    if key not in valid:
+      usage_error(_unknown_key_message(key, valid))
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing with one clear message and exit code 2 for every mistake."""
   try:
     return FLAGS(argv)
   except flags.Error as e:
-    msg = str(e)
-    unknown = re.search(r"Unknown command line flag '(config\.[^']+)'", msg)
-    if unknown:
-      key = unknown.group(1)[len("config."):]
-      try:
-        valid = _leaf_keys(config_flags.get_config_filename and _load_config(argv))
-      except Exception:  # pylint: disable=broad-except
-        valid = []
-      close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
-      section = key.rsplit(".", 1)[0] + "." if "." in key else ""
-      nearby = [k for k in valid if section and k.startswith(section)] or valid
-      hint = f" Did you mean: {', '.join('--config.' + c for c in close)}?" if close else ""
-      usage_error(f"unknown config key --config.{key}.{hint} Valid keys"
-                  f"{' under ' + section[:-1] if section and nearby is not valid else ''}: "
-                  f"{', '.join(nearby)}")
-    usage_error(msg.replace("\n", " "))
+    usage_error(str(e).replace("\n", " "))
   return []
 
 
-def _load_config(argv):
-  """The config named by --config (without overrides), to list its keys in an error message."""
+def _load_config(spec: str):
+  """The config named by `spec` (`path.py[:arg]`), without overrides."""
   import importlib.util
-  spec = _config_arg(argv) or FLAGS["config"].default_as_str.strip("'\"")
   path, _, arg = spec.partition(":")
   mod_spec = importlib.util.spec_from_file_location("_jaxcnn_cfg", path)
   mod = importlib.util.module_from_spec(mod_spec)
@@ -126,7 +143,7 @@ def main(argv) -> None:
           console.print(f"  {k}: {v:.4f}")
       return
     result = loop.train_and_evaluate(config, workdir, console=console)
-  except (RegistryError, DatasetError, BatchSizeError, FileNotFoundError) as e:
+  except (ConfigError, FileNotFoundError) as e:
     usage_error(str(e))
   except loop.NonFiniteLossError as e:
     print(f"error: {e}", file=sys.stderr)
@@ -148,5 +165,6 @@ def main(argv) -> None:
 
 
 def run(default_config: str) -> None:
+  check_config_args(sys.argv, default_config)
   define_flags(default_config)
   app.run(main, flags_parser=parse_flags)

@@ -10,8 +10,12 @@ import inspect
 from typing import Any, Callable
 
 
-class RegistryError(ValueError):
-  """A name or keyword argument that the registry cannot resolve (a user error, not a bug)."""
+class ConfigError(ValueError):
+  """A config value that cannot work (a user error, not a bug): the message says how to fix it."""
+
+
+class RegistryError(ConfigError):
+  """A name or keyword argument that the registry cannot resolve."""
 
 
 class Registry:

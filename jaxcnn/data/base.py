@@ -6,8 +6,10 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from jaxcnn.registry import ConfigError
 
-class DatasetError(ValueError):
+
+class DatasetError(ConfigError):
   """A data set that cannot be found or read (a user error: the message says how to fix it)."""
 
 

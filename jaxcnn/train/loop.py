@@ -46,8 +46,23 @@ def _kwargs(section) -> dict:
   return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
-def check_names(config) -> None:
-  """Fails fast (before loading anything) on unknown model/dataset/task names or arguments."""
+def check_config(config) -> None:
+  """Fails fast (before loading anything) on unknown names, arguments or impossible values."""
+  from jaxcnn.train.optimizer import OPTIMIZERS, SCHEDULES
+  from jaxcnn.train.parallel import MODES
+  for key, value, allowed in (("parallel", config.parallel, MODES),
+                              ("optimizer.name", config.optimizer.name, OPTIMIZERS),
+                              ("schedule.name", config.schedule.name, SCHEDULES)):
+    if value not in allowed:
+      raise registry.ConfigError(f"config.{key}={value!r} is not one of {', '.join(allowed)}")
+  for key in ("epochs", "eval_batch_size", "eval_every_epochs", "log_every_epochs"):
+    if config.train[key] < 1:
+      raise registry.ConfigError(f"config.train.{key}={config.train[key]} must be at least 1")
+  if config.train.batch_size < 0:
+    raise registry.ConfigError(f"config.train.batch_size={config.train.batch_size} must be positive "
+                               "(or 0 for the paper's min(N_train // 10, 16))")
+  if config.checkpoint.every_epochs < 1 or config.checkpoint.keep < 1:
+    raise registry.ConfigError("config.checkpoint.every_epochs and config.checkpoint.keep must be >= 1")
   registry.load_all()
   for reg, section, injected in ((registry.MODELS, config.model, ("num_classes", "axis_name")),
                                  (registry.DATASETS, config.dataset, ()),
@@ -63,7 +78,7 @@ def check_names(config) -> None:
 
 
 def build_components(config) -> Components:
-  check_names(config)
+  check_config(config)
   dataset = registry.DATASETS.build(config.dataset.name, **_kwargs(config.dataset))
   mk = functools.partial(registry.MODELS.build, config.model.name, num_classes=dataset.num_classes,
                          **_kwargs(config.model))

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import optax
 
+from jaxcnn.registry import ConfigError
+
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "plateau", "cosine", "warmup_cosine", "step")
 
@@ -22,7 +24,7 @@ def make_schedule(cfg_schedule, base_lr: float, total_steps: int, steps_per_epoc
     every = int(cfg_schedule.get("every_epochs", 30) * steps_per_epoch)
     return optax.exponential_decay(base_lr, max(every, 1), cfg_schedule.get("factor", 0.1),
                                    staircase=True)
-  raise ValueError(f"Unknown schedule {name!r}. Available: {', '.join(SCHEDULES)}")
+  raise ConfigError(f"Unknown config.schedule.name {name!r}. Available: {', '.join(SCHEDULES)}")
 
 
 def make_optimizer(cfg_opt, schedule) -> optax.GradientTransformation:
@@ -39,4 +41,4 @@ def make_optimizer(cfg_opt, schedule) -> optax.GradientTransformation:
     if cfg_opt.weight_decay:
       tx = optax.chain(optax.add_decayed_weights(cfg_opt.weight_decay), tx)
     return tx
-  raise ValueError(f"Unknown optimizer {name!r}. Available: {', '.join(OPTIMIZERS)}")
+  raise ConfigError(f"Unknown config.optimizer.name {name!r}. Available: {', '.join(OPTIMIZERS)}")

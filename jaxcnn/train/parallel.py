@@ -18,11 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxcnn.registry import ConfigError
+
 MODES = ("jit", "pmap")
 AXIS = "data"
 
 
-class BatchSizeError(ValueError):
+class BatchSizeError(ConfigError):
   """A global batch size that cannot be split evenly over the devices."""
 
 
@@ -30,7 +32,7 @@ class Parallel:
 
   def __init__(self, mode: str, train_body, eval_body, devices=None):
     if mode not in MODES:
-      raise ValueError(f"config.parallel={mode!r} is not one of {', '.join(MODES)}")
+      raise ConfigError(f"config.parallel={mode!r} is not one of {', '.join(MODES)}")
     self.mode = mode
     self.devices = list(devices if devices is not None else jax.devices())
     self.local_devices = [d for d in self.devices if d.process_index == jax.process_index()]
@@ -39,7 +41,10 @@ class Parallel:
       self.mesh = Mesh(np.array(self.devices), (AXIS,))
       self._repl = NamedSharding(self.mesh, P())
       self._data = NamedSharding(self.mesh, P(AXIS))
-      smap = functools.partial(jax.shard_map, mesh=self.mesh, in_specs=(P(), P(AXIS)))
+      # check_vma=False: the body reduces over the axis itself (psum of gradients and BatchNorm sums),
+      # exactly as under pmap. With replication tracking on, autodiff would also psum the gradient of
+      # the replicated parameters, counting every device's contribution twice.
+      smap = functools.partial(jax.shard_map, mesh=self.mesh, in_specs=(P(), P(AXIS)), check_vma=False)
       self._train = jax.jit(smap(train_body, out_specs=(P(), P())), donate_argnums=0)
       self._eval = jax.jit(smap(eval_body, out_specs=P()))
     else:

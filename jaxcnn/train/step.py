@@ -44,7 +44,7 @@ def train_step(state: TrainState, batch, *, model, task, tx: optax.GradientTrans
   updates = jax.tree.map(lambda u: u * state.lr_scale.astype(u.dtype), updates)
   params = optax.apply_updates(state.params, updates)
   metrics = jax.lax.psum(task.metric_sums(logits, batch, weights), axis_name)
-  metrics["grad_norm"] = optax.global_norm(grads)
+  metrics["grad_norm"] = optax.tree.norm(grads)
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                             batch_stats=new_vars.get("batch_stats", state.batch_stats))
   return new_state, metrics

@@ -1,0 +1,66 @@
+"""pmap, jit over a device mesh, and a single device give the same numbers."""
+import functools
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from jaxcnn.models.fcn import FCN
+from jaxcnn.tasks.classification import Classification
+from jaxcnn.train import step as step_lib
+from jaxcnn.train.parallel import BatchSizeError, Parallel
+from jaxcnn.train.state import create_train_state
+
+
+def run(mode, devices, batches, steps=4):
+  model = FCN(num_classes=3, filters=(8, 16, 8), axis_name="data")
+  # SGD, not Adam: a conv bias followed by BatchNorm has a zero gradient up to rounding, and Adam's
+  # g / sqrt(v) turns rounding noise (which differs with the reduction order) into full-size steps.
+  task, tx = Classification(3), optax.sgd(0.1, momentum=0.9)
+  par = Parallel(mode, functools.partial(step_lib.train_step, model=model, task=task, tx=tx),
+                 functools.partial(step_lib.eval_step, model=model.clone(axis_name=None), task=task),
+                 devices)
+  state = create_train_state(model.clone(axis_name=None), tx, {"x": batches[0]["x"][0]}, seed=0)
+  dstate = par.put_state(state)
+  losses = []
+  for i in range(steps):
+    dstate, m = par.train_step(dstate, par.put_batch(batches[i % len(batches)]))
+    losses.append(float(m["loss"]) / float(m["count"]))
+  ev = par.eval_step(dstate, par.put_batch(batches[0]))
+  return par.get_state(dstate), losses, jax.device_get(ev)
+
+
+@pytest.fixture(scope="module")
+def batches():
+  rng = np.random.default_rng(0)
+  out = []
+  for valid in (16, 11):  # the second batch has 5 padding rows, as an epoch's last batch does
+    out.append({"x": rng.normal(size=(16, 20, 2)).astype(np.float32),
+                "label": rng.integers(0, 3, 16).astype(np.int32),
+                "mask": np.arange(16) < valid})
+  return out
+
+
+def test_pmap_jit_and_single_device_agree(batches):
+  devs = jax.devices()
+  assert len(devs) == 8
+  ref_state, ref_losses, ref_eval = run("jit", devs[:1], batches)
+  for mode, d in (("jit", devs), ("pmap", devs), ("pmap", devs[:1])):
+    state, losses, ev = run(mode, d, batches)
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5, err_msg=f"{mode} x {len(d)}")
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref_state.params)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=f"{mode} x {len(d)}")
+    for a, b in zip(jax.tree.leaves(state.batch_stats), jax.tree.leaves(ref_state.batch_stats)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ev["confusion"], ref_eval["confusion"])
+    assert int(state.step) == 4
+  assert ref_losses[-1] < ref_losses[0]
+
+
+def test_batch_not_divisible_by_devices():
+  par = Parallel("jit", lambda s, b: (s, {}), lambda s, b: {}, jax.devices())
+  with pytest.raises(BatchSizeError, match=r"batch_size=5 is not divisible by the number of devices "
+                                           r"\(8\).*multiple of 8"):
+    par.check_batch_size(5)
+  par.check_batch_size(16)

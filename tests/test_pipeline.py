@@ -1,0 +1,66 @@
+import numpy as np
+
+from jaxcnn.data import pipeline
+
+
+class ListSource:
+  def __init__(self, n):
+    self.rows = [{"x": np.full((3, 1), i, np.float32), "label": np.int32(i % 2), "id": np.int32(i)}
+                 for i in range(n)]
+
+  def __len__(self):
+    return len(self.rows)
+
+  def __getitem__(self, i):
+    return self.rows[i]
+
+
+def ident(e):
+  return dict(e)
+
+
+def test_epochs_are_fresh_permutations_with_a_padded_last_batch():
+  src = ListSource(11)
+  it = pipeline.train_iterator(src, ident, batch_size=4, seed=0, num_epochs=3)
+  batches = list(it)
+  assert len(batches) == 3 * pipeline.steps_per_epoch(11, 4) == 9
+  epochs = []
+  for e in range(3):
+    ids = []
+    for b in batches[3 * e:3 * e + 3]:
+      assert b["x"].shape == (4, 3, 1)
+      ids += b["id"][b["mask"]].tolist()
+    assert sorted(ids) == list(range(11))  # every example exactly once per epoch
+    epochs.append(ids)
+    last = batches[3 * e + 2]
+    assert last["mask"].tolist() == [True, True, True, False]  # Keras keeps the partial batch
+    assert not last["x"][3].any()
+  assert epochs[0] != epochs[1] != epochs[2]  # reshuffled every epoch
+
+
+def test_iterator_state_resumes_exactly():
+  src = ListSource(11)
+  it = pipeline.train_iterator(src, ident, batch_size=4, seed=3, num_epochs=4)
+  for _ in range(5):
+    next(it)
+  state = it.get_state()
+  rest = [b["id"].tolist() for b in it]
+  it2 = pipeline.train_iterator(src, ident, batch_size=4, seed=3, num_epochs=4)
+  it2.set_state(state)
+  assert [b["id"].tolist() for b in it2] == rest
+
+
+def test_processes_take_disjoint_rows_of_the_same_global_batch():
+  src = ListSource(16)
+  full = list(pipeline.train_iterator(src, ident, batch_size=8, seed=1, num_epochs=1))
+  parts = [list(pipeline.train_iterator(src, ident, batch_size=8, seed=1, num_epochs=1,
+                                        process_index=p, process_count=2)) for p in range(2)]
+  for b, p0, p1 in zip(full, *parts):
+    np.testing.assert_array_equal(np.concatenate([p0["id"], p1["id"]]), b["id"])
+
+
+def test_eval_batches_cover_every_example_once_in_order():
+  src = ListSource(10)
+  batches = list(pipeline.eval_batches(src, ident, batch_size=4))
+  ids = np.concatenate([b["id"][b["mask"]] for b in batches])
+  np.testing.assert_array_equal(ids, np.arange(10))
