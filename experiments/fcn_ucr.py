@@ -31,6 +31,10 @@ def get_config(arg: str = "GunPoint") -> ml_collections.ConfigDict:
   parts = [p for p in (arg or "GunPoint").split(",") if p]
   name = parts[0]
   runlocal = "runlocal" in parts[1:]
+  unknown = set(parts[1:]) - {"runlocal", "quick", "resnet"}
+  if unknown:
+    raise ValueError(f"unknown option(s) {sorted(unknown)} after the data set name; valid: runlocal, "
+                     "quick, resnet (e.g. fcn_ucr.py:GunPoint,runlocal)")
 
   c = ml_collections.ConfigDict()
   c.experiment = f"fcn_ucr:{name}"
@@ -72,12 +76,15 @@ def get_config(arg: str = "GunPoint") -> ml_collections.ConfigDict:
       select_by="train/loss",  # the reported number: test metrics at the epoch of lowest train loss
       paper=PAPER,
       paper_error=config_dict.placeholder(float),
+      note="",
   ))
   if name in PAPER_FCN_ERROR and c.model.name == "fcn":
     c.report.paper_error = PAPER_FCN_ERROR[name]
 
   if "quick" in parts[1:]:
-    c.experiment += " (quick: 1000 of the paper's 2000 epochs)"
+    c.experiment += ",quick"
+    c.report.note = ("quick run: 1000 of the paper's 2000 epochs; "
+                     f"--config=experiments/fcn_ucr.py:{name} runs the full protocol")
     c.train.epochs = 1000
   if runlocal:
     c.train.epochs = 5

@@ -156,6 +156,8 @@ def main(argv) -> None:
                 f"   paper ({result['paper']}): {_pct(result['paper_error'])}")
   console.print(f"  test error at the final epoch ({fin.get('epoch')}): {_pct(fin.get('test/error'))}")
   console.print(f"  training time {result['wall_time_s']:.0f} s")
+  if config.report.get("note"):
+    console.print(f"  note: {config.report.note}")
   console.print("Wrote:")
   for what, path in (("checkpoints", os.path.join(workdir, "checkpoints")),
                      ("metrics", os.path.join(workdir, "metrics.jsonl")),

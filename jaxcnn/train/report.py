@@ -64,6 +64,7 @@ def write_report(workdir: str, config, result: dict, history: list[dict]) -> str
       f"{result['steps_per_epoch']} steps at global batch {result['batch_size']}, "
       f"{result['wall_time_s']:.0f} s training on {versions()['backend']}.",
       "",
+      *([f"Note: {config.report.note}", ""] if config.report.get("note") else []),
       "| | test error | test accuracy | epoch |",
       "|---|---|---|---|",
       f"| ours, epoch of lowest {config.report.select_by} (the paper's protocol) | "

@@ -1,0 +1,33 @@
+"""Every experiment config runs in its smoke mode (`runlocal`), through the one trainer."""
+import glob
+import os
+
+import jax
+import pytest
+
+from conftest import ROOT, load_experiment
+from jaxcnn.train import loop
+
+VARIANTS = {"fcn_ucr": ["GunPoint,runlocal", "BasicMotions,runlocal,resnet", "JapaneseVowels,runlocal"]}
+
+
+def test_every_experiment_file_has_variants_listed():
+  files = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "experiments", "*.py"))}
+  assert files == set(VARIANTS)
+
+
+@pytest.mark.parametrize("name,arg", [(n, a) for n, args in VARIANTS.items() for a in args])
+def test_runlocal(name, arg, tfds_dir, tmp_path):
+  c = load_experiment(name, arg)
+  c.dataset.data_dir = tfds_dir
+  c.train.epochs = 1
+  c.train.batch_size = 8
+  result = loop.train_and_evaluate(c, str(tmp_path))  # 8 devices, jit
+  assert result["epochs_done"] == 1
+  assert 0.0 <= result["final"]["test/accuracy"] <= 1.0
+  assert os.path.exists(result["report"])
+
+
+def test_unknown_variant_is_rejected():
+  with pytest.raises(ValueError, match=r"unknown option\(s\) \['quik'\]"):
+    load_experiment("fcn_ucr", "GunPoint,quik")
