@@ -102,6 +102,6 @@ def test_sigterm_saves_mid_epoch_and_the_relaunch_ends_identical(tmp_path, tfds_
   ha = [json.loads(line) for line in open(tmp_path / "ref" / "metrics.jsonl")]
   hb = [json.loads(line) for line in open(wd / "metrics.jsonl")]
   assert len(ha) == len(hb) == 150
-  for x, y in zip(ha, hb):
+  for x, y in zip(ha, hb, strict=True):
     for k in x:
       assert x[k] == pytest.approx(y[k], rel=1e-6), (x["epoch"], k)

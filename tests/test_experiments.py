@@ -2,7 +2,6 @@
 import glob
 import os
 
-import jax
 import pytest
 
 from conftest import ROOT, load_experiment

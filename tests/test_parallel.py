@@ -49,9 +49,9 @@ def test_pmap_jit_and_single_device_agree(batches):
   for mode, d in (("jit", devs), ("pmap", devs), ("pmap", devs[:1])):
     state, losses, ev = run(mode, d, batches)
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5, err_msg=f"{mode} x {len(d)}")
-    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref_state.params)):
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref_state.params), strict=True):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=f"{mode} x {len(d)}")
-    for a, b in zip(jax.tree.leaves(state.batch_stats), jax.tree.leaves(ref_state.batch_stats)):
+    for a, b in zip(jax.tree.leaves(state.batch_stats), jax.tree.leaves(ref_state.batch_stats), strict=True):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ev["confusion"], ref_eval["confusion"])
     assert int(state.step) == 4

@@ -55,7 +55,7 @@ def test_processes_take_disjoint_rows_of_the_same_global_batch():
   full = list(pipeline.train_iterator(src, ident, batch_size=8, seed=1, num_epochs=1))
   parts = [list(pipeline.train_iterator(src, ident, batch_size=8, seed=1, num_epochs=1,
                                         process_index=p, process_count=2)) for p in range(2)]
-  for b, p0, p1 in zip(full, *parts):
+  for b, p0, p1 in zip(full, *parts, strict=True):
     np.testing.assert_array_equal(np.concatenate([p0["id"], p1["id"]]), b["id"])
 
 

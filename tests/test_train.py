@@ -61,12 +61,12 @@ def test_kill_and_resume_equals_uninterrupted(small_config, tmp_path, parallel):
   step_a, sa = _final_params(a)
   step_b, sb = _final_params(b)
   assert step_a == step_b == 42
-  for x, y in zip(jax.tree.leaves(sa), jax.tree.leaves(sb)):
+  for x, y in zip(jax.tree.leaves(sa), jax.tree.leaves(sb), strict=True):
     np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
   ha = MetricsWriter.read(os.path.join(a, "metrics.jsonl"))
   hb = MetricsWriter.read(os.path.join(b, "metrics.jsonl"))
   assert [h["step"] for h in hb] == [h["step"] for h in ha]  # no duplicated records after resume
-  for x, y in zip(ha, hb):
+  for x, y in zip(ha, hb, strict=True):
     assert x.keys() == y.keys()
     for k in x:
       np.testing.assert_allclose(x[k], y[k], rtol=1e-6, err_msg=k)

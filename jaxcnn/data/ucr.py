@@ -118,7 +118,7 @@ def _builder_class():
       if data.series[0].shape[-1] != channels:
         raise TsFormatError(f"{self._files[split]}: {data.series[0].shape[-1]} channels, the TRAIN "
                             f"file has {channels}")
-      for i, (s, label) in enumerate(zip(data.series, data.labels)):
+      for i, (s, label) in enumerate(zip(data.series, data.labels, strict=True)):
         yield i, {"series": s.astype(np.float32), "label": self._train.class_names.index(label)}
 
   _UcrUea = UcrUea
@@ -205,7 +205,8 @@ def ucr_uea(subset: str = "GunPoint", normalize: str = "train_global", data_dir:
   max_len = max(lengths)
   equal_length = len(set(lengths)) == 1
   values = np.concatenate([r["series"][:_valid_length(r["series"])].ravel() for r in train._rows])
-  mean, std = float(np.nanmean(values)), float(np.nanstd(values))
+  with np.errstate(over="ignore", invalid="ignore"):  # absurd values surface as a NaN-loss error
+    mean, std = float(np.nanmean(values)), float(np.nanstd(values))
 
   def preprocess(example):
     x = np.asarray(example["series"], np.float32)

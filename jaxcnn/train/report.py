@@ -80,7 +80,7 @@ def write_report(workdir: str, config, result: dict, history: list[dict]) -> str
     lines += ["Confusion matrix on the test split at the final epoch (rows: true class, columns: "
               "predicted):", "", "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     lines += [f"| **{n}** | " + " | ".join(map(str, row)) + " |"
-              for n, row in zip(names, final["test/confusion"])]
+              for n, row in zip(names, final["test/confusion"], strict=True)]
     lines.append("")
   png = plot_curves(history, os.path.join(workdir, "curves.png"))
   if png:
