@@ -92,6 +92,8 @@ def test_eval_mode_reproduces_the_final_metrics(small_config, tmp_path):
   result = loop.train_and_evaluate(c, str(tmp_path), devices=jax.devices()[:1])
   ev = loop.evaluate_checkpoint(c, str(tmp_path), devices=jax.devices()[:1])
   assert ev["step"] == 30
+  meta = json.load(open(tmp_path / "checkpoints" / "30" / "loop" / "metadata"))
+  assert meta["format_version"] == 1 and meta["jaxcnn_version"] and "train" in json.loads(meta["config"])
   assert ev["test/accuracy"] == pytest.approx(result["final"]["test/accuracy"])
   assert np.sum(ev["test/confusion"]) == 150
   saved = json.load(open(tmp_path / "result.json"))

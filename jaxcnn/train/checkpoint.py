@@ -29,7 +29,8 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def save(self, step: int, state, data_iter, loop: dict) -> None:
-    loop = dict(loop, format_version=FORMAT_VERSION)
+    import jaxcnn
+    loop = dict(loop, format_version=FORMAT_VERSION, jaxcnn_version=jaxcnn.__version__)
     state = jax.tree.map(np.asarray, state)
     args = dict(state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(loop))
     if data_iter is not None:
