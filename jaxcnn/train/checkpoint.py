@@ -13,6 +13,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+import jaxcnn
+
 FORMAT_VERSION = 1
 
 
@@ -29,7 +31,6 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def save(self, step: int, state, data_iter, loop: dict) -> None:
-    import jaxcnn
     loop = dict(loop, format_version=FORMAT_VERSION, jaxcnn_version=jaxcnn.__version__)
     state = jax.tree.map(np.asarray, state)
     args = dict(state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(loop))
