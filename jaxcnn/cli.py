@@ -31,6 +31,8 @@ def define_flags(default_config: str) -> None:
                       "(default: runs/<experiment>). Relaunching with the same workdir resumes.")
   flags.DEFINE_enum("mode", "train", MODES, "train (resumes if workdir has a checkpoint) or eval "
                     "(evaluate the latest checkpoint of workdir).")
+  flags.DEFINE_bool("summary", False, "Print the model's per-layer table (output shape, parameters, "
+                    "MACs, receptive field) on the data set's input shape, and exit.")
 
 
 def _leaf_keys(cfg, prefix="") -> list[str]:
@@ -131,6 +133,13 @@ def main(argv) -> None:
   from rich.console import Console
   console = Console(highlight=False, soft_wrap=True)
   try:
+    if FLAGS.summary:
+      from jaxcnn.summary import summary_table
+      c = loop.build_components(config)
+      shape = c.dataset.example()["x"].shape
+      console.print(f"{config.model.name} on {config.dataset.name} (one example of shape {list(shape)}):")
+      print(summary_table(c.init_model, shape))
+      return
     if FLAGS.mode == "eval":
       metrics = loop.evaluate_checkpoint(config, workdir)
       console.print(f"Checkpoint step {metrics.pop('step')} in {workdir}:")

@@ -1,13 +1,49 @@
-"""Pooling as pure functions."""
+"""Pooling (max, average, global) in 1D/2D/3D and the squeeze-and-excitation block, as pure functions.
+
+All channels-last `[batch, *spatial, channels]`; windows and strides are per spatial axis.
+"""
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jaxcnn.conv.nd import Padding, _tuple, resolve_padding
+
+
+def _window(x: jax.Array, window, stride, padding):
+  n = x.ndim - 2
+  if n not in (1, 2, 3):
+    raise ValueError(f"pooling expects [batch, *spatial, channels] with 1-3 spatial axes; got {x.shape}")
+  ws = _tuple(window, n, "window")
+  ss = ws if stride is None else _tuple(stride, n, "stride")
+  pads = resolve_padding(padding, x.shape[1:-1], ws, ss)
+  return (1, *ws, 1), (1, *ss, 1), [(0, 0), *pads, (0, 0)]
+
+
+def max_pool(x: jax.Array, window, stride=None, padding: Padding = "VALID") -> jax.Array:
+  """`y[i] = max_k x[i*s + k]` over the window (padding never wins: it is -inf). Stride defaults to
+  the window (non-overlapping pooling)."""
+  dims, strides, pads = _window(x, window, stride, padding)
+  return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, dims, strides, pads)
+
+
+def avg_pool(x: jax.Array, window, stride=None, padding: Padding = "VALID") -> jax.Array:
+  """Mean over each window; padded positions are not counted (TensorFlow's "SAME" average)."""
+  dims, strides, pads = _window(x, window, stride, padding)
+  total = jax.lax.reduce_window(x, 0.0, jax.lax.add, dims, strides, pads)
+  count = jax.lax.reduce_window(jnp.ones((1, *x.shape[1:-1], 1), x.dtype), 0.0, jax.lax.add, dims,
+                                strides, pads)
+  return total / count
 
 
 def global_avg_pool(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
   """Global average pooling (Lin et al. 2014): `[batch, *spatial, channels]` -> `[batch, channels]`.
 
+  One number per feature map, so a classifier on top needs `channels x classes` weights instead of
+  `channels x H x W x classes` (256 maps of 100x100, 10 classes: 2,560 instead of 25,600,000).
   With `mask` (boolean `[batch, *spatial]`), only valid positions are averaged (variable-length series).
   """
   axes = tuple(range(1, x.ndim - 1))
@@ -15,3 +51,51 @@ def global_avg_pool(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     return jnp.mean(x, axis=axes)
   w = mask.astype(x.dtype)[..., None]
   return jnp.sum(x * w, axis=axes) / jnp.maximum(jnp.sum(w, axis=axes), 1)
+
+
+def global_max_pool(x: jax.Array) -> jax.Array:
+  """`[batch, *spatial, channels]` -> `[batch, channels]`, the maximum of each feature map."""
+  return jnp.max(x, axis=tuple(range(1, x.ndim - 1)))
+
+
+def squeeze_excite(x: jax.Array, reduce: Callable, expand: Callable,
+                   mask: jax.Array | None = None) -> jax.Array:
+  """Squeeze-and-excitation (Hu et al. 2018): `x * sigmoid(expand(relu(reduce(GAP(x)))))`.
+
+  `reduce` maps `[batch, C] -> [batch, C/r]` and `expand` back to `[batch, C]` (dense layers); the
+  channel weights in (0, 1) rescale every feature map of `x`.
+  """
+  s = global_avg_pool(x, mask)
+  e = jax.nn.sigmoid(expand(jax.nn.relu(reduce(s))))
+  return x * e.reshape((x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)).astype(x.dtype)
+
+
+class SqueezeExcite(nn.Module):
+  """Thin module over `squeeze_excite`, reduction ratio `ratio` (16 in the paper)."""
+  ratio: int = 16
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    c = x.shape[-1]
+    return squeeze_excite(x, nn.Dense(max(c // self.ratio, 1), name="reduce"),
+                          nn.Dense(c, name="expand"), mask)
+
+
+class MaxPool(nn.Module):
+  """Thin module over `max_pool` (a named layer for summaries)."""
+  window: int | Sequence[int]
+  stride: int | Sequence[int] | None = None
+  padding: Padding = "VALID"
+
+  def __call__(self, x):
+    return max_pool(x, self.window, self.stride, self.padding)
+
+
+class AvgPool(nn.Module):
+  """Thin module over `avg_pool`."""
+  window: int | Sequence[int]
+  stride: int | Sequence[int] | None = None
+  padding: Padding = "VALID"
+
+  def __call__(self, x):
+    return avg_pool(x, self.window, self.stride, self.padding)
