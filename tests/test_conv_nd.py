@@ -66,14 +66,35 @@ def test_same_padding_output_is_ceil_n_over_s():
   assert y.shape == (1, 4, 4, 1)
 
 
-def test_3d_gradients_of_both_paths_agree():
+@pytest.mark.parametrize("size,ks,stride,padding,dilation,groups,cin,cout",
+                         [c for c in CASES if len(c[0]) > 1])
+def test_fast_path_derivatives_equal_xla_convolution(size, ks, stride, padding, dilation, groups, cin,
+                                                     cout):
+  """The default path (3D as 2D sums forward, lead-taps derivatives) is the same function as XLA's
+  convolution: values, reverse-mode gradients and forward-mode tangents."""
   rng = np.random.default_rng(1)
-  x = jnp.asarray(rng.normal(size=(2, 6, 5, 4, 3)), jnp.float32)
-  w = jnp.asarray(rng.normal(size=(3, 3, 3, 3, 4)), jnp.float32)
-  grads = [jax.grad(lambda x, w: jnp.sum(jnp.sin(conv(x, w, stride=(2, 1, 1), impl=impl))),
-                    argnums=(0, 1))(x, w) for impl in ("as_2d", "lax")]
-  for a, b in zip(*grads):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  x = jnp.asarray(rng.normal(size=(2, *size, cin)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(*ks, cin // groups, cout)), jnp.float32)
+  kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+  loss = lambda impl: lambda x, w: jnp.sum(jnp.sin(conv(x, w, impl=impl, **kw)))
+  for impl in ("auto", "lead_taps"):
+    for a, b in zip(jax.grad(loss(impl), argnums=(0, 1))(x, w), jax.grad(loss("lax"), argnums=(0, 1))(x, w)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(conv(x, w, impl=impl, **kw), conv(x, w, impl="lax", **kw), rtol=1e-4,
+                               atol=1e-4)
+  tx, tw = jnp.ones_like(x), jnp.ones_like(w)
+  _, t_auto = jax.jvp(lambda x, w: conv(x, w, **kw), (x, w), (tx, tw))
+  _, t_lax = jax.jvp(lambda x, w: conv(x, w, impl="lax", **kw), (x, w), (tx, tw))
+  np.testing.assert_allclose(t_auto, t_lax, rtol=1e-4, atol=1e-4)
+
+
+def test_second_derivatives_through_the_fast_path():
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.normal(size=(1, 5, 6, 2)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(3, 3, 2, 2)), jnp.float32)
+  hvp = lambda impl: jax.jvp(jax.grad(lambda w: jnp.sum(jnp.tanh(conv(x, w, impl=impl)))), (w,),
+                             (jnp.ones_like(w),))[1]
+  np.testing.assert_allclose(hvp("auto"), hvp("lax"), rtol=1e-4, atol=1e-4)
 
 
 def test_convolve_3d_formula_direct_loop():

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
+import itertools
 import math
 from typing import Iterator, Sequence
 
@@ -31,8 +33,8 @@ _DEFAULT_IMPL = contextvars.ContextVar("jaxcnn_conv_impl", default="auto")
 def default_impl(impl: str) -> Iterator[None]:
   """Within the block, `conv(..., impl="auto")` means `impl`. Only affects tracing (what XLA is given):
   `jaxcnn.arithmetic` traces with "lax" so that every convolution is one operation it can measure."""
-  if impl not in ("auto", "lax", "as_2d"):
-    raise ValueError(f"unknown impl {impl!r}: use 'auto', 'lax' or 'as_2d'")
+  if impl not in ("auto", "lax", "as_2d", "lead_taps"):
+    raise ValueError(f"unknown impl {impl!r}: use 'auto', 'lax', 'as_2d' or 'lead_taps'")
   token = _DEFAULT_IMPL.set(impl)
   try:
     yield
@@ -132,6 +134,75 @@ def _conv3d_as_2d(x, kernel, strides, pads, dilations, groups):
   return y.reshape((b, out_depth) + y.shape[1:])
 
 
+def _conv_lead_taps(x, kernel, strides, pads, dilations, groups):
+  """The convolution as *one 1D convolution* along the last spatial axis.
+
+  The taps of the leading kernel axes (3 for a 3x3 kernel, 9 for 3x3x3) are gathered into channels:
+  `xs[b, *lead, w, (t, c)] = x_pad[b, lead*s + off_t*d, w, c]` and the kernel becomes
+  `[k_w, taps * C / groups, out]`. Same sums as the N-d convolution. Its derivatives are what XLA:CPU
+  computes fastest (its N-d weight gradients are slow), so `conv` uses it for the backward pass.
+  """
+  n = x.ndim - 2
+  b, c, o = x.shape[0], x.shape[-1], kernel.shape[-1]
+  lead_k = kernel.shape[:n - 1]
+  xp = jnp.pad(x, [(0, 0), *pads[:-1], (0, 0), (0, 0)])
+  out_lead = [output_size(x.shape[1 + a], lead_k[a], strides[a], pads[a], dilations[a])
+              for a in range(n - 1)]
+  taps = []
+  for off in itertools.product(*[range(k) for k in lead_k]):
+    idx = tuple(slice(t * d, t * d + (m - 1) * s + 1, s)
+                for t, d, s, m in zip(off, dilations, strides, out_lead))
+    taps.append(xp[(slice(None), *idx)])
+  t = len(taps)
+  width = x.shape[-2]
+  xs = jnp.stack(taps, axis=-2)  # [b, *out_lead, w, t, c]
+  if groups > 1:  # each group's channels must stay contiguous: (g, t, c/g)
+    xs = xs.reshape(xs.shape[:-1] + (groups, c // groups))
+    xs = jnp.swapaxes(xs, -3, -2)
+  xs = xs.reshape(-1, width, t * c)
+  kw = kernel.reshape((t, kernel.shape[n - 1], c // groups, o))
+  kw = jnp.transpose(kw, (1, 0, 2, 3)).reshape(kernel.shape[n - 1], t * c // groups, o)
+  y = _conv_lax(xs, kw, strides[-1:], pads[-1:], dilations[-1:], groups)
+  return y.reshape((b, *out_lead) + y.shape[1:])
+
+
+def _conv_forward(x, kernel, strides, pads, dilations, groups):
+  if x.ndim == 5:
+    return _conv3d_as_2d(x, kernel, strides, pads, dilations, groups)
+  return _conv_lax(x, kernel, strides, pads, dilations, groups)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
+def _conv_auto(x, kernel, strides, pads, dilations, groups):
+  """Evaluated: XLA's 2D convolution, 3D as sums of 2D. Differentiated: the lead-taps formulation.
+
+  The JVP rule differentiates `_conv_lead_taps` (forward and tangent), so under `jax.grad` the whole
+  convolution, forward and backward, is the lead-taps one, whose weight and input gradients XLA:CPU
+  runs fastest; without differentiation the faster plain forward runs. A custom JVP (not VJP): forward
+  mode, reverse mode and higher derivatives all work.
+  """
+  return _conv_forward(x, kernel, strides, pads, dilations, groups)
+
+
+def _conv_auto_jvp(strides, pads, dilations, groups, primals, tangents):
+  x, kernel = primals
+  dx, dk = tangents
+  lin = functools.partial(_conv_lead_taps, strides=strides, pads=pads, dilations=dilations,
+                          groups=groups)
+  zero = lambda t: isinstance(t, jax.custom_derivatives.SymbolicZero)
+  if zero(dx) and zero(dk):
+    y = _conv_auto(x, kernel, strides, pads, dilations, groups)
+    return y, jnp.zeros_like(y)
+  if zero(dx):
+    return jax.jvp(lambda k: lin(x, k), (kernel,), (dk,))
+  if zero(dk):
+    return jax.jvp(lambda a: lin(a, kernel), (x,), (dx,))
+  return jax.jvp(lin, (x, kernel), (dx, dk))
+
+
+_conv_auto.defjvp(_conv_auto_jvp, symbolic_zeros=True)
+
+
 def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stride=1,
          padding: Padding = "SAME", dilation=1, groups: int = 1, impl: str = "auto") -> jax.Array:
   """Channels-last N-d convolution (cross-correlation, as in every deep-learning library).
@@ -147,8 +218,11 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
       (atrous convolution): the window covers `d (k - 1) + 1` inputs with `k` weights.
     padding: see the module docstring.
     groups: feature groups. `groups == in_channels` is a depthwise convolution.
-    impl: "auto" (3D runs as a sum of 2D convolutions, which is faster on CPU; 1D/2D use XLA's
-      convolution), "lax" (XLA's N-d convolution directly) or "as_2d" (3D only).
+    impl: "auto" (on CPU the fastest formulation measured, numerically the same convolution: XLA's
+      2D convolution, 3D as a sum of 2D convolutions forward, derivatives through one 1D convolution
+      with the leading kernel taps gathered into channels, see bench/README.md; 1D and any GPU/TPU
+      backend: "lax"), "lax" (XLA's N-d
+      convolution and its own derivatives), "as_2d" (3D only) or "lead_taps".
   Returns:
     `[batch, *out_spatial, out_channels]`, `out = floor((n + lo + hi - d (k - 1) - 1) / s) + 1` per axis.
   """
@@ -158,16 +232,23 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
   kernel = kernel.astype(x.dtype)
   if impl == "auto":
     impl = _DEFAULT_IMPL.get()
-    if impl == "auto" or (impl == "as_2d" and n != 3):
-      impl = "as_2d" if n == 3 else "lax"
-  if impl == "lax":
+    if impl == "as_2d" and n != 3:
+      impl = "auto"
+    if impl == "auto" and (n == 1 or jax.default_backend() != "cpu"):
+      impl = "lax"  # the reformulations only pay off on XLA:CPU; GPU/TPU convolutions are native
+  pads = tuple(tuple(p) for p in pads)
+  if impl == "auto":
+    y = _conv_auto(x, kernel, strides, pads, dilations, groups)
+  elif impl == "lead_taps":
+    y = _conv_lead_taps(x, kernel, strides, pads, dilations, groups)
+  elif impl == "lax":
     y = _conv_lax(x, kernel, strides, pads, dilations, groups)
   elif impl == "as_2d":
     if n != 3:
       raise ValueError(f"impl='as_2d' is for 3D convolutions; this one has {n} spatial axes")
     y = _conv3d_as_2d(x, kernel, strides, pads, dilations, groups)
   else:
-    raise ValueError(f"unknown impl {impl!r}: use 'auto', 'lax' or 'as_2d'")
+    raise ValueError(f"unknown impl {impl!r}: use 'auto', 'lax', 'as_2d' or 'lead_taps'")
   if bias is not None:
     y = y + bias.astype(y.dtype)
   return y
