@@ -137,3 +137,18 @@ def test_checkerboard_figure(tmp_path):
   path = checkerboard.plot(str(tmp_path / "cb.png"))
   with open(path, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("size,k,stride,padding,output_padding", [
+    ((5, 6), 4, 2, 1, 0), ((4, 3), 3, 2, 1, 1), ((6,), 5, 3, 2, 2), ((3, 4, 2), 3, 2, 0, 0), ((4, 4), 2, 2, 0, 0),
+])
+def test_subpixel_path_equals_zero_insertion_values_and_gradients(size, k, stride, padding, output_padding):
+  rng = np.random.default_rng(5)
+  y = jnp.asarray(rng.normal(size=(2, *size, 3)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(*(k,) * len(size), 3, 4)), jnp.float32)
+  kw = dict(stride=stride, padding=padding, output_padding=output_padding)
+  fast = conv_transpose(y, w, impl="subpixel", **kw)
+  np.testing.assert_allclose(fast, conv_transpose(y, w, impl="lax", **kw), rtol=1e-4, atol=1e-4)
+  loss = lambda impl: lambda y, w: jnp.sum(jnp.sin(conv_transpose(y, w, impl=impl, **kw)))
+  for a, b in zip(jax.grad(loss("auto"), argnums=(0, 1))(y, w), jax.grad(loss("lax"), argnums=(0, 1))(y, w)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
