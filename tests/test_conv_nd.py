@@ -31,12 +31,14 @@ CASES = [  # spatial size, kernel, stride, padding, dilation, groups, cin, cout
     ((11,), (3,), (1,), "SAME", (1,), 1, 3, 4),
     ((12,), (4,), (2,), "VALID", (1,), 1, 2, 3),
     ((13,), (3,), (1,), [(4, 0)], (2,), 2, 4, 6),
+    ((13,), (3,), (2,), "SAME", (2,), 3, 3, 6),  # depthwise 1D, multiplier 2, strided and dilated
     ((9, 8), (3, 3), (2, 1), "SAME", (1, 1), 1, 3, 5),
     ((10, 9), (3, 2), (1, 2), 1, (2, 1), 1, 2, 3),
     ((8, 8), (3, 3), (1, 1), "SAME", (1, 1), 4, 4, 8),  # depthwise, multiplier 2
     ((5, 6, 7), (3, 3, 3), (1, 1, 1), "SAME", (1, 1, 1), 1, 2, 3),
     ((7, 6, 5), (3, 2, 3), (2, 1, 2), [(1, 2), (0, 1), (2, 0)], (1, 2, 1), 1, 2, 2),
     ((6, 6, 6), (3, 3, 3), (1, 2, 1), "VALID", (2, 1, 1), 2, 4, 4),
+    ((5, 6, 5), (3, 2, 3), (2, 1, 1), "SAME", (1, 1, 2), 3, 3, 3),  # depthwise 3D
 ]
 
 
@@ -77,7 +79,8 @@ def test_fast_path_derivatives_equal_xla_convolution(size, ks, stride, padding, 
   w = jnp.asarray(rng.normal(size=(*ks, cin // groups, cout)), jnp.float32)
   kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
   loss = lambda impl: lambda x, w: jnp.sum(jnp.sin(conv(x, w, impl=impl, **kw)))
-  for impl in ("auto", "lead_taps"):
+  impls = ("auto", "lead_taps") + (("depthwise_taps",) if groups == cin else ())
+  for impl in impls:
     for a, b in zip(jax.grad(loss(impl), argnums=(0, 1))(x, w), jax.grad(loss("lax"), argnums=(0, 1))(x, w)):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(conv(x, w, impl=impl, **kw), conv(x, w, impl="lax", **kw), rtol=1e-4,

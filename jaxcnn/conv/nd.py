@@ -33,7 +33,7 @@ _DEFAULT_IMPL = contextvars.ContextVar("jaxcnn_conv_impl", default="auto")
 def default_impl(impl: str) -> Iterator[None]:
   """Within the block, `conv(..., impl="auto")` means `impl`. Only affects tracing (what XLA is given):
   `jaxcnn.arithmetic` traces with "lax" so that every convolution is one operation it can measure."""
-  if impl not in ("auto", "lax", "as_2d", "lead_taps"):
+  if impl not in ("auto", "lax", "as_2d", "lead_taps", "depthwise_taps"):
     raise ValueError(f"unknown impl {impl!r}: use 'auto', 'lax', 'as_2d' or 'lead_taps'")
   token = _DEFAULT_IMPL.set(impl)
   try:
@@ -145,7 +145,9 @@ def _conv_lead_taps(x, kernel, strides, pads, dilations, groups):
   n = x.ndim - 2
   b, c, o = x.shape[0], x.shape[-1], kernel.shape[-1]
   lead_k = kernel.shape[:n - 1]
-  xp = jnp.pad(x, [(0, 0), *pads[:-1], (0, 0), (0, 0)])
+  # Explicit zero padding + an unpadded convolution: XLA:CPU's derivatives of padded convolutions leave
+  # its fast path for some paddings (a 2x2 kernel with padding 1: 70x slower).
+  xp = jnp.pad(x, [(0, 0), *pads, (0, 0)])
   out_lead = [output_size(x.shape[1 + a], lead_k[a], strides[a], pads[a], dilations[a])
               for a in range(n - 1)]
   taps = []
@@ -154,7 +156,7 @@ def _conv_lead_taps(x, kernel, strides, pads, dilations, groups):
                 for t, d, s, m in zip(off, dilations, strides, out_lead))
     taps.append(xp[(slice(None), *idx)])
   t = len(taps)
-  width = x.shape[-2]
+  width = xp.shape[-2]
   xs = jnp.stack(taps, axis=-2)  # [b, *out_lead, w, t, c]
   if groups > 1:  # each group's channels must stay contiguous: (g, t, c/g)
     xs = xs.reshape(xs.shape[:-1] + (groups, c // groups))
@@ -162,8 +164,28 @@ def _conv_lead_taps(x, kernel, strides, pads, dilations, groups):
   xs = xs.reshape(-1, width, t * c)
   kw = kernel.reshape((t, kernel.shape[n - 1], c // groups, o))
   kw = jnp.transpose(kw, (1, 0, 2, 3)).reshape(kernel.shape[n - 1], t * c // groups, o)
-  y = _conv_lax(xs, kw, strides[-1:], pads[-1:], dilations[-1:], groups)
+  y = _conv_lax(xs, kw, strides[-1:], ((0, 0),), dilations[-1:], groups)
   return y.reshape((b, *out_lead) + y.shape[1:])
+
+
+def _conv_depthwise_taps(x, kernel, strides, pads, dilations):
+  """Depthwise convolution (`groups == in_channels`) as a sum over kernel taps of shifted inputs times
+  per-channel weights: `y[..., c*m + j] = sum_t x_pad[shift_t][..., c] w[t, 0, c*m + j]`.
+
+  Element-wise work that XLA fuses into one loop; its grouped convolution on CPU is ~40x slower.
+  """
+  n = x.ndim - 2
+  c, o = x.shape[-1], kernel.shape[-1]
+  m = o // c
+  xp = jnp.pad(x, [(0, 0), *pads, (0, 0)])
+  ks = kernel.shape[:n]
+  outs = [output_size(x.shape[1 + a], ks[a], strides[a], pads[a], dilations[a]) for a in range(n)]
+  y = None
+  for off in itertools.product(*[range(k) for k in ks]):
+    idx = tuple(slice(t * d, t * d + (q - 1) * s + 1, s) for t, d, s, q in zip(off, dilations, strides, outs))
+    term = xp[(slice(None), *idx)][..., :, None] * kernel[off].reshape(c, m)
+    y = term if y is None else y + term
+  return y.reshape(y.shape[:-2] + (o,))
 
 
 def _conv_forward(x, kernel, strides, pads, dilations, groups):
@@ -220,8 +242,8 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
     groups: feature groups. `groups == in_channels` is a depthwise convolution.
     impl: "auto" (on CPU the fastest formulation measured, numerically the same convolution: XLA's
       2D convolution, 3D as a sum of 2D convolutions forward, derivatives through one 1D convolution
-      with the leading kernel taps gathered into channels, see bench/README.md; 1D and any GPU/TPU
-      backend: "lax"), "lax" (XLA's N-d
+      with the leading kernel taps gathered into channels; depthwise as a sum of shifted inputs times
+      per-channel weights; see bench/README.md; other 1D and any GPU/TPU backend: "lax"), "lax" (XLA's N-d
       convolution and its own derivatives), "as_2d" (3D only) or "lead_taps".
   Returns:
     `[batch, *out_spatial, out_channels]`, `out = floor((n + lo + hi - d (k - 1) - 1) / s) + 1` per axis.
@@ -234,11 +256,19 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
     impl = _DEFAULT_IMPL.get()
     if impl == "as_2d" and n != 3:
       impl = "auto"
-    if impl == "auto" and (n == 1 or jax.default_backend() != "cpu"):
+    if impl == "auto" and jax.default_backend() != "cpu":
       impl = "lax"  # the reformulations only pay off on XLA:CPU; GPU/TPU convolutions are native
+    elif impl == "auto" and groups > 1 and groups == x.shape[-1]:
+      impl = "depthwise_taps"
+    elif impl == "auto" and n == 1:
+      impl = "lax"
   pads = tuple(tuple(p) for p in pads)
   if impl == "auto":
     y = _conv_auto(x, kernel, strides, pads, dilations, groups)
+  elif impl == "depthwise_taps":
+    if groups != x.shape[-1]:
+      raise ValueError(f"impl='depthwise_taps' needs groups == in_channels ({x.shape[-1]}), got {groups}")
+    y = _conv_depthwise_taps(x, kernel, strides, pads, dilations)
   elif impl == "lead_taps":
     y = _conv_lead_taps(x, kernel, strides, pads, dilations, groups)
   elif impl == "lax":
@@ -248,7 +278,8 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
       raise ValueError(f"impl='as_2d' is for 3D convolutions; this one has {n} spatial axes")
     y = _conv3d_as_2d(x, kernel, strides, pads, dilations, groups)
   else:
-    raise ValueError(f"unknown impl {impl!r}: use 'auto', 'lax', 'as_2d' or 'lead_taps'")
+    raise ValueError(f"unknown impl {impl!r}: use 'auto', 'lax', 'as_2d', 'lead_taps' or "
+                     "'depthwise_taps'")
   if bias is not None:
     y = y + bias.astype(y.dtype)
   return y
