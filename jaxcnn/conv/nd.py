@@ -260,11 +260,16 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
       impl = "lax"  # the reformulations only pay off on XLA:CPU; GPU/TPU convolutions are native
     elif impl == "auto" and groups > 1 and groups == x.shape[-1]:
       impl = "depthwise_taps"
+    elif (impl == "auto" and groups == 1 and all(k == 1 for k in kernel.shape[:n])
+          and all(p == (0, 0) for p in pads) and all(s == 1 for s in strides)):
+      impl = "pointwise"  # a 1x1 convolution is a matrix product over the channels
     elif impl == "auto" and n == 1:
       impl = "lax"
   pads = tuple(tuple(p) for p in pads)
   if impl == "auto":
     y = _conv_auto(x, kernel, strides, pads, dilations, groups)
+  elif impl == "pointwise":
+    y = jnp.einsum("...c,co->...o", x, kernel.reshape(kernel.shape[-2:]))
   elif impl == "depthwise_taps":
     if groups != x.shape[-1]:
       raise ValueError(f"impl='depthwise_taps' needs groups == in_channels ({x.shape[-1]}), got {groups}")
