@@ -63,42 +63,33 @@ class InceptionNaive(nn.Module):
 
 
 class InceptionReduced(nn.Module):
-  """GoogLeNet's module: 1x1 | 1x1->3x3 | 1x1->5x5 | 3x3 pool->1x1. Defaults are inception (3a)."""
+  """GoogLeNet's module: 1x1 | 1x1->3x3 | 1x1->5x5 | 3x3 pool->1x1. Defaults are inception (3a).
+  `factorize_5x5=True` replaces the 5x5 by two stacked 3x3 (`InceptionFactorized`)."""
   filters_1x1: int = 64
   reduce_3x3: int = 96
   filters_3x3: int = 128
   reduce_5x5: int = 16
   filters_5x5: int = 32
   pool_proj: int = 32
+  factorize_5x5: bool = False
 
   @nn.compact
   def __call__(self, x):
+    if self.factorize_5x5:
+      wide = (_conv_relu(self.filters_5x5, 3, "conv3x3_a"), _conv_relu(self.filters_5x5, 3, "conv3x3_b"))
+    else:
+      wide = (_conv_relu(self.filters_5x5, 5, "conv5x5"),)
     return inception(x, [
         _conv_relu(self.filters_1x1, 1, "conv1x1"),
         _chain(_conv_relu(self.reduce_3x3, 1, "reduce3x3"), _conv_relu(self.filters_3x3, 3, "conv3x3")),
-        _chain(_conv_relu(self.reduce_5x5, 1, "reduce5x5"), _conv_relu(self.filters_5x5, 5, "conv5x5")),
+        _chain(_conv_relu(self.reduce_5x5, 1, "reduce5x5"), *wide),
         _chain(MaxPool(3, 1, "SAME", name="pool3x3"), _conv_relu(self.pool_proj, 1, "pool_proj")),
     ])
 
 
-class InceptionFactorized(nn.Module):
+class InceptionFactorized(InceptionReduced):
   """Inception v3 (fig. 5): the 5x5 branch as two stacked 3x3 convolutions."""
-  filters_1x1: int = 64
-  reduce_3x3: int = 96
-  filters_3x3: int = 128
-  reduce_5x5: int = 16
-  filters_5x5: int = 32
-  pool_proj: int = 32
-
-  @nn.compact
-  def __call__(self, x):
-    return inception(x, [
-        _conv_relu(self.filters_1x1, 1, "conv1x1"),
-        _chain(_conv_relu(self.reduce_3x3, 1, "reduce3x3"), _conv_relu(self.filters_3x3, 3, "conv3x3")),
-        _chain(_conv_relu(self.reduce_5x5, 1, "reduce5x5"), _conv_relu(self.filters_5x5, 3, "conv3x3_a"),
-               _conv_relu(self.filters_5x5, 3, "conv3x3_b")),
-        _chain(MaxPool(3, 1, "SAME", name="pool3x3"), _conv_relu(self.pool_proj, 1, "pool_proj")),
-    ])
+  factorize_5x5: bool = True
 
 
 class InceptionAsymmetric(nn.Module):
