@@ -134,9 +134,6 @@ class _Walker:
       row.kind = kind
     return row
 
-  def _spatial(self, aval) -> bool:
-    return len(aval.shape) == self.n + 2
-
   def walk(self, jaxpr, in_fields, prefix: str = ""):
     env = {}
     for v, f in zip(jaxpr.invars, in_fields):

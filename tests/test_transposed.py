@@ -124,6 +124,8 @@ def test_same_padding_doubles_and_errors_are_clear():
     conv_transpose(jnp.ones((1, 4, 3)), jnp.ones((3, 2, 1)))
   with pytest.raises(ValueError, match="output_padding 2 must be smaller than the stride"):
     conv_transpose(jnp.ones((1, 4, 1)), jnp.ones((3, 1, 1)), stride=2, output_padding=2)
+  with pytest.raises(ValueError, match="impl='subpixel' needs dilation 1"):
+    conv_transpose(jnp.ones((1, 4, 1)), jnp.ones((3, 1, 1)), dilation=2, impl="subpixel")
 
 
 def test_checkerboard_figure(tmp_path):

@@ -122,13 +122,18 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = Non
   ks = kernel.shape[:n]
   ss, ds = _tuple(stride, n, "stride"), _tuple(dilation, n, "dilation")
   crops = _transpose_pads(padding, n, ks, ss, ds, output_padding)
+  # The phase decomposition covers dilation 1 and crops inside its (n - 1 + ceil(k/s)) s outputs.
+  phases_fit = all(d == 1 for d in ds) and all(
+      lo >= 0 and (size - 1) * s + k - hi <= (size - 1 + -(-k // s)) * s
+      for (lo, hi), size, s, k in zip(crops, x.shape[1:-1], ss, ks))
   if impl == "auto":
     impl = _DEFAULT_IMPL.get()
-    fast = jax.default_backend() == "cpu" and all(d == 1 for d in ds) and all(
-        lo >= 0 and (size - 1) * s + k - hi <= (size - 1 + -(-k // s)) * s
-        for (lo, hi), size, s, k in zip(crops, x.shape[1:-1], ss, ks))
+    fast = jax.default_backend() == "cpu" and phases_fit
     impl = "subpixel" if impl != "lax" and fast else "lax"
   if impl == "subpixel":
+    if not phases_fit:
+      raise ValueError("impl='subpixel' needs dilation 1 and non-negative padding no larger than the "
+                       "output; use impl='lax' (or 'auto') for this transposed convolution")
     y = _conv_transpose_subpixel(x, kernel.astype(x.dtype), ss, crops)
     return y if bias is None else y + bias.astype(y.dtype)
   if impl != "lax":
