@@ -19,9 +19,9 @@ from jaxcnn.conv.inception import (InceptionAsymmetric, InceptionFactorized, Inc
                                    InceptionReduced, inception)
 from jaxcnn.conv.nd import Conv, conv, convolve, output_size, resolve_padding
 from jaxcnn.conv.normalization import BatchNorm, batch_norm
-from jaxcnn.conv.pooling import (AvgPool, MaxPool, SqueezeExcite, avg_pool, global_avg_pool,
-                                 global_max_pool, max_pool, squeeze_excite)
-from jaxcnn.conv.residual import BasicBlock, BottleneckBlock, residual
+from jaxcnn.conv.pooling import (AvgPool, MaxPool, SqueezeExcite, adaptive_avg_pool, avg_pool,
+                                 global_avg_pool, global_max_pool, max_pool, squeeze_excite)
+from jaxcnn.conv.residual import BasicBlock, BottleneckBlock, residual, zero_pad_shortcut
 from jaxcnn.conv.separable import (DepthwiseSeparableConv, SpatiallySeparableConv, depthwise_conv,
                                    depthwise_separable_conv, sobel_kernels, spatially_separable_conv)
 from jaxcnn.conv.transposed import (ConvTranspose, ResizeConv, conv_matrix, conv_transpose,
@@ -31,9 +31,9 @@ __all__ = [
     "AvgPool", "BasicBlock", "BatchNorm", "BottleneckBlock", "CausalConv", "Conv", "ConvTranspose",
     "DepthwiseSeparableConv", "DilatedCausalStack", "InceptionAsymmetric", "InceptionFactorized",
     "InceptionNaive", "InceptionReduced", "MaxPool", "ResizeConv", "SpatiallySeparableConv",
-    "SqueezeExcite", "avg_pool", "batch_norm", "causal_conv", "conv", "conv_matrix", "conv_transpose",
+    "SqueezeExcite", "adaptive_avg_pool", "avg_pool", "batch_norm", "causal_conv", "conv", "conv_matrix", "conv_transpose",
     "convolve", "depthwise_conv", "depthwise_separable_conv", "global_avg_pool", "global_max_pool",
     "inception", "max_pool", "output_size", "overlap_counts", "residual", "resize_conv",
     "resolve_padding", "sobel_kernels", "spatially_separable_conv", "squeeze_excite",
-    "transposed_output_size",
+    "transposed_output_size", "zero_pad_shortcut",
 ]

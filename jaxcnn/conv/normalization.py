@@ -54,11 +54,12 @@ class BatchNorm(nn.Module):
   momentum: float = 0.99
   epsilon: float = 1e-3
   axis_name: str | None = None
+  scale_init: nn.initializers.Initializer = nn.initializers.ones_init()
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
     c = x.shape[-1]
-    scale = self.param("scale", nn.initializers.ones_init(), (c,))
+    scale = self.param("scale", self.scale_init, (c,))
     bias = self.param("bias", nn.initializers.zeros_init(), (c,))
     ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
     ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)

@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxcnn.conv.nd import Padding, _tuple, resolve_padding
 
@@ -51,6 +52,30 @@ def global_avg_pool(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     return jnp.mean(x, axis=axes)
   w = mask.astype(x.dtype)[..., None]
   return jnp.sum(x * w, axis=axes) / jnp.maximum(jnp.sum(w, axis=axes), 1)
+
+
+def adaptive_bins(size_in: int, size_out: int) -> list[tuple[int, int]]:
+  """PyTorch's adaptive pooling bins: output `i` averages inputs `[floor(i*n/m), ceil((i+1)*n/m))`."""
+  return [((i * size_in) // size_out, -(-((i + 1) * size_in) // size_out)) for i in range(size_out)]
+
+
+def adaptive_avg_pool(x: jax.Array, output_size: int | Sequence[int]) -> jax.Array:
+  """Average pooling to a fixed output size, whatever the input size (torchvision's
+  `AdaptiveAvgPool2d`, used before AlexNet's and VGG's classifiers so any input size works).
+
+  A mean over a rectangle of bins is a product of 1D means, so this is one small averaging matrix
+  per spatial axis; when the output divides the input it is plain non-overlapping average pooling.
+  """
+  n = x.ndim - 2
+  out = _tuple(output_size, n, "output_size")
+  for axis, (size_in, size_out) in enumerate(zip(x.shape[1:-1], out)):
+    if size_in == size_out:
+      continue
+    a = np.zeros((size_out, size_in), np.float32)
+    for i, (lo, hi) in enumerate(adaptive_bins(size_in, size_out)):
+      a[i, lo:hi] = 1.0 / (hi - lo)
+    x = jnp.moveaxis(jnp.tensordot(x, jnp.asarray(a, x.dtype), axes=[[axis + 1], [1]]), -1, axis + 1)
+  return x
 
 
 def global_max_pool(x: jax.Array) -> jax.Array:

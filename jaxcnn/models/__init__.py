@@ -1,3 +1,8 @@
 """Architectures, one file per family, each registered by name in `jaxcnn.registry.MODELS`."""
 from jaxcnn.models import fcn  # noqa: F401
 from jaxcnn.models import resnet_ts  # noqa: F401
+from jaxcnn.models import c3d  # noqa: F401
+from jaxcnn.models import googlenet  # noqa: F401
+from jaxcnn.models import lenet  # noqa: F401
+from jaxcnn.models import resnet  # noqa: F401
+from jaxcnn.models import vgg  # noqa: F401

@@ -1,4 +1,9 @@
-"""Classification: softmax cross-entropy, accuracy/error and a confusion matrix."""
+"""Classification: softmax cross-entropy, accuracy/error and a confusion matrix.
+
+A model may return `(logits, (aux_logits, ...))` in training (GoogLeNet's auxiliary classifiers): the
+loss is then `CE(logits) + aux_weight * sum CE(aux)` (Szegedy et al. 2015: weight 0.3), and metrics use
+the main logits only.
+"""
 from __future__ import annotations
 
 import jax
@@ -9,26 +14,44 @@ import optax
 from jaxcnn.registry import TASKS
 
 
+def split_outputs(outputs):
+  """`(logits, aux tuple)` from a model output that is `logits` or `(logits, (aux, ...))`."""
+  if isinstance(outputs, (tuple, list)):
+    logits, aux = outputs
+    return logits, tuple(aux)
+  return outputs, ()
+
+
 @TASKS.register("classification")
 class Classification:
   """Metrics are returned as *sums* over valid examples (weights 0 for padding) so they can be added
   across steps and devices; `summarize` turns sums into means."""
 
-  def __init__(self, num_classes: int, label_smoothing: float = 0.0):
+  def __init__(self, num_classes: int, label_smoothing: float = 0.0, aux_weight: float = 0.3):
     if not 0.0 <= label_smoothing < 1.0:
       raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
     self.num_classes = num_classes
     self.label_smoothing = label_smoothing
+    self.aux_weight = aux_weight
 
-  def loss(self, logits: jax.Array, batch) -> jax.Array:
-    """Per-example cross-entropy `[batch]` of `logits [batch, K]` against integer `batch["label"]`."""
+  def _ce(self, logits, batch):
     labels = optax.smooth_labels(jax.nn.one_hot(batch["label"], self.num_classes), self.label_smoothing)
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), labels)
 
-  def metric_sums(self, logits, batch, weights, *, confusion: bool = False) -> dict[str, jax.Array]:
+  def loss(self, outputs, batch) -> jax.Array:
+    """Per-example cross-entropy `[batch]` of `logits [batch, K]` against integer `batch["label"]`
+    (plus the weighted auxiliary losses when the model returns `(logits, aux)`)."""
+    logits, aux = split_outputs(outputs)
+    loss = self._ce(logits, batch)
+    for a in aux:
+      loss = loss + self.aux_weight * self._ce(a, batch)
+    return loss
+
+  def metric_sums(self, outputs, batch, weights, *, confusion: bool = False) -> dict[str, jax.Array]:
+    logits, _ = split_outputs(outputs)
     w = weights.astype(jnp.float32)
     pred = jnp.argmax(logits, axis=-1)
-    sums = {"loss": jnp.sum(self.loss(logits, batch) * w),
+    sums = {"loss": jnp.sum(self.loss(outputs, batch) * w),
             "correct": jnp.sum((pred == batch["label"]) * w),
             "count": jnp.sum(w)}
     if confusion:
