@@ -19,7 +19,7 @@ from ml_collections import config_flags
 from jaxcnn.registry import ConfigError
 
 FLAGS = flags.FLAGS
-MODES = ("train", "eval")
+MODES = ("train", "eval", "cam")
 USAGE_ERROR = 2
 
 
@@ -29,8 +29,13 @@ def define_flags(default_config: str) -> None:
       "--config.<key>=<value>.", lock_config=True)
   flags.DEFINE_string("workdir", None, "Where checkpoints, metrics, TensorBoard events and report.md go "
                       "(default: runs/<experiment>). Relaunching with the same workdir resumes.")
-  flags.DEFINE_enum("mode", "train", MODES, "train (resumes if workdir has a checkpoint) or eval "
-                    "(evaluate the latest checkpoint of workdir).")
+  flags.DEFINE_enum("mode", "train", MODES, "train (resumes if workdir has a checkpoint), eval "
+                    "(evaluate the latest checkpoint of workdir) or cam (class activation maps of the "
+                    "latest checkpoint for --cam_indices, written as a PNG).")
+  flags.DEFINE_list("cam_indices", None, "--mode=cam: indices of the examples of --cam_split to draw "
+                    "(default: the first example of each class).")
+  flags.DEFINE_string("cam_split", "test", "--mode=cam: the split the examples come from.")
+  flags.DEFINE_string("cam_out", None, "--mode=cam: the PNG to write (default: workdir/cam_<split>.png).")
   flags.DEFINE_bool("summary", False, "Print the model's per-layer table (output shape, parameters, "
                     "MACs, receptive field) on the data set's input shape, and exit.")
 
@@ -140,9 +145,28 @@ def main(argv) -> None:
       console.print(f"{config.model.name} on {config.dataset.name} (one example of shape {list(shape)}):")
       print(summary_table(c.init_model, shape))
       return
+    if FLAGS.mode == "cam":
+      try:
+        indices = None if FLAGS.cam_indices is None else [int(i) for i in FLAGS.cam_indices]
+      except ValueError:
+        raise ConfigError(f"--cam_indices={','.join(FLAGS.cam_indices)} must be integers, e.g. "
+                          "--cam_indices=0,5,9") from None
+      from jaxcnn.interpret import CAMError
+      try:
+        out = loop.cam_checkpoint(config, workdir, indices=indices, out=FLAGS.cam_out,
+                                  split=FLAGS.cam_split)
+      except CAMError as e:
+        raise ConfigError(f"--mode=cam with model {config.model.name!r}: {e}") from None
+      console.print(f"Class activation maps of checkpoint step {out['step']} in {workdir} "
+                    f"({FLAGS.cam_split} split):")
+      for r in out["examples"]:
+        console.print(f"  #{r['index']}: true {r['true']}, predicted {r['predicted']}")
+      console.print(f"Wrote {out['path']}")
+      return
     if FLAGS.mode == "eval":
       metrics = loop.evaluate_checkpoint(config, workdir)
-      console.print(f"Checkpoint step {metrics.pop('step')} in {workdir}:")
+      data = metrics.pop("data")
+      console.print(f"Checkpoint step {metrics.pop('step')} in {workdir}" + (f", {data}:" if data else ":"))
       for k, v in metrics.items():
         if k.endswith("confusion"):
           console.print(f"  {k} (rows: true, columns: predicted):")
@@ -159,11 +183,19 @@ def main(argv) -> None:
     sys.exit(1)
   sel, fin = result["selected"], result["final"]
   console.print()
-  console.print(f"[bold]Result[/bold] on {result['dataset']} test split ({result['num_test']} series):")
-  console.print(f"  test error at the epoch of lowest {config.report.select_by} (epoch "
-                f"{sel.get('epoch')}, the paper's protocol): [bold]{_pct(sel.get('test/error'))}[/bold]"
-                f"   paper ({result['paper']}): {_pct(result['paper_error'])}")
-  console.print(f"  test error at the final epoch ({fin.get('epoch')}): {_pct(fin.get('test/error'))}")
+  unit = config.report.get("unit", "series")
+  console.print(f"[bold]Result[/bold] on {result['dataset']} test split ({result['num_test']} {unit}):")
+  paper = f"   paper ({result['paper']}): {_pct(result['paper_error'])}"
+  if config.report.select_by == "final":
+    console.print(f"  test error at the final epoch ({fin.get('epoch')}, the paper's protocol): "
+                  f"[bold]{_pct(fin.get('test/error'))}[/bold]" + paper)
+  else:
+    console.print(f"  test error at the epoch of lowest {config.report.select_by} (epoch "
+                  f"{sel.get('epoch')}, the paper's protocol): [bold]{_pct(sel.get('test/error'))}[/bold]"
+                  + paper)
+    console.print(f"  test error at the final epoch ({fin.get('epoch')}): {_pct(fin.get('test/error'))}")
+  if result.get("data_note"):
+    console.print(f"  data: {result['data_note']}")
   console.print(f"  training time {result['wall_time_s']:.0f} s")
   if config.report.get("note"):
     console.print(f"  note: {config.report.note}")

@@ -26,7 +26,7 @@ def launch(*args, devices=1, tfds_dir=None):
     (["--config.bogus=1"], "unknown config key --config.bogus. Valid keys: checkpoint.every_epochs"),
     (["--config.train.epochs=abc"], "flag --config.train.epochs=abc: invalid literal for int()"),
     (["--config.model.name=fcnn"], "Unknown model name 'fcnn'. Did you mean: fcn? Available models: fcn"),
-    (["--config.dataset.name=mnistt"], "Unknown dataset name 'mnistt'. Available datasets: ucr_uea"),
+    (["--config.dataset.name=mnistt"], "Unknown dataset name 'mnistt'. Did you mean: mnist? Available datasets:"),
     (["--config.task.name=segmentation"], "Unknown task name 'segmentation'. Available tasks:"),
     (["--config=experiments/fcn_ucr.py:GunPint"],
      "UCR/UEA data set 'GunPint' not found in"),

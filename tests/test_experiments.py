@@ -7,7 +7,13 @@ import pytest
 from conftest import ROOT, load_experiment
 from jaxcnn.train import loop
 
-VARIANTS = {"fcn_ucr": ["GunPoint,runlocal", "BasicMotions,runlocal,resnet", "JapaneseVowels,runlocal"]}
+VARIANTS = {
+    "fcn_ucr": ["GunPoint,runlocal", "BasicMotions,runlocal,resnet", "JapaneseVowels,runlocal"],
+    "lenet_mnist": ["runlocal"],
+    "resnet_cifar": ["resnet20,synthetic,runlocal"],
+    "resnet_imagenet": ["resnet18,synthetic,runlocal"],
+    "c3d_moving_shapes": ["runlocal"],
+}
 
 
 def test_every_experiment_file_has_variants_listed():
@@ -18,7 +24,11 @@ def test_every_experiment_file_has_variants_listed():
 @pytest.mark.parametrize("name,arg", [(n, a) for n, args in VARIANTS.items() for a in args])
 def test_runlocal(name, arg, tfds_dir, tmp_path):
   c = load_experiment(name, arg)
-  c.dataset.data_dir = tfds_dir
+  if "data_dir" in c.dataset:
+    c.dataset.data_dir = tfds_dir
+  if name == "lenet_mnist":  # a small folder of IDX files in the official layout
+    from test_mnist import make_mnist_dir
+    c.dataset.manual_dir = make_mnist_dir(str(tmp_path / "mnist"))
   c.train.epochs = 1
   c.train.batch_size = 8
   result = loop.train_and_evaluate(c, str(tmp_path))  # 8 devices, jit

@@ -184,10 +184,10 @@ def test_every_zoo_model_has_a_train_step_case():
   assert zoo == set(TRAIN_STEP_CASES)
 
 
-# One model per code path runs by default; the deeper variants of the same code (same modules, more
-# blocks) compile for up to a minute each and are marked slow: `pytest -m slow` runs them.
-DEFAULT_STEP = {"lenet5", "lenet5_gap", "alexnet", "vgg11_bn", "googlenet_bn", "resnet18", "resnet50",
-                "cifar_resnet20", "c3d"}
+# One model per code path runs by default. The deeper variants of the same code (same modules, more
+# blocks) compile for up to a minute each, and lenet5, resnet18, cifar_resnet20 and c3d also train on
+# 8 devices in tests/test_experiments.py; they are marked slow here: `pytest -m slow` runs them.
+DEFAULT_STEP = {"lenet5_gap", "alexnet", "vgg11_bn", "googlenet_bn", "resnet50"}
 
 
 @pytest.mark.parametrize("name", [n if n in DEFAULT_STEP else pytest.param(n, marks=pytest.mark.slow)

@@ -33,6 +33,12 @@ class Dataset:
   num_classes: int
   class_names: Sequence[str]
   info: dict[str, Any] = dataclasses.field(default_factory=dict)
+  # Training-only random augmentation of a preprocessed example, `(example, np.random.Generator) ->
+  # example`; grain seeds the generator from the run's seed and the example's position in the epoch
+  # stream, so it differs between epochs and a resumed run sees exactly the same augmentations.
+  augment: Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]] | None = None
+  # Training-only replacement of `preprocess` (e.g. decode lazily and let `augment` crop), or None.
+  train_preprocess: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
 
   def example(self) -> dict[str, np.ndarray]:
     """One preprocessed training example (used to initialise models)."""

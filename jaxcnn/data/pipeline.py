@@ -45,10 +45,16 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
 
 
 def train_iterator(source, preprocess, *, batch_size: int, seed: int, num_epochs: int,
-                   process_index: int = 0, process_count: int = 1, num_threads: int = 0):
-  """A checkpointable iterator over `num_epochs` epochs of padded global batches (this process's rows)."""
-  ds = (grain.MapDataset.source(source).seed(seed).shuffle().map(preprocess)
-        .batch(batch_size, batch_fn=functools.partial(pad_batch, batch_size=batch_size))
+                   process_index: int = 0, process_count: int = 1, num_threads: int = 0,
+                   augment=None):
+  """A checkpointable iterator over `num_epochs` epochs of padded global batches (this process's rows).
+
+  `augment(example, rng)` (optional) runs after `preprocess` with a generator grain derives from
+  `seed` and the example's index in the whole multi-epoch stream: new draws every epoch, reproducible."""
+  ds = grain.MapDataset.source(source).seed(seed).shuffle().map(preprocess)
+  if augment is not None:
+    ds = ds.random_map(augment)
+  ds = (ds.batch(batch_size, batch_fn=functools.partial(pad_batch, batch_size=batch_size))
         .repeat(num_epochs))
   ds = ds.map(functools.partial(process_rows, process_index=process_index, process_count=process_count))
   opts = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(2 * num_threads, 1))

@@ -70,6 +70,7 @@ class FCN(nn.Module):
     for f, k in zip(self.filters, self.kernel_sizes, strict=True):
       x = ConvBNReLU(f, k, axis_name=self.axis_name, dtype=self.dtype)(x, train=train, mask=bn_mask,
                                                                             pool_mask=pool_mask)
+    self.sow("intermediates", "cam_features", x)  # for class activation maps (jaxcnn.interpret)
     x = global_avg_pool(x, pool_mask)
     return nn.Dense(self.num_classes, kernel_init=nn.initializers.glorot_uniform(),
                     dtype=self.dtype, name="head")(x).astype(jnp.float32)

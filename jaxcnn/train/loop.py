@@ -158,9 +158,11 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
   ds, task, par = rt.c.dataset, rt.c.task, rt.par
   epochs, spe = int(config.train.epochs), rt.steps_per_epoch
 
-  data_iter = pipeline.train_iterator(ds.train, ds.preprocess, batch_size=rt.batch_size,
+  data_iter = pipeline.train_iterator(ds.train, ds.train_preprocess or ds.preprocess,
+                                      batch_size=rt.batch_size,
                                       seed=config.seed, num_epochs=epochs,
-                                      num_threads=config.train.num_threads, **rt.proc)
+                                      num_threads=config.train.num_threads, augment=ds.augment,
+                                      **rt.proc)
   plateau = None
   if config.schedule.name == "plateau":
     plateau = Plateau(config.optimizer.learning_rate, factor=config.schedule.factor,
@@ -243,13 +245,13 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
           # The reported number is the eval metrics at the epoch where `select_by` is lowest. When it
           # is a training metric, evaluating exactly at the epochs that improve it gives the same
           # selection as evaluating every epoch, at a fraction of the cost.
-          key = config.report.select_by
+          key = config.report.select_by  # "final": the paper reports the last epoch
           best = loop["selected"].get(key)
-          improves = key in record and (best is None or record[key] < best)
+          improves = key != "final" and key in record and (best is None or record[key] < best)
           if (epoch % config.train.eval_every_epochs == 0 or epoch == epochs
               or (improves and config.train.eval_on_improvement)):
             record.update(rt.evaluate(dstate))
-            if best is None or record[key] < best:
+            if key != "final" and (best is None or record[key] < best):
               loop["selected"] = {k: v for k, v in record.items() if "confusion" not in k}
           loop["final"] = record
           last = record
@@ -282,7 +284,8 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
       "num_train": rt.num_train, "num_test": len(next(iter(ds.evals.values()))),
       "num_params": num_params(par.get_state(dstate).params), "batch_size": rt.batch_size,
       "steps_per_epoch": spe, "epochs_done": rt.total_steps // spe, "wall_time_s": loop["train_time_s"],
-      "selected": loop["selected"], "final": loop["final"] or last,
+      "selected": (loop["final"] or last) if config.report.select_by == "final" else loop["selected"],
+      "final": loop["final"] or last, "data_note": ds.info.get("note"),
       "paper": config.report.get("paper"), "paper_error": config.report.get("paper_error"),
   }
   import json
@@ -303,4 +306,71 @@ def evaluate_checkpoint(config, workdir: str, *, devices=None) -> dict:
   state, _ = rt.ckpt.restore(rt.state, None)
   metrics = rt.evaluate(rt.par.put_state(state))
   rt.ckpt.close()
-  return {"step": step, **metrics}
+  return {"step": step, "data": rt.c.dataset.info.get("note"), **metrics}
+
+
+def default_cam_indices(source, preprocess, num_classes: int) -> list[int]:
+  """The first test example of each class (three of each when there are fewer than four classes)."""
+  per = 3 if num_classes < 4 else 1
+  want = {c: per for c in range(min(num_classes, 10))}
+  out = []
+  for i in range(len(source)):
+    label = int(preprocess(source[i])["label"])
+    if want.get(label, 0) > 0:
+      want[label] -= 1
+      out.append(i)
+    if not any(want.values()):
+      break
+  return out
+
+
+def cam_checkpoint(config, workdir: str, *, indices=None, out: str | None = None,
+                   split: str = "test") -> dict:
+  """`--mode=cam`: class activation maps of the latest checkpoint for chosen `split` examples, as a PNG
+  (images: heat-map overlays; series: each series coloured by its map over time)."""
+  from jaxcnn.interpret import compute_cam, plots
+  from jaxcnn.train.step import model_mask
+  rt = _Runtime(config, workdir)
+  step = rt.ckpt.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"No checkpoint in {rt.ckpt.directory}. Train first (same command "
+                            "without --mode=cam) or point --workdir at a trained run.")
+  state, _ = rt.ckpt.restore(rt.state, None)
+  rt.ckpt.close()
+  ds = rt.c.dataset
+  if split not in ds.evals:
+    raise registry.ConfigError(f"--cam_split={split!r}: the data set has splits {', '.join(ds.evals)}")
+  source = ds.evals[split]
+  if indices is None:
+    indices = default_cam_indices(source, ds.preprocess, ds.num_classes)
+  bad = [i for i in indices if not 0 <= i < len(source)]
+  if bad:
+    raise registry.ConfigError(f"--cam_indices {bad} out of range: the {split} split has {len(source)} "
+                               f"examples (0..{len(source) - 1})")
+  batch = pipeline.pad_batch([ds.preprocess(source[i]) for i in indices], len(indices))
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  res = jax.jit(lambda v, x, m: compute_cam(rt.c.init_model, v, x, mask=m))(
+      variables, batch["x"], model_mask(batch))
+  res = jax.device_get(res)
+  names = list(ds.class_names)
+  titles, rows = [], []
+  for j, i in enumerate(indices):
+    true, pred = int(batch["label"][j]), int(res.classes[j])
+    titles.append(f"#{i} true {names[true]}, pred {names[pred]}")
+    rows.append({"index": i, "true": names[true], "predicted": names[pred]})
+  out = out or os.path.join(workdir, f"cam_{split}.png")
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  x = batch["x"]
+  if x.ndim == 3:  # series [batch, time, channels]
+    series, cams = [], []
+    for j in range(len(indices)):
+      n = int(batch["valid"][j].sum()) if "valid" in batch else x.shape[1]
+      series.append(x[j, :n])
+      cams.append(res.cam[j, :n])
+    plots.series_cam(series, cams, titles, out, channel_names=ds.info.get("channel_names"))
+  elif x.ndim == 4:
+    plots.overlay_images(x, res.cam, titles, out)
+  else:
+    raise registry.ConfigError(f"--mode=cam draws 1D series and 2D images; this data set's inputs are "
+                               f"{x.shape[1:]}")
+  return {"step": step, "path": out, "examples": rows}

@@ -6,7 +6,7 @@ import optax
 from jaxcnn.registry import ConfigError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "plateau", "cosine", "warmup_cosine", "step")
+SCHEDULES = ("constant", "plateau", "cosine", "warmup_cosine", "step", "piecewise")
 
 
 def make_schedule(cfg_schedule, base_lr: float, total_steps: int, steps_per_epoch: int):
@@ -24,6 +24,17 @@ def make_schedule(cfg_schedule, base_lr: float, total_steps: int, steps_per_epoc
     every = int(cfg_schedule.get("every_epochs", 30) * steps_per_epoch)
     return optax.exponential_decay(base_lr, max(every, 1), cfg_schedule.get("factor", 0.1),
                                    staircase=True)
+  if name == "piecewise":  # multiply by `factor` at each of `boundaries_epochs` (He et al. 2016)
+    bounds = [int(round(e * steps_per_epoch)) for e in cfg_schedule.get("boundaries_epochs", ())]
+    sched = optax.piecewise_constant_schedule(
+        base_lr, {b: cfg_schedule.get("factor", 0.1) for b in bounds if b > 0})
+    warmup = int(cfg_schedule.get("warmup_epochs", 0) * steps_per_epoch)
+    if warmup <= 0:
+      return sched
+    # A linear warm-up from a tenth of the rate (He et al. 2016 start ResNet-110 at lr/10).
+    return optax.join_schedules(
+        [optax.linear_schedule(0.1 * base_lr, base_lr, warmup),
+         lambda step: sched(step + warmup)], [warmup])
   raise ConfigError(f"Unknown config.schedule.name {name!r}. Available: {', '.join(SCHEDULES)}")
 
 

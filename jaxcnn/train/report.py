@@ -65,11 +65,14 @@ def write_report(workdir: str, config, result: dict, history: list[dict]) -> str
       f"{result['wall_time_s']:.0f} s training on {versions()['backend']}.",
       "",
       *([f"Note: {config.report.note}", ""] if config.report.get("note") else []),
+      *([f"Data: {result['data_note']}", ""] if result.get("data_note") else []),
       "| | test error | test accuracy | epoch |",
       "|---|---|---|---|",
-      f"| ours, epoch of lowest {config.report.select_by} (the paper's protocol) | "
-      f"{_pct(sel.get('test/error'))} | {_pct(sel.get('test/accuracy'))} | {sel.get('epoch', 'n/a')} |",
-      f"| ours, final epoch | {_pct(final.get('test/error'))} | {_pct(final.get('test/accuracy'))} | "
+      *([] if config.report.select_by == "final" else [
+          f"| ours, epoch of lowest {config.report.select_by} (the paper's protocol) | "
+          f"{_pct(sel.get('test/error'))} | {_pct(sel.get('test/accuracy'))} | {sel.get('epoch', 'n/a')} |"]),
+      f"| ours, final epoch{' (the paper' + chr(39) + 's protocol)' if config.report.select_by == 'final' else ''}"
+      f" | {_pct(final.get('test/error'))} | {_pct(final.get('test/accuracy'))} | "
       f"{final.get('epoch', 'n/a')} |",
       f"| paper: {config.report.paper} | {_pct(paper_error)} | "
       f"{_pct(None if paper_error is None else 1 - paper_error)} | |",

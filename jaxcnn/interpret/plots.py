@@ -1,0 +1,76 @@
+"""Overlays of class activation maps: heat maps over images, series coloured by their map over time."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _plt():
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def overlay_images(images, cams, titles, path: str, cmap: str = "jet", alpha: float = 0.45) -> str:
+  """One panel per image: the image in grey (or colour) with its [0, 1] map as a translucent heat map
+  (step 7), and the map alone below it."""
+  plt = _plt()
+  n = len(images)
+  cols = min(n, 5)
+  rows = math.ceil(n / cols)
+  fig, axes = plt.subplots(2 * rows, cols, figsize=(2.4 * cols, 4.9 * rows), squeeze=False)
+  for ax in axes.ravel():
+    ax.axis("off")
+  for i, (img, cam, title) in enumerate(zip(images, cams, titles, strict=True)):
+    r, c = 2 * (i // cols), i % cols
+    img = np.asarray(img, np.float32)
+    img = (img - img.min()) / max(float(img.max() - img.min()), 1e-8)
+    shown = img[..., 0] if img.shape[-1] == 1 else img
+    axes[r, c].imshow(shown, cmap="gray" if shown.ndim == 2 else None)
+    axes[r, c].imshow(np.asarray(cam), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
+    axes[r, c].set_title(title, fontsize=9)
+    im = axes[r + 1, c].imshow(np.asarray(cam), cmap=cmap, vmin=0, vmax=1)
+    axes[r + 1, c].set_title("CAM", fontsize=8)
+  fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.5, label="class activation (normalised)")
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def series_cam(series, cams, titles, path: str, channel_names=None, cmap: str = "jet") -> str:
+  """One panel per series: every channel drawn as a line coloured by the map at each time step."""
+  plt = _plt()
+  from matplotlib.collections import LineCollection
+  n = len(series)
+  cols = 1 if n <= 4 else 2
+  rows = math.ceil(n / cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 2.4 * rows), squeeze=False)
+  for ax in axes.ravel():
+    ax.axis("off")
+  lc = None
+  for i, (s, cam, title) in enumerate(zip(series, cams, titles, strict=True)):
+    ax = axes[i // cols, i % cols]
+    ax.axis("on")
+    s, cam = np.asarray(s, np.float32), np.asarray(cam, np.float32)
+    t = np.arange(len(s))
+    for ch in range(s.shape[-1]):
+      pts = np.stack([t, s[:, ch]], axis=-1)[:, None, :]
+      segs = np.concatenate([pts[:-1], pts[1:]], axis=1)
+      lc = LineCollection(segs, cmap=cmap, norm=plt.Normalize(0, 1), linewidths=2)
+      lc.set_array(0.5 * (cam[:-1] + cam[1:]))
+      ax.add_collection(lc)
+      if channel_names is not None and s.shape[-1] > 1:
+        ax.annotate(channel_names[ch], (t[-1], s[-1, ch]), fontsize=7, xytext=(3, 0),
+                    textcoords="offset points")
+    ax.set_xlim(0, len(s) - 1 + (0.08 * len(s) if channel_names is not None and s.shape[-1] > 1 else 0))
+    pad = 0.05 * float(s.max() - s.min() + 1e-6)
+    ax.set_ylim(float(s.min()) - pad, float(s.max()) + pad)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("time step", fontsize=8)
+  if lc is not None:
+    fig.colorbar(lc, ax=axes.ravel().tolist(), shrink=0.8, label="class activation (normalised)")
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
