@@ -43,3 +43,16 @@ class Dataset:
   def example(self) -> dict[str, np.ndarray]:
     """One preprocessed training example (used to initialise models)."""
     return self.preprocess(self.train[0])
+
+
+def prepare_builder(builder) -> None:
+  """Builds a TFDS data set once (quietly, saying where), then reuses it."""
+  import logging
+
+  import tensorflow_datasets as tfds
+  tfds.disable_progress_bar()
+  logging.getLogger("absl").setLevel(logging.ERROR)
+  if not builder.is_prepared():
+    print(f"Building TFDS data set {builder.name}/{builder.builder_config.name} in {builder.data_dir} ...",
+          flush=True)
+  builder.download_and_prepare()

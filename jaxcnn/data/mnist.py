@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from jaxcnn.data.base import Dataset, DatasetError
+from jaxcnn.data.base import Dataset, DatasetError, prepare_builder
 from jaxcnn.registry import DATASETS
 
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
@@ -180,20 +180,13 @@ def _materialize(source) -> ArraySource:
 
 @functools.lru_cache(maxsize=4)
 def _load(root: str, data_dir: str | None):
-  import logging
-  import tensorflow_datasets as tfds
   files = {s: find_split_files(root, s) for s in ("train", "test")}
   paths = [p for pair in files.values() for p in pair]
   verify_checksums(root, paths)
   for p in paths:
     read_idx(p)  # format errors name the file before anything is written
   builder = _builder_class()(files=files, digest=_digest(paths), data_dir=data_dir)
-  tfds.disable_progress_bar()
-  logging.getLogger("absl").setLevel(logging.ERROR)
-  if not builder.is_prepared():
-    print(f"Building TFDS data set mnist_idx/{builder.builder_config.name} in {builder.data_dir} ...",
-          flush=True)
-  builder.download_and_prepare()
+  prepare_builder(builder)
   return files, {s: _materialize(builder.as_data_source(split=s)) for s in ("train", "test")}
 
 

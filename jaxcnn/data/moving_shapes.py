@@ -11,11 +11,10 @@ Deterministic given `seed`: every run sees the same clips.
 from __future__ import annotations
 
 import functools
-import logging
 
 import numpy as np
 
-from jaxcnn.data.base import Dataset, DatasetError
+from jaxcnn.data.base import Dataset, DatasetError, prepare_builder
 from jaxcnn.data.mnist import ArraySource
 from jaxcnn.registry import DATASETS
 
@@ -100,14 +99,8 @@ def _builder_class():
 
 @functools.lru_cache(maxsize=4)
 def _load(params: tuple, data_dir):
-  import tensorflow_datasets as tfds
   builder = _builder_class()(params=dict(params), data_dir=data_dir)
-  tfds.disable_progress_bar()
-  logging.getLogger("absl").setLevel(logging.ERROR)
-  if not builder.is_prepared():
-    print(f"Building TFDS data set moving_shapes/{builder.builder_config.name} in {builder.data_dir} ...",
-          flush=True)
-  builder.download_and_prepare()
+  prepare_builder(builder)
   out = {}
   for split in ("train", "test"):
     src = builder.as_data_source(split=split)

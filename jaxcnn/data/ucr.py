@@ -22,12 +22,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
-import logging
 import os
 
 import numpy as np
 
-from jaxcnn.data.base import Dataset, DatasetError
+from jaxcnn.data.base import Dataset, DatasetError, prepare_builder
 from jaxcnn.data.ts_format import TsFormatError, read_ts
 from jaxcnn.registry import DATASETS
 
@@ -152,16 +151,6 @@ def make_builder(name: str, source_dir: str, data_dir: str | None = None):
                           data_dir=data_dir)
 
 
-def _prepare(builder) -> None:
-  import tensorflow_datasets as tfds
-  tfds.disable_progress_bar()
-  logging.getLogger("absl").setLevel(logging.ERROR)
-  if not builder.is_prepared():
-    print(f"Building TFDS data set {builder.name}/{builder.builder_config.name} in {builder.data_dir} ...",
-          flush=True)
-  builder.download_and_prepare()
-
-
 class _Materialized:
   """A split read once into memory (UCR/UEA splits are small: at most a few MB)."""
 
@@ -178,7 +167,7 @@ class _Materialized:
 @functools.lru_cache(maxsize=16)
 def _load(name, source_dir, data_dir):
   builder = make_builder(name, source_dir, data_dir)
-  _prepare(builder)
+  prepare_builder(builder)
   splits = {s: _Materialized(builder.as_data_source(split=s)) for s in ("train", "test")}
   return builder, splits
 
