@@ -20,7 +20,8 @@ def overlay_images(images, cams, titles, path: str, cmap: str = "jet", alpha: fl
   n = len(images)
   cols = min(n, 5)
   rows = math.ceil(n / cols)
-  fig, axes = plt.subplots(2 * rows, cols, figsize=(2.4 * cols, 4.9 * rows), squeeze=False)
+  fig, axes = plt.subplots(2 * rows, cols, figsize=(2.3 * cols + 1.0, 4.6 * rows), squeeze=False,
+                           layout="constrained")
   for ax in axes.ravel():
     ax.axis("off")
   for i, (img, cam, title) in enumerate(zip(images, cams, titles, strict=True)):
@@ -46,7 +47,8 @@ def series_cam(series, cams, titles, path: str, channel_names=None, cmap: str = 
   n = len(series)
   cols = 1 if n <= 4 else 2
   rows = math.ceil(n / cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 2.4 * rows), squeeze=False)
+  fig, axes = plt.subplots(rows, cols, figsize=(7 * cols + 1.0, 2.8 * rows), squeeze=False,
+                           layout="constrained")
   for ax in axes.ravel():
     ax.axis("off")
   lc = None
