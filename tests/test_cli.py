@@ -25,7 +25,7 @@ def launch(*args, devices=1, tfds_dir=None):
      "unknown config key --config.train.epochz. Did you mean: --config.train.epochs"),
     (["--config.bogus=1"], "unknown config key --config.bogus. Valid keys: checkpoint.every_epochs"),
     (["--config.train.epochs=abc"], "flag --config.train.epochs=abc: invalid literal for int()"),
-    (["--config.model.name=fcnn"], "Unknown model name 'fcnn'. Did you mean: fcn? Available models: fcn"),
+    (["--config.model.name=fcnn"], "Unknown model name 'fcnn'. Did you mean: fcn? Available models: alexnet, c3d"),
     (["--config.dataset.name=mnistt"], "Unknown dataset name 'mnistt'. Did you mean: mnist? Available datasets:"),
     (["--config.task.name=segmentation"], "Unknown task name 'segmentation'. Available tasks:"),
     (["--config=experiments/fcn_ucr.py:GunPint"],
