@@ -15,6 +15,9 @@ import jax.numpy as jnp
 
 from jaxcnn.conv import BatchNorm, Conv
 
+# He-normal ("kaiming_normal_, mode=fan_out, relu"), how torchvision initialises ResNet/VGG convolutions.
+HE_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
 # torchvision's BatchNorm: momentum 0.1 for the new batch (0.9 for the running average), eps 1e-5.
 TORCH_BN = dict(momentum=0.9, epsilon=1e-5)
 

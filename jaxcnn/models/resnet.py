@@ -24,11 +24,9 @@ import flax.linen as nn
 import jax
 
 from jaxcnn.conv import BasicBlock, BottleneckBlock, Conv, global_avg_pool, max_pool
-from jaxcnn.models.common import batch_norm_def, cast, classifier_head, sow_cam_features
+from jaxcnn.models.common import HE_FAN_OUT, batch_norm_def, cast, classifier_head, sow_cam_features
 from jaxcnn.registry import MODELS
 
-# He-normal ("kaiming_normal_, mode=fan_out, relu") as torchvision initialises its convolutions.
-HE_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 IMAGENET_DEPTHS = {
     18: ("basic", (2, 2, 2, 2)),

@@ -25,10 +25,9 @@ import flax.linen as nn
 import jax
 
 from jaxcnn.conv import adaptive_avg_pool, max_pool
-from jaxcnn.models.common import ConvNormReLU, batch_norm_def, cast, classifier_head, dense
+from jaxcnn.models.common import HE_FAN_OUT, ConvNormReLU, batch_norm_def, cast, classifier_head, dense
 from jaxcnn.registry import MODELS
 
-HE_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 DENSE_INIT = nn.initializers.normal(0.01)
 
 # Table 1 of the paper: numbers are 3x3 convolutions' filters, "M" a 2x2/2 max-pooling.
