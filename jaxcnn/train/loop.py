@@ -122,6 +122,15 @@ class _Runtime:
     self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep)
     self._eval_cache: dict[str, list] = {}
 
+  def restore_latest(self, mode: str):
+    """`(step, state)` of the newest checkpoint, for `--mode=<mode>`; a clear error when there is none."""
+    step = self.ckpt.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"No checkpoint in {self.ckpt.directory}. Train first (same command "
+                              f"without --mode={mode}) or point --workdir at a trained run.")
+    state, _ = self.ckpt.restore(self.state, None)
+    return step, state
+
   def evaluate(self, dstate) -> dict[str, float]:
     """Metrics on every eval split, as `{"<split>/<metric>": value}`."""
     out = {}
@@ -299,11 +308,7 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
 def evaluate_checkpoint(config, workdir: str, *, devices=None) -> dict:
   """`--mode=eval`: the latest checkpoint in `workdir` on every eval split."""
   rt = _Runtime(config, workdir, devices)
-  step = rt.ckpt.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"No checkpoint in {rt.ckpt.directory}. Train first (same command "
-                            "without --mode=eval) or point --workdir at a trained run.")
-  state, _ = rt.ckpt.restore(rt.state, None)
+  step, state = rt.restore_latest("eval")
   metrics = rt.evaluate(rt.par.put_state(state))
   rt.ckpt.close()
   return {"step": step, "data": rt.c.dataset.info.get("note"), **metrics}
@@ -331,11 +336,7 @@ def cam_checkpoint(config, workdir: str, *, indices=None, out: str | None = None
   from jaxcnn.interpret import compute_cam, plots
   from jaxcnn.train.step import model_mask
   rt = _Runtime(config, workdir)
-  step = rt.ckpt.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"No checkpoint in {rt.ckpt.directory}. Train first (same command "
-                            "without --mode=cam) or point --workdir at a trained run.")
-  state, _ = rt.ckpt.restore(rt.state, None)
+  step, state = rt.restore_latest("cam")
   rt.ckpt.close()
   ds = rt.c.dataset
   if split not in ds.evals:
