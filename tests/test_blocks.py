@@ -142,3 +142,21 @@ def test_squeeze_excite_matches_numpy():
   e = 1 / (1 + np.exp(-(z @ p["expand"]["kernel"] + p["expand"]["bias"])))
   assert p["reduce"]["kernel"].shape == (32, 4)
   np.testing.assert_allclose(y, np.asarray(x) * e[:, None, None, :], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,window", [((2, 1010, 4), 3), ((2, 9, 11, 3), 2), ((2, 7, 6, 3), (3, 2)),
+                                          ((1, 5, 6, 7, 2), 2)])
+def test_max_pool_fast_path_equals_reduce_window_with_ties(shape, window):
+  """Non-overlapping max-pooling on CPU (reshape + max, custom gradient) gives XLA's numbers exactly:
+  the same maxima and the whole gradient on the first maximum of each window, ties included."""
+  from jaxcnn.conv import pooling
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(np.maximum(rng.integers(-2, 3, shape), 0).astype(np.float32))  # many ties
+  ws = pooling._tuple(window, x.ndim - 2, "window")
+  ref = lambda v: jax.lax.reduce_window(v, -jnp.inf, jax.lax.max, (1, *ws, 1), (1, *ws, 1), "VALID")  # noqa: E731
+  new = lambda v: pooling.max_pool(v, window)  # noqa: E731
+  y, vjp = jax.vjp(new, x)
+  y_ref, vjp_ref = jax.vjp(ref, x)
+  np.testing.assert_array_equal(y, y_ref)
+  g = jnp.asarray(rng.standard_normal(y.shape).astype(np.float32))
+  np.testing.assert_array_equal(vjp(g)[0], vjp_ref(g)[0])
