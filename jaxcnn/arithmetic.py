@@ -233,7 +233,9 @@ class _Walker:
     out_shape = outs[0].aval.shape if outs else ()
     if field not in (None, GLOBAL):
       ref = next(eqn.invars[i].aval.shape for i, f in enumerate(ins) if f not in (None, GLOBAL))
-      if len(out_shape) != len(ref) or (prim not in ("pad",) and out_shape[1:-1] != ref[1:-1]):
+      if len(out_shape) == len(ref) + 1 == self.n + 2 and tuple(out_shape[:-1]) == tuple(ref):
+        pass  # a channel axis appended to token indices (one-hot encoding): same grid
+      elif len(out_shape) != len(ref) or (prim not in ("pad",) and out_shape[1:-1] != ref[1:-1]):
         field = GLOBAL if (prim == "reshape" and len(out_shape) < len(ref)) else None
     return [field] * len(outs), None, 0
 
@@ -255,7 +257,9 @@ def analyze(fn: Callable, x, *args, params=None, name: str = "",
   x = jax.ShapeDtypeStruct(tuple(x.shape), getattr(x, "dtype", jnp.float32))
   with default_impl("lax"):
     closed = jax.make_jaxpr(fn)(x, *args)
-  n = len(x.shape) - 2
+  # Integer inputs are token indices `[batch, *positions]` (no channel axis; e.g. characters that the
+  # model one-hot encodes), float inputs are channels-last.
+  n = len(x.shape) - (1 if jnp.issubdtype(x.dtype, jnp.integer) else 2)
   full = lambda scope: "/".join(p for p in (name, scope) if p)
   counts = {full(k): v for k, v in (_param_counts(params) if params is not None else {}).items()}
   kinds = kinds or {}

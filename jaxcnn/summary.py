@@ -8,6 +8,7 @@ on its data set's input shape.
 
   python -m jaxcnn.summary jaxcnn.conv:InceptionNaive --input_shape=28,28,256
   python -m jaxcnn.summary fcn --input_shape=150,1 --kw num_classes=2
+  python -m jaxcnn.summary char_cnn_small --input_shape=1014 --dtype=int8   # character indices
 """
 from __future__ import annotations
 
@@ -48,9 +49,10 @@ def _call_kwargs(model) -> dict:
   return {"train": False} if "train" in params else {}
 
 
-def summary_table(model, input_shape) -> str:
-  """The table for `model` on one example of `input_shape` (without the batch axis)."""
-  summary = arithmetic.summarize(model, (1, *input_shape), **_call_kwargs(model))
+def summary_table(model, input_shape, dtype="float32") -> str:
+  """The table for `model` on one example of `input_shape` (without the batch axis); an integer `dtype`
+  means token indices `[positions]` (no channel axis)."""
+  summary = arithmetic.summarize(model, (1, *input_shape), dtype=dtype, **_call_kwargs(model))
   return summary.table()
 
 
@@ -62,6 +64,8 @@ def main(argv=None) -> int:
                       help="one example's shape, channels last, without the batch axis: e.g. 28,28,256")
   parser.add_argument("--kw", action="append", default=[], metavar="KEY=VALUE",
                       help="constructor argument (repeatable), e.g. --kw num_classes=10")
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "int8", "int32"),
+                      help="input type; int8/int32 = token indices without a channel axis (char_cnn)")
   args = parser.parse_args(argv)
   try:
     shape = tuple(int(v) for v in args.input_shape.split(","))
@@ -78,7 +82,7 @@ def main(argv=None) -> int:
     kwargs[key] = _value(value)
   try:
     model = build_model(args.model, kwargs)
-    print(summary_table(model, shape))
+    print(summary_table(model, shape, args.dtype))
   except (registry.ConfigError, TypeError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
