@@ -19,7 +19,7 @@ from ml_collections import config_flags
 from jaxcnn.registry import ConfigError
 
 FLAGS = flags.FLAGS
-MODES = ("train", "eval", "cam")
+MODES = ("train", "eval", "cam", "predict")
 USAGE_ERROR = 2
 
 
@@ -30,12 +30,15 @@ def define_flags(default_config: str) -> None:
   flags.DEFINE_string("workdir", None, "Where checkpoints, metrics, TensorBoard events and report.md go "
                       "(default: runs/<experiment>). Relaunching with the same workdir resumes.")
   flags.DEFINE_enum("mode", "train", MODES, "train (resumes if workdir has a checkpoint), eval "
-                    "(evaluate the latest checkpoint of workdir) or cam (class activation maps of the "
-                    "latest checkpoint for --cam_indices, written as a PNG).")
+                    "(evaluate the latest checkpoint of workdir), cam (class activation maps of the "
+                    "latest checkpoint for --cam_indices, written as a PNG) or predict (classify "
+                    "--text / --text_file with the latest checkpoint).")
   flags.DEFINE_list("cam_indices", None, "--mode=cam: indices of the examples of --cam_split to draw "
                     "(default: the first example of each class).")
   flags.DEFINE_string("cam_split", "test", "--mode=cam: the split the examples come from.")
   flags.DEFINE_string("cam_out", None, "--mode=cam: the PNG to write (default: workdir/cam_<split>.png).")
+  flags.DEFINE_multi_string("text", None, "--mode=predict: a text to classify (repeatable).")
+  flags.DEFINE_string("text_file", None, "--mode=predict: a file of texts to classify, one per line.")
   flags.DEFINE_bool("summary", False, "Print the model's per-layer table (output shape, parameters, "
                     "MACs, receptive field) on the data set's input shape, and exit.")
 
@@ -141,9 +144,10 @@ def main(argv) -> None:
     if FLAGS.summary:
       from jaxcnn.summary import summary_table
       c = loop.build_components(config)
-      shape = c.dataset.example()["x"].shape
-      console.print(f"{config.model.name} on {config.dataset.name} (one example of shape {list(shape)}):")
-      print(summary_table(c.init_model, shape))
+      x = c.dataset.example()["x"]
+      console.print(f"{config.model.name} on {config.dataset.name} (one example of shape "
+                    f"{list(x.shape)}, {x.dtype}):")
+      print(summary_table(c.init_model, x.shape, x.dtype))
       return
     if FLAGS.mode == "cam":
       try:
@@ -163,15 +167,34 @@ def main(argv) -> None:
         console.print(f"  #{r['index']}: true {r['true']}, predicted {r['predicted']}")
       console.print(f"Wrote {out['path']}")
       return
+    if FLAGS.mode == "predict":
+      texts = list(FLAGS.text or [])
+      if FLAGS.text_file:
+        if not os.path.isfile(FLAGS.text_file):
+          raise ConfigError(f"--text_file={FLAGS.text_file} does not exist")
+        with open(FLAGS.text_file, encoding="utf-8") as f:
+          texts += [line.rstrip("\n") for line in f if line.strip()]
+      out = loop.predict_checkpoint(config, workdir, texts)
+      console.print(f"Checkpoint step {out['step']} in {workdir}:")
+      for r in out["predictions"]:
+        probs = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])
+        short = r["text"] if len(r["text"]) <= 100 else r["text"][:97] + "..."
+        console.print(f"  {short!r}")
+        console.print(f"    -> [bold]{r['predicted']}[/bold]  " +
+                      "  ".join(f"{name} {p:.3f}" for name, p in probs))
+      return
     if FLAGS.mode == "eval":
       metrics = loop.evaluate_checkpoint(config, workdir)
       data = metrics.pop("data")
+      names = [str(n) for n in metrics.pop("class_names")]
       console.print(f"Checkpoint step {metrics.pop('step')} in {workdir}" + (f", {data}:" if data else ":"))
       for k, v in metrics.items():
         if k.endswith("confusion"):
           console.print(f"  {k} (rows: true, columns: predicted):")
-          for row in v:
-            console.print("    " + " ".join(f"{c:5d}" for c in row))
+          w = max(6, *(len(n) for n in names)) + 1
+          console.print("    " + " " * w + "".join(f"{n[:w - 1]:>{w}}" for n in names))
+          for name, row in zip(names, v):
+            console.print(f"    {name[:w - 1]:<{w}}" + "".join(f"{c:>{w}d}" for c in row))
         else:
           console.print(f"  {k}: {v:.4f}")
       return

@@ -110,6 +110,6 @@ def test_sigterm_saves_mid_epoch_and_the_relaunch_ends_identical(tmp_path, tfds_
 def test_summary_flag_prints_the_model_table_without_training(tfds_dir):
   r = launch("--summary", tfds_dir=tfds_dir)
   assert r.returncode == 0, r.stderr[-3000:]
-  assert "fcn on ucr_uea (one example of shape [150, 1])" in r.stdout
+  assert "fcn on ucr_uea (one example of shape [150, 1], float32)" in r.stdout
   assert "total params: 264,962" in r.stdout and "receptive field of the output: global" in r.stdout
   assert "epoch" not in r.stdout

@@ -53,5 +53,14 @@ class Checkpointer:
                        f"{loop.get('format_version')}, this jaxcnn reads {FORMAT_VERSION}.")
     return restored["state"], loop
 
+  def saved_config(self, step: int) -> dict | None:
+    """The resolved config (as a dict) saved with checkpoint `step`, or None if it cannot be read."""
+    import json
+    try:
+      loop = self.manager.restore(step, args=ocp.args.Composite(loop=ocp.args.JsonRestore()))["loop"]
+      return json.loads(loop["config"])
+    except Exception:  # pylint: disable=broad-except
+      return None
+
   def close(self):
     self.manager.close()

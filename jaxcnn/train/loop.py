@@ -128,8 +128,31 @@ class _Runtime:
     if step is None:
       raise FileNotFoundError(f"No checkpoint in {self.ckpt.directory}. Train first (same command "
                               f"without --mode={mode}) or point --workdir at a trained run.")
-    state, _ = self.ckpt.restore(self.state, None)
+    try:
+      state, _ = self.ckpt.restore(self.state, None)
+    except (ValueError, KeyError, TypeError) as e:
+      raise registry.ConfigError(self._mismatch(step, mode, e)) from None
     return step, state
+
+  def _mismatch(self, step: int, mode: str, err: Exception) -> str:
+    """Why a checkpoint does not fit this config: the config values it was trained with that differ."""
+    saved = self.ckpt.saved_config(step)
+    head = (f"--mode={mode}: checkpoint step {step} in {self.ckpt.directory} does not fit this config's "
+            "model/optimizer")
+    if saved is None:
+      return f"{head} ({type(err).__name__}: {str(err)[:300]})"
+
+    def flat(d, prefix=""):
+      out = {}
+      for k, v in d.items():
+        out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+      return out
+    now, then = flat(self.config.to_dict()), flat(saved)
+    diffs = [f"--config.{k}={then[k]} (now {now.get(k)})" for k in sorted(then)
+             if k.split(".")[0] in ("model", "optimizer", "dataset") and now.get(k) != then[k]
+             and not (isinstance(now.get(k), (list, tuple)) and list(now[k]) == then[k])]
+    return (f"{head}. It was trained with {', '.join(diffs) or 'the same values'}: pass the training "
+            "run's --config overrides.")
 
   def evaluate(self, dstate) -> dict[str, float]:
     """Metrics on every eval split, as `{"<split>/<metric>": value}`."""
@@ -311,7 +334,31 @@ def evaluate_checkpoint(config, workdir: str, *, devices=None) -> dict:
   step, state = rt.restore_latest("eval")
   metrics = rt.evaluate(rt.par.put_state(state))
   rt.ckpt.close()
-  return {"step": step, "data": rt.c.dataset.info.get("note"), **metrics}
+  return {"step": step, "data": rt.c.dataset.info.get("note"), "class_names": list(rt.c.dataset.class_names),
+          **metrics}
+
+
+def predict_checkpoint(config, workdir: str, texts) -> dict:
+  """`--mode=predict`: class probabilities of the latest checkpoint for raw inputs (e.g. texts), which
+  the data set's `encode` turns into model inputs."""
+  if not texts:
+    raise registry.ConfigError("--mode=predict needs inputs: --text='...' (repeatable) or "
+                               "--text_file=FILE (one input per line)")
+  rt = _Runtime(config, workdir)
+  step, state = rt.restore_latest("predict")
+  rt.ckpt.close()
+  ds = rt.c.dataset
+  if ds.encode is None:
+    raise registry.ConfigError(f"--mode=predict classifies raw text; data set {config.dataset.name!r} "
+                               "has no text encoder (use --mode=eval on its test split instead)")
+  batch = pipeline.pad_batch([ds.encode(t) for t in texts], len(texts))
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  logits = jax.jit(lambda v, x: rt.c.init_model.apply(v, x, train=False))(variables, batch["x"])
+  probs = np.asarray(jax.nn.softmax(jax.device_get(logits), axis=-1))
+  names = list(ds.class_names)
+  rows = [{"text": t, "predicted": names[int(p.argmax())],
+           "probabilities": {n: float(q) for n, q in zip(names, p)}} for t, p in zip(texts, probs)]
+  return {"step": step, "predictions": rows}
 
 
 def default_cam_indices(source, preprocess, num_classes: int) -> list[int]:
