@@ -13,6 +13,7 @@ VARIANTS = {
     "resnet_cifar": ["resnet20,synthetic,runlocal"],
     "resnet_imagenet": ["resnet18,synthetic,runlocal"],
     "c3d_moving_shapes": ["runlocal"],
+    "char_cnn": ["ag_news,runlocal", "ag_news_subset,large,runlocal"],
 }
 
 
@@ -29,6 +30,13 @@ def test_runlocal(name, arg, tfds_dir, tmp_path):
   if name == "lenet_mnist":  # a small folder of IDX files in the official layout
     from test_mnist import make_mnist_dir
     c.dataset.manual_dir = make_mnist_dir(str(tmp_path / "mnist"))
+  if name == "char_cnn":  # a small CSV folder in the paper's layout, a narrow model on short frames
+    from test_text import make_csv_dir
+    c.dataset.manual_dir = make_csv_dir(str(tmp_path / "csv"))
+    if c.dataset.subset_file:
+      c.dataset.subset_file = "train.csv"
+    c.dataset.length = 200
+    c.model.features, c.model.fc_units = 16, 32
   c.train.epochs = 1
   c.train.batch_size = 8
   result = loop.train_and_evaluate(c, str(tmp_path))  # 8 devices, jit

@@ -179,7 +179,8 @@ TRAIN_STEP_CASES = {
 
 
 def test_every_zoo_model_has_a_train_step_case():
-  zoo = {n for n in registry.MODELS.names() if n not in ("fcn", "resnet_ts")}
+  # fcn / resnet_ts (tests/test_models.py) and char_cnn_* (tests/test_text.py) are tested with their data.
+  zoo = {n for n in registry.MODELS.names() if n not in ("fcn", "resnet_ts") and not n.startswith("char_cnn")}
   assert zoo == set(TRAIN_STEP_CASES)
 
 

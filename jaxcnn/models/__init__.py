@@ -2,6 +2,7 @@
 from jaxcnn.models import fcn  # noqa: F401
 from jaxcnn.models import resnet_ts  # noqa: F401
 from jaxcnn.models import c3d  # noqa: F401
+from jaxcnn.models import char_cnn  # noqa: F401
 from jaxcnn.models import googlenet  # noqa: F401
 from jaxcnn.models import lenet  # noqa: F401
 from jaxcnn.models import resnet  # noqa: F401

@@ -46,13 +46,15 @@ class ConvNormReLU(nn.Module):
     return nn.relu(x) if self.relu else x
 
 
-def dense(features: int, dtype, name: str, kernel_init=nn.initializers.lecun_normal()):
-  return nn.Dense(features, dtype=dtype, kernel_init=kernel_init, name=name)
+def dense(features: int, dtype, name: str, kernel_init=nn.initializers.lecun_normal(),
+          bias_init=nn.initializers.zeros_init()):
+  return nn.Dense(features, dtype=dtype, kernel_init=kernel_init, bias_init=bias_init, name=name)
 
 
-def classifier_head(x, num_classes: int, dtype, name: str = "head"):
-  """The final dense layer (named `head`: class activation maps read its kernel), float32 logits."""
-  return dense(num_classes, dtype, name)(x).astype(jnp.float32)
+def classifier_head(x, num_classes: int, dtype, name: str = "head", **init):
+  """The final dense layer (named `head`: class activation maps read its kernel), float32 logits.
+  `init`: `kernel_init` / `bias_init` (default LeCun normal / zeros)."""
+  return dense(num_classes, dtype, name, **init)(x).astype(jnp.float32)
 
 
 def sow_cam_features(module: nn.Module, x):
