@@ -119,8 +119,10 @@ def test_lenet_train_eval_on_any_idx_pair_and_cam_through_the_cli(tmp_path):
               f"{other}/t10k-labels-idx1-ubyte.gz", tfds_dir=tfds)
   assert ev.returncode == 0, ev.stderr[-3000:]
   assert "t10k-images-idx3-ubyte.gz (30 images)" in ev.stdout and "test/accuracy" in ev.stdout
-  confusion = [line for line in ev.stdout.splitlines() if line.startswith("    ")]
-  assert sum(int(v) for line in confusion for v in line.split()) == 30
+  confusion = [line.split() for line in ev.stdout.splitlines() if line.startswith("    ")]
+  assert confusion[0] == [str(d) for d in range(10)]  # header: the class names, then a row per class
+  assert [row[0] for row in confusion[1:]] == confusion[0]
+  assert sum(int(v) for row in confusion[1:] for v in row[1:]) == 30
   cam = launch(*common, "--mode=cam", "--cam_indices=0,3,5", f"--cam_out={tmp_path}/cam.png",
                f"--workdir={wd}", tfds_dir=tfds)
   assert cam.returncode == 0, cam.stderr[-3000:]
