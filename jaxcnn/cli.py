@@ -32,13 +32,20 @@ def define_flags(default_config: str) -> None:
   flags.DEFINE_enum("mode", "train", MODES, "train (resumes if workdir has a checkpoint), eval "
                     "(evaluate the latest checkpoint of workdir), cam (class activation maps of the "
                     "latest checkpoint for --cam_indices, written as a PNG) or predict (classify "
-                    "--text / --text_file with the latest checkpoint).")
+                    "--text / --text_file, or segment the images of --input_dir, with the latest "
+                    "checkpoint).")
   flags.DEFINE_list("cam_indices", None, "--mode=cam: indices of the examples of --cam_split to draw "
                     "(default: the first example of each class).")
   flags.DEFINE_string("cam_split", "test", "--mode=cam: the split the examples come from.")
   flags.DEFINE_string("cam_out", None, "--mode=cam: the PNG to write (default: workdir/cam_<split>.png).")
   flags.DEFINE_multi_string("text", None, "--mode=predict: a text to classify (repeatable).")
   flags.DEFINE_string("text_file", None, "--mode=predict: a file of texts to classify, one per line.")
+  flags.DEFINE_string("input_dir", None, "--mode=predict (segmentation): a folder of images to segment "
+                      "(any size; overlapping tiles of --config.predict.tile pixels).")
+  flags.DEFINE_string("mask_dir", None, "--mode=predict (segmentation): ground-truth masks with the "
+                      "images' file names; adds TP/FN/FP colours and metrics.")
+  flags.DEFINE_string("output_dir", None, "--mode=predict (segmentation): where the probability masks, "
+                      "overlays and metrics.json go (default: workdir/predictions).")
   flags.DEFINE_bool("summary", False, "Print the model's per-layer table (output shape, parameters, "
                     "MACs, receptive field) on the data set's input shape, and exit.")
 
@@ -167,6 +174,21 @@ def main(argv) -> None:
         console.print(f"  #{r['index']}: true {r['true']}, predicted {r['predicted']}")
       console.print(f"Wrote {out['path']}")
       return
+    if FLAGS.mode == "predict" and FLAGS.input_dir:
+      out = loop.predict_images(config, workdir, FLAGS.input_dir, FLAGS.mask_dir, FLAGS.output_dir)
+      console.print(f"Checkpoint step {out['step']} in {workdir}: {len(out['images'])} image(s) -> "
+                    f"{out['output_dir']}")
+      for r in out["images"]:
+        scores = (f"  F1 {r['f1']:.4f}  IoU {r['iou']:.4f}  relaxed breakeven {r['relaxed_breakeven']:.4f}"
+                  if "f1" in r else "")
+        console.print(f"  {os.path.basename(r['image'])} ({r['height']}x{r['width']}){scores}")
+      if out["overall"]:
+        o = out["overall"]
+        console.print(f"[bold]All pixels[/bold]: precision {o['precision']:.4f}  recall {o['recall']:.4f}  "
+                      f"F1 {o['f1']:.4f}  IoU {o['iou']:.4f}  relaxed breakeven {o['relaxed_breakeven']:.4f}"
+                      f"  patch F1 {o['patch_f1']:.4f}")
+      console.print(f"Wrote <name>_prob.png, <name>_overlay.png and metrics.json in {out['output_dir']}")
+      return
     if FLAGS.mode == "predict":
       texts = list(FLAGS.text or [])
       if FLAGS.text_file:
@@ -206,6 +228,19 @@ def main(argv) -> None:
     sys.exit(1)
   sel, fin = result["selected"], result["final"]
   console.print()
+  if result.get("eval_splits") and config.task.name == "segmentation":
+    from jaxcnn.train.report import segmentation_lines
+    console.print(f"[bold]Result[/bold] at the final epoch ({fin.get('epoch')}), threshold 0.5:")
+    for line in segmentation_lines(fin, result["eval_splits"]):
+      console.print("  " + line)
+    console.print(f"  training time {result['wall_time_s']:.0f} s")
+    console.print("Wrote:")
+    for what, path in (("checkpoints", os.path.join(workdir, "checkpoints")),
+                       ("report", result["report"]), ("curves", os.path.join(workdir, "curves.png")),
+                       *(("overlays", f) for f in result.get("figures", []))):
+      console.print(f"  {what:<12} {path}")
+    return
+
   unit = config.report.get("unit", "series")
   console.print(f"[bold]Result[/bold] on {result['dataset']} test split ({result['num_test']} {unit}):")
   paper = f"   paper ({result['paper']}): {_pct(result['paper_error'])}"

@@ -14,6 +14,7 @@ VARIANTS = {
     "resnet_imagenet": ["resnet18,synthetic,runlocal"],
     "c3d_moving_shapes": ["runlocal"],
     "char_cnn": ["ag_news,runlocal", "ag_news_subset,large,runlocal"],
+    "unet_roads": ["runlocal", "resize,dice,runlocal"],
 }
 
 
@@ -37,11 +38,18 @@ def test_runlocal(name, arg, tfds_dir, tmp_path):
       c.dataset.subset_file = "train.csv"
     c.dataset.length = 200
     c.model.features, c.model.fc_units = 16, 32
+  if name == "unet_roads":  # a small folder of synthetic road images in the ETH/EPFL layout
+    from test_segmentation import make_road_folder
+    c.dataset.manual_dir = make_road_folder(str(tmp_path / "roads"), n=10, size=32)
   c.train.epochs = 1
   c.train.batch_size = 8
   result = loop.train_and_evaluate(c, str(tmp_path))  # 8 devices, jit
   assert result["epochs_done"] == 1
-  assert 0.0 <= result["final"]["test/accuracy"] <= 1.0
+  if name == "unet_roads":
+    assert 0.0 <= result["final"]["validation/iou"] <= 1.0
+    assert os.path.exists(result["figures"][0])
+  else:
+    assert 0.0 <= result["final"]["test/accuracy"] <= 1.0
   assert os.path.exists(result["report"])
 
 

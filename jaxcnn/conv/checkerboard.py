@@ -24,6 +24,19 @@ PANELS = (("transposed k=3, s=2", 3, "transposed"), ("transposed k=4, s=2", 4, "
           ("resize x2 + conv k=3", 3, "resize"))
 
 
+def period2_energy(x: np.ndarray) -> float:
+  """The share of a 2D map's variance at the period-2 frequencies (the Nyquist row and column of its
+  spectrum: patterns that alternate every pixel along an axis, of which a checkerboard is one). A smooth
+  map has almost none; a transposed convolution whose stride-2 output phases differ adds some."""
+  x = np.asarray(x, np.float64)
+  x = x[: x.shape[0] // 2 * 2, : x.shape[1] // 2 * 2]
+  power = np.abs(np.fft.fft2(x - x.mean())) ** 2
+  h, w = power.shape
+  nyquist = power[h // 2, :].sum() + power[:, w // 2].sum() - power[h // 2, w // 2]
+  total = power.sum()
+  return float(nyquist / total) if total > 0 else 0.0
+
+
 def panels(size: int = 8, seed: int = 0):
   """`[(title, counts [H, W], random-kernel output on a constant image [H, W])]`."""
   key = jax.random.PRNGKey(seed)

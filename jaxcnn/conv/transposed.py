@@ -215,10 +215,11 @@ class ResizeConv(nn.Module):
   kernel_size: int | Sequence[int] = 3
   scale: int | Sequence[int] = 2
   method: str = "nearest"
+  kernel_init: nn.initializers.Initializer = nn.initializers.glorot_uniform()
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     ks = _tuple(self.kernel_size, x.ndim - 2, "kernel_size")
-    kernel = self.param("kernel", nn.initializers.glorot_uniform(), ks + (x.shape[-1], self.features))
+    kernel = self.param("kernel", self.kernel_init, ks + (x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
     return resize_conv(x, kernel, bias, scale=self.scale, method=self.method)

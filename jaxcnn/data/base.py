@@ -39,9 +39,10 @@ class Dataset:
   augment: Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]] | None = None
   # Training-only replacement of `preprocess` (e.g. decode lazily and let `augment` crop), or None.
   train_preprocess: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
-  # Raw user input (e.g. a text typed on the command line) -> the model's input dict without a label,
-  # for `--mode=predict`; None when the data set has no such input.
-  encode: Callable[[str], dict[str, np.ndarray]] | None = None
+  # Raw user input -> the model's input dict without a label, for `--mode=predict`: a text typed on the
+  # command line (text data sets) or an RGB uint8 image `[H, W, 3]` (segmentation); None when the data
+  # set has no such input.
+  encode: Callable[[Any], dict[str, np.ndarray]] | None = None
 
   def example(self) -> dict[str, np.ndarray]:
     """One preprocessed training example (used to initialise models)."""

@@ -7,3 +7,4 @@ from jaxcnn.models import googlenet  # noqa: F401
 from jaxcnn.models import lenet  # noqa: F401
 from jaxcnn.models import resnet  # noqa: F401
 from jaxcnn.models import vgg  # noqa: F401
+from jaxcnn.models import unet  # noqa: F401

@@ -291,6 +291,10 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
           desc = f"epoch {epoch}/{epochs} loss {train['loss']:.4f}"
           if "test/error" in record:
             desc += f" test err {100 * record['test/error']:.1f}%"
+          elif getattr(task, "headline", None):
+            split = next(iter(ds.evals))
+            if f"{split}/{task.headline}" in record:
+              desc += f" {split} {task.headline} {record[f'{split}/{task.headline}']:.4f}"
           progress.update(bar, description=desc)
           if epoch % config.train.log_every_epochs == 0 or epoch == epochs:
             progress.console.print(desc + f" lr {lr:.2e}")
@@ -319,13 +323,52 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
       "selected": (loop["final"] or last) if config.report.select_by == "final" else loop["selected"],
       "final": loop["final"] or last, "data_note": ds.info.get("note"),
       "paper": config.report.get("paper"), "paper_error": config.report.get("paper_error"),
+      "eval_splits": list(ds.evals), "eval_sizes": {k: len(v) for k, v in ds.evals.items()},
   }
   import json
   with open(os.path.join(workdir, "result.json"), "w") as f:
     json.dump(result, f, indent=1)
   history = MetricsWriter.read(writer.path)
-  result["report"] = write_report(workdir, config, result, history)
+  if getattr(task, "headline", None):  # segmentation: overlay figures of the first eval split
+    result["figures"] = write_overlays(rt, par.get_state(dstate), workdir)
+  result["report"] = write_report(workdir, config, result, history, task=task)
   return result
+
+
+def _apply_fn(model, state):
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  return lambda x: jax.device_get(fn(variables, x))
+
+
+def _denormalize(x: np.ndarray, info: dict) -> np.ndarray:
+  mean, std = np.asarray(info.get("mean", 0.0)), np.asarray(info.get("std", 1.0))
+  return ((x * std + mean) * 255).clip(0, 255).astype(np.uint8)
+
+
+def write_overlays(rt: "_Runtime", state, workdir: str, split: str | None = None) -> list[str]:
+  """The first `config.predict.overlays` images of an eval split: image, road probability and the
+  TP/FN/FP overlay, as `workdir/overlays_<split>.png`."""
+  from jaxcnn import segment
+  ds = rt.c.dataset
+  split = split or next(iter(ds.evals))
+  source = ds.evals[split]
+  n = min(int(rt.config.predict.overlays), len(source))
+  if n == 0:
+    return []
+  apply = _apply_fn(rt.c.init_model, state)
+  panels = []
+  for i in range(n):
+    ex = ds.preprocess(source[i])
+    prob = 1 / (1 + np.exp(-apply(ex["x"][None])[0, ..., 0]))
+    valid = ex["pixel_valid"]
+    h, w = int(valid.any(1).sum()), int(valid.any(0).sum())
+    name = source[i].get("name", i)
+    name = name.item() if isinstance(name, np.ndarray) else name
+    name = name.decode() if isinstance(name, bytes) else name
+    panels.append((_denormalize(ex["x"][:h, :w], ds.info), prob[:h, :w], ex["label"][:h, :w, 0] > 0.5,
+                   f"{split} #{i} {name}"))
+  return [segment.overlay_figure(panels, os.path.join(workdir, f"overlays_{split}.png"))]
 
 
 def evaluate_checkpoint(config, workdir: str, *, devices=None) -> dict:
@@ -422,3 +465,70 @@ def cam_checkpoint(config, workdir: str, *, indices=None, out: str | None = None
     raise registry.ConfigError(f"--mode=cam draws 1D series and 2D images; this data set's inputs are "
                                f"{x.shape[1:]}")
   return {"step": step, "path": out, "examples": rows}
+
+
+def predict_images(config, workdir: str, input_dir: str, mask_dir: str | None = None,
+                   output_dir: str | None = None) -> dict:
+  """`--mode=predict --input_dir=DIR`: the latest checkpoint on every image of a folder (any size, by
+  overlapping tiles). Writes `<name>_prob.png` (road probability x 255), `<name>_overlay.png` (the
+  lecture's colours when a mask is given) and `metrics.json`; with `mask_dir` (masks of the same file
+  names, road where > 127) it also scores every image and the whole folder."""
+  import json
+
+  from jaxcnn import segment
+  from jaxcnn.data.roads import _images_in, decode_image, decode_mask
+  from jaxcnn.tasks.segmentation import summarize_counts
+  if not os.path.isdir(input_dir):
+    raise registry.ConfigError(f"--input_dir={input_dir} is not a folder of images")
+  if mask_dir and not os.path.isdir(mask_dir):
+    raise registry.ConfigError(f"--mask_dir={mask_dir} is not a folder of masks")
+  images = _images_in(input_dir)
+  if not images:
+    raise registry.ConfigError(f"--input_dir={input_dir} has no images (.png, .tif, .tiff, .jpg)")
+  masks = _images_in(mask_dir) if mask_dir else {}
+  missing = sorted(set(images) - set(masks)) if mask_dir else []
+  if missing:
+    raise registry.ConfigError(f"--mask_dir={mask_dir} has no mask for {len(missing)} image(s), e.g. "
+                               f"{missing[0]} (masks need the images' file names)")
+  rt = _Runtime(config, workdir)
+  step, state = rt.restore_latest("predict")
+  rt.ckpt.close()
+  ds, task = rt.c.dataset, rt.c.task
+  if ds.encode is None or not hasattr(task, "headline"):
+    raise registry.ConfigError("--input_dir predicts segmentation masks; this config's task is "
+                               f"{config.task.name!r} (use --text for text classifiers)")
+  output_dir = output_dir or os.path.join(workdir, "predictions")
+  os.makedirs(output_dir, exist_ok=True)
+  apply = _apply_fn(rt.c.init_model, state)
+  stride = 2 ** int(config.model.get("depth", 0)) if "depth" in config.model else 1
+  p = config.predict
+  sum_fn = jax.jit(lambda z, y, v: task.metric_sums(z, {"label": y, "pixel_valid": v}, np.ones(1, bool),
+                                                    confusion=True))
+  rows, total = [], None
+  for name, path in images.items():
+    with open(path, "rb") as f:
+      rgb = decode_image(f.read(), path)
+    x = ds.encode(rgb)["x"]
+    logits = segment.predict_tiled(apply, x, tile=int(p.tile), margin=int(p.margin), stride=stride)
+    prob = 1 / (1 + np.exp(-logits[..., 0]))
+    gt = None
+    row = {"image": path, "height": rgb.shape[0], "width": rgb.shape[1]}
+    if mask_dir:
+      with open(masks[name], "rb") as f:
+        gt = decode_mask(f.read(), masks[name])
+      if gt.shape != prob.shape:
+        raise registry.ConfigError(f"{masks[name]} is {gt.shape} but {path} is {prob.shape}")
+      sums = jax.device_get(sum_fn(logits[None], gt[None, ..., None].astype(np.float32),
+                                   np.ones((1,) + gt.shape, bool)))
+      total = sums if total is None else jax.tree.map(lambda a, b: a + b, total, sums)
+      row.update({k: v for k, v in summarize_counts(sums).items() if k != "loss"})
+    row["probability"] = segment.save_png((prob * 255).round().astype(np.uint8),
+                                          os.path.join(output_dir, f"{name}_prob.png"))
+    row["overlay"] = segment.save_png(segment.overlay(rgb, prob >= float(p.threshold), gt),
+                                      os.path.join(output_dir, f"{name}_overlay.png"))
+    rows.append(row)
+  out = {"step": step, "output_dir": output_dir, "images": rows,
+         "overall": None if total is None else summarize_counts(total)}
+  with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+    json.dump(out, f, indent=1)
+  return out

@@ -27,6 +27,50 @@ def _pct(v):
   return "n/a" if v is None else f"{100 * v:.2f} %"
 
 
+def _fmt(v) -> str:
+  return "n/a" if v is None or v != v else f"{v:.4f}"
+
+
+SEGMENTATION_COLUMNS = (("precision", "precision"), ("recall", "recall"), ("f1", "F1"), ("iou", "IoU"),
+                        ("relaxed_breakeven", "relaxed breakeven (rho=3)"), ("patch_f1", "patch F1 (16x16)"),
+                        ("pixel_accuracy", "pixel accuracy"), ("road_fraction", "road fraction"))
+
+
+def segmentation_lines(final: dict, splits: list[str]) -> list[str]:
+  """A markdown table of the segmentation metrics of every eval split in `final`."""
+  lines = ["| split | " + " | ".join(h for _, h in SEGMENTATION_COLUMNS) + " |",
+           "|---" * (len(SEGMENTATION_COLUMNS) + 1) + "|"]
+  for split in splits:
+    lines.append(f"| {split} | " + " | ".join(_fmt(final.get(f"{split}/{k}"))
+                                              for k, _ in SEGMENTATION_COLUMNS) + " |")
+  return lines
+
+
+def plot_segmentation_curves(history: list[dict], path: str, split: str, metrics) -> str | None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  tr = [h for h in history if "train/loss" in h]
+  if not tr:
+    return None
+  ev = [h for h in history if f"{split}/loss" in h]
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  axes[0].plot([h["epoch"] for h in tr], [h["train/loss"] for h in tr], label="train")
+  axes[0].plot([h["epoch"] for h in ev], [h[f"{split}/loss"] for h in ev], "o-", label=split)
+  axes[0].set(title="loss (per-pixel binary cross-entropy)", xlabel="epoch", yscale="log")
+  axes[0].legend()
+  axes[1].plot([h["epoch"] for h in tr], [h["train/iou"] for h in tr], label="train IoU (crops)")
+  for m in metrics:
+    axes[1].plot([h["epoch"] for h in ev], [h.get(f"{split}/{m}") for h in ev], "o-", label=f"{split} {m}")
+  axes[1].set(title="road metrics", xlabel="epoch", ylim=(0, 1))
+  axes[1].legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
 def plot_curves(history: list[dict], path: str) -> str | None:
   import matplotlib
   matplotlib.use("Agg")
@@ -53,7 +97,40 @@ def plot_curves(history: list[dict], path: str) -> str | None:
   return path
 
 
-def write_report(workdir: str, config, result: dict, history: list[dict]) -> str:
+def write_segmentation_report(workdir: str, config, result: dict, history: list[dict], task) -> str:
+  final = result["final"]
+  splits = result["eval_splits"]
+  lines = [
+      f"# {config.get('experiment', 'jaxcnn run')}", "",
+      f"Data set `{result['dataset']}` ({result['num_train']} train images, " +
+      ", ".join(f"{n} {s}" for s, n in result["eval_sizes"].items()) + f"), model `{config.model.name}` "
+      f"({result['num_params']:,} parameters), {result['epochs_done']} epochs of "
+      f"{result['steps_per_epoch']} steps at global batch {result['batch_size']}, "
+      f"{result['wall_time_s']:.0f} s training on {versions()['backend']}.", "",
+      *([f"Data: {result['data_note']}", ""] if result.get("data_note") else []),
+      f"Metrics at the final epoch ({final.get('epoch')}), over all pixels of each split, road probability "
+      f"threshold 0.5; relaxed breakeven with a {task.relax}-pixel slack; patch F1 with "
+      f"{task.patch_size}x{task.patch_size} patches, road when > {task.patch_fraction:.0%} road pixels.", "",
+      *segmentation_lines(final, splits), "",
+      f"Published: {config.report.paper}", ""]
+  png = plot_segmentation_curves(history, os.path.join(workdir, "curves.png"), splits[0],
+                                 task.curve_metrics)
+  if png:
+    lines += ["![training curves](curves.png)", ""]
+  for fig in result.get("figures", []):
+    lines += [f"![{os.path.basename(fig)}]({os.path.basename(fig)})", ""]
+  lines += ["Overlay colours: yellow = road found (TP), blue = road missed (FN), red = false road (FP).", "",
+            "## Config", "", "```", str(config), "```", "", "## Versions", "",
+            "```", json.dumps(versions(), indent=1), "```", ""]
+  path = os.path.join(workdir, "report.md")
+  with open(path, "w") as f:
+    f.write("\n".join(lines))
+  return path
+
+
+def write_report(workdir: str, config, result: dict, history: list[dict], task=None) -> str:
+  if getattr(task, "headline", None):
+    return write_segmentation_report(workdir, config, result, history, task)
   sel, final = result["selected"], result["final"]
   paper_error = config.report.get("paper_error")
   lines = [
