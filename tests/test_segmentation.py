@@ -21,15 +21,6 @@ from jaxcnn.tasks import segmentation as S
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def shared_roads() -> str | None:
-  """The offline ETH/EPFL road images (`../shared/data/roads`), where this checkout can see them."""
-  for base in (os.environ.get("JAXCNN_SHARED_DATA"), os.path.join(ROOT, "..", "shared", "data"),
-               "/work/shared/data"):
-    if base and os.path.isdir(os.path.join(base, "roads", "images")):
-      return os.path.join(base, "roads")
-  return None
-
-
 def synthetic_scene(rng: np.random.Generator, size: int):
   """A grass-and-roofs texture with 1-3 straight grey roads of random width; mask 255 on the roads."""
   img = np.stack([rng.normal(m, 18, (size, size)) for m in (70, 110, 60)], -1)

@@ -60,3 +60,50 @@ def prepare_builder(builder) -> None:
     print(f"Building TFDS data set {builder.name}/{builder.builder_config.name} in {builder.data_dir} ...",
           flush=True)
   builder.download_and_prepare()
+
+
+_BUILDER_CLASSES: dict[str, type] = {}
+
+
+def generated_builder(name: str, *, config_name: str, features: Callable[[Any], Any],
+                      splits: Mapping[str, Callable[[], Any]], description: str,
+                      supervised_keys: tuple[str, str] | None = None, disable_shuffling: bool = True,
+                      data_dir: str | None = None):
+  """A TFDS builder (array_record files, read back without TensorFlow) for examples made by Python.
+
+  `features(tfds)` returns the `FeaturesDict`; `splits[split]()` yields `(key, example)` pairs. One
+  builder class per `name` (TFDS registers classes by name) is made on first use, so importing jaxcnn
+  does not import TFDS. `config_name` tells different inputs of the same data set apart (e.g. a digest
+  of the source files), so another copy is built separately instead of reusing the first one.
+  `disable_shuffling=True` keeps example i the i-th example generated (for --cam_indices, eval files).
+  """
+  import tensorflow_datasets as tfds
+  cls = _BUILDER_CLASSES.get(name)
+  if cls is None:
+    def __init__(self, *, spec, **kwargs):
+      self._spec = spec
+      tfds.core.GeneratorBasedBuilder.__init__(
+          self, config=tfds.core.BuilderConfig(name=spec["config_name"]), file_format="array_record",
+          **kwargs)
+
+    def _info(self):
+      s = self._spec
+      return tfds.core.DatasetInfo(builder=self, description=s["description"], features=s["features"](tfds),
+                                   supervised_keys=s["supervised_keys"],
+                                   disable_shuffling=s["disable_shuffling"])
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {split: make() for split, make in self._spec["splits"].items()}
+
+    def _generate_examples(self, split):  # required by the base class; splits come from _split_generators
+      yield from self._spec["splits"][split]()
+
+    cls = type("".join(p.title() for p in name.split("_")), (tfds.core.GeneratorBasedBuilder,),
+               {"name": name, "VERSION": tfds.core.Version("1.0.0"), "__doc__": description.split("\n")[0],
+                "__init__": __init__, "_info": _info, "_split_generators": _split_generators,
+                "_generate_examples": _generate_examples})
+    _BUILDER_CLASSES[name] = cls
+  spec = dict(config_name=config_name, features=features, splits=dict(splits), description=description,
+              supervised_keys=supervised_keys, disable_shuffling=disable_shuffling)
+  return cls(spec=spec, data_dir=data_dir)

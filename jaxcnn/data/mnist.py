@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from jaxcnn.data.base import Dataset, DatasetError, prepare_builder
+from jaxcnn.data.base import Dataset, DatasetError, generated_builder, prepare_builder
 from jaxcnn.registry import DATASETS
 
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
@@ -117,46 +117,23 @@ def _digest(paths) -> str:
   return h.hexdigest()[:12]
 
 
-_MnistIdx = None
+def _examples(files, split):
+  images, labels = load_pair(*files[split])
+  if images.shape[1:] != (28, 28, 1):
+    raise IdxFormatError(f"{files[split][0]}: MNIST images are 28x28, got {images.shape[1:3]}")
+  for i in range(len(images)):
+    yield i, {"image": images[i], "label": int(labels[i])}
 
 
-def _builder_class():
-  global _MnistIdx
-  if _MnistIdx is not None:
-    return _MnistIdx
-  import tensorflow_datasets as tfds
-
-  class MnistIdx(tfds.core.GeneratorBasedBuilder):
-    """MNIST read from the official IDX files in a manual_dir."""
-    name = "mnist_idx"
-    VERSION = tfds.core.Version("1.0.0")
-
-    def __init__(self, *, files: dict, digest: str, **kwargs):
-      self._files = files
-      super().__init__(config=tfds.core.BuilderConfig(name=digest), file_format="array_record", **kwargs)
-
-    def _info(self):
-      return tfds.core.DatasetInfo(
-          builder=self, description=f"MNIST from {self._files}",
-          features=tfds.features.FeaturesDict({
-              "image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
-              "label": tfds.features.ClassLabel(num_classes=10)}),
-          supervised_keys=("image", "label"),
-          disable_shuffling=True)  # example i is row i of the IDX file (for --cam_indices, eval files)
-
-    def _split_generators(self, dl_manager):
-      del dl_manager
-      return {split: self._generate_examples(split) for split in self._files}
-
-    def _generate_examples(self, split):
-      images, labels = load_pair(*self._files[split])
-      if images.shape[1:] != (28, 28, 1):
-        raise IdxFormatError(f"{self._files[split][0]}: MNIST images are 28x28, got {images.shape[1:3]}")
-      for i in range(len(images)):
-        yield i, {"image": images[i], "label": int(labels[i])}
-
-  _MnistIdx = MnistIdx
-  return MnistIdx
+def _make_builder(files: dict, digest: str, data_dir):
+  """MNIST read from the official IDX files in a manual_dir (example i is row i of the IDX file)."""
+  return generated_builder(
+      "mnist_idx", config_name=digest, description=f"MNIST from {files}", data_dir=data_dir,
+      features=lambda tfds: tfds.features.FeaturesDict({
+          "image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
+          "label": tfds.features.ClassLabel(num_classes=10)}),
+      supervised_keys=("image", "label"),
+      splits={split: functools.partial(_examples, files, split) for split in files})
 
 
 class ArraySource:
@@ -185,7 +162,7 @@ def _load(root: str, data_dir: str | None):
   verify_checksums(root, paths)
   for p in paths:
     read_idx(p)  # format errors name the file before anything is written
-  builder = _builder_class()(files=files, digest=_digest(paths), data_dir=data_dir)
+  builder = _make_builder(files, _digest(paths), data_dir)
   prepare_builder(builder)
   return files, {s: _materialize(builder.as_data_source(split=s)) for s in ("train", "test")}
 

@@ -14,7 +14,7 @@ import functools
 
 import numpy as np
 
-from jaxcnn.data.base import Dataset, DatasetError, prepare_builder
+from jaxcnn.data.base import Dataset, DatasetError, generated_builder, prepare_builder
 from jaxcnn.data.mnist import ArraySource
 from jaxcnn.registry import DATASETS
 
@@ -52,54 +52,30 @@ def make_clip(rng: np.random.Generator, label: int, frames: int, size: int) -> n
   return clip.astype(np.uint8)[..., None]
 
 
-_Builder = None
+def _examples(p: dict, split: str):
+  n = p["train"] if split == "train" else p["test"]
+  rng = np.random.default_rng([p["seed"], 0 if split == "train" else 1])
+  for i in range(n):
+    label = i % p["classes"]  # balanced classes
+    yield i, {"video": make_clip(rng, label, p["frames"], p["size"]), "label": label}
 
 
-def _builder_class():
-  global _Builder
-  if _Builder is not None:
-    return _Builder
-  import tensorflow_datasets as tfds
-
-  class MovingShapes(tfds.core.GeneratorBasedBuilder):
-    """Seeded moving-shape clips; the label is the direction of motion."""
-    name = "moving_shapes"
-    VERSION = tfds.core.Version("1.0.0")
-
-    def __init__(self, *, params: dict, **kwargs):
-      self._p = params
-      cfg = "-".join(f"{k}{v}" for k, v in sorted(params.items()))
-      super().__init__(config=tfds.core.BuilderConfig(name=cfg), file_format="array_record", **kwargs)
-
-    def _info(self):
-      p = self._p
-      return tfds.core.DatasetInfo(
-          builder=self, description=__doc__,
-          features=tfds.features.FeaturesDict({
-              "video": tfds.features.Tensor(shape=(p["frames"], p["size"], p["size"], 1), dtype=np.uint8,
-                                            encoding="zlib"),
-              "label": tfds.features.ClassLabel(names=list(DIRECTIONS)[:p["classes"]])}),
-          supervised_keys=("video", "label"), disable_shuffling=True)
-
-    def _split_generators(self, dl_manager):
-      del dl_manager
-      return {"train": self._generate_examples("train"), "test": self._generate_examples("test")}
-
-    def _generate_examples(self, split):
-      p = self._p
-      n = p["train"] if split == "train" else p["test"]
-      rng = np.random.default_rng([p["seed"], 0 if split == "train" else 1])
-      for i in range(n):
-        label = i % p["classes"]  # balanced classes
-        yield i, {"video": make_clip(rng, label, p["frames"], p["size"]), "label": label}
-
-  _Builder = MovingShapes
-  return MovingShapes
+def _make_builder(p: dict, data_dir):
+  """Seeded moving-shape clips; the label is the direction of motion."""
+  return generated_builder(
+      "moving_shapes", config_name="-".join(f"{k}{v}" for k, v in sorted(p.items())), description=__doc__,
+      data_dir=data_dir,
+      features=lambda tfds: tfds.features.FeaturesDict({
+          "video": tfds.features.Tensor(shape=(p["frames"], p["size"], p["size"], 1), dtype=np.uint8,
+                                        encoding="zlib"),
+          "label": tfds.features.ClassLabel(names=list(DIRECTIONS)[:p["classes"]])}),
+      supervised_keys=("video", "label"),
+      splits={s: functools.partial(_examples, p, s) for s in ("train", "test")})
 
 
 @functools.lru_cache(maxsize=4)
 def _load(params: tuple, data_dir):
-  builder = _builder_class()(params=dict(params), data_dir=data_dir)
+  builder = _make_builder(dict(params), data_dir)
   prepare_builder(builder)
   out = {}
   for split in ("train", "test"):

@@ -67,3 +67,14 @@ def eval_batches(source, preprocess, *, batch_size: int, process_index: int = 0,
   for start in range(0, len(source), batch_size):
     elements = [preprocess(source[i]) for i in range(start, min(start + batch_size, len(source)))]
     yield process_rows(pad_batch(elements, batch_size), process_index, process_count)
+
+
+def batches_per_second(iterator, n: int) -> float:
+  """The rate at which `iterator` yields batches, over `n` batches after a first (warm-up) one: the input
+  pipeline's throughput, which must exceed the train step's rate (bench/ reports both)."""
+  import time
+  next(iterator)
+  t = time.perf_counter()
+  for _ in range(n):
+    next(iterator)
+  return n / (time.perf_counter() - t)

@@ -30,7 +30,7 @@ import os
 
 import numpy as np
 
-from jaxcnn.data.base import Dataset, DatasetError, prepare_builder
+from jaxcnn.data.base import Dataset, DatasetError, generated_builder, prepare_builder
 from jaxcnn.registry import DATASETS
 
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -127,54 +127,17 @@ def _files_key(splits) -> str:
   return h.hexdigest()
 
 
-_Builder = None
-
-
-def _builder_class():
-  global _Builder
-  if _Builder is not None:
-    return _Builder
-  import tensorflow_datasets as tfds
-
-  class RoadImages(tfds.core.GeneratorBasedBuilder):
-    """Aerial images with road masks; each example keeps the original file bytes."""
-    name = "road_images"
-    VERSION = tfds.core.Version("1.0.0")
-
-    def __init__(self, *, splits: dict, config_name: str, **kwargs):
-      self._splits = splits
-      super().__init__(config=tfds.core.BuilderConfig(name=config_name), file_format="array_record",
-                       **kwargs)
-
-    def _info(self):
-      return tfds.core.DatasetInfo(
-          builder=self, description=__doc__,
-          features=tfds.features.FeaturesDict({
-              "image": tfds.features.Tensor(shape=(), dtype=np.object_),  # encoded file bytes
-              "mask": tfds.features.Tensor(shape=(), dtype=np.object_),
-              "name": tfds.features.Text(),
-              "height": tfds.features.Scalar(dtype=np.int32),
-              "width": tfds.features.Scalar(dtype=np.int32)}),
-          disable_shuffling=True)  # example i is the i-th file in name order
-
-    def _split_generators(self, dl_manager):
-      del dl_manager
-      return {split: self._generate_examples(split) for split in self._splits}
-
-    def _generate_examples(self, split):
-      for i, (name, img, mask) in enumerate(self._splits[split]):
-        h, w = _image_size(img)
-        mh, mw = _image_size(mask)
-        if (h, w) != (mh, mw):
-          raise RoadDataError(f"{img} is {h}x{w} but its mask {mask} is {mh}x{mw}")
-        with open(img, "rb") as f:
-          image_bytes = f.read()
-        with open(mask, "rb") as f:
-          mask_bytes = f.read()
-        yield i, {"image": image_bytes, "mask": mask_bytes, "name": name, "height": h, "width": w}
-
-  _Builder = RoadImages
-  return RoadImages
+def _examples(pairs):
+  for i, (name, img, mask) in enumerate(pairs):
+    h, w = _image_size(img)
+    mh, mw = _image_size(mask)
+    if (h, w) != (mh, mw):
+      raise RoadDataError(f"{img} is {h}x{w} but its mask {mask} is {mh}x{mw}")
+    with open(img, "rb") as f:
+      image_bytes = f.read()
+    with open(mask, "rb") as f:
+      mask_bytes = f.read()
+    yield i, {"image": image_bytes, "mask": mask_bytes, "name": name, "height": h, "width": w}
 
 
 class Subset:
@@ -202,8 +165,17 @@ def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
 def _load(root: str, data_dir: str | None):
   layout, splits = find_layout(root)
   stem = "".join(c if c.isalnum() else "_" for c in os.path.basename(os.path.normpath(root)))[:40]
-  builder = _builder_class()(splits=splits, config_name=f"{stem or 'roads'}-{_files_key(splits)[:12]}",
-                             data_dir=data_dir)
+  # Aerial images with road masks; each example keeps the original file bytes, in file-name order.
+  builder = generated_builder(
+      "road_images", config_name=f"{stem or 'roads'}-{_files_key(splits)[:12]}", data_dir=data_dir,
+      description=f"Aerial images with road masks from {root}",
+      features=lambda tfds: tfds.features.FeaturesDict({
+          "image": tfds.features.Tensor(shape=(), dtype=np.object_),  # encoded file bytes
+          "mask": tfds.features.Tensor(shape=(), dtype=np.object_),
+          "name": tfds.features.Text(),
+          "height": tfds.features.Scalar(dtype=np.int32),
+          "width": tfds.features.Scalar(dtype=np.int32)}),
+      splits={split: functools.partial(_examples, pairs) for split, pairs in splits.items()})
   prepare_builder(builder)
   return layout, {s: builder.as_data_source(split=s) for s in splits}
 

@@ -35,7 +35,7 @@ import sys
 
 import numpy as np
 
-from jaxcnn.data.base import Dataset, DatasetError, prepare_builder
+from jaxcnn.data.base import Dataset, DatasetError, generated_builder, prepare_builder
 from jaxcnn.registry import DATASETS
 
 # Section 2.2: "abcdefghijklmnopqrstuvwxyz0123456789-,;.!?:'"/\|_@#$%^&*~`+-=<>()[]{}" and the newline.
@@ -165,45 +165,10 @@ def stratified_split(labels: np.ndarray, holdout_fraction: float, seed: int):
   return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-_CharCsv = None
-
-
-def _builder_class():
-  global _CharCsv
-  if _CharCsv is not None:
-    return _CharCsv
-  import tensorflow_datasets as tfds
-
-  class CharCsv(tfds.core.GeneratorBasedBuilder):
-    """A text classification CSV folder (`train.csv`, `test.csv`) of Zhang et al. 2015's layout."""
-    name = "char_csv"
-    VERSION = tfds.core.Version("1.0.0")
-
-    def __init__(self, *, files: dict, num_classes: int, config_name: str, **kwargs):
-      self._files, self._num_classes = files, num_classes
-      super().__init__(config=tfds.core.BuilderConfig(name=config_name), file_format="array_record",
-                       **kwargs)
-
-    def _info(self):
-      return tfds.core.DatasetInfo(
-          builder=self, description=f"Text classification CSV files {self._files}",
-          features=tfds.features.FeaturesDict({
-              "text": tfds.features.Text(),
-              "label": tfds.features.ClassLabel(num_classes=self._num_classes)}),
-          supervised_keys=("text", "label"),
-          disable_shuffling=True)  # example i is row i of the CSV file
-
-    def _split_generators(self, dl_manager):
-      del dl_manager
-      return {split: self._generate_examples(split) for split in self._files}
-
-    def _generate_examples(self, split):
-      labels, texts = _read_cached(self._files[split])
-      for i, (label, text) in enumerate(zip(labels, texts)):
-        yield i, {"text": text, "label": int(label)}
-
-  _CharCsv = CharCsv
-  return CharCsv
+def _examples(path: str):
+  labels, texts = _read_cached(path)
+  for i, (label, text) in enumerate(zip(labels, texts)):
+    yield i, {"text": text, "label": int(label)}
 
 
 @functools.lru_cache(maxsize=8)
@@ -221,8 +186,14 @@ def _load(root: str, split_files: tuple, data_dir: str | None):
     num_classes = max(num_classes, int(labels.max()) + 1)
   stem = os.path.basename(os.path.normpath(root)) or "csv"
   stem = "".join(c if c.isalnum() else "_" for c in stem)[:40]
-  builder = _builder_class()(files=files, num_classes=num_classes, data_dir=data_dir,
-                             config_name=f"{stem}-{_sha256(files.values())[:12]}")
+  # A text classification CSV folder of Zhang et al. 2015's layout; example i is row i of the file.
+  builder = generated_builder(
+      "char_csv", config_name=f"{stem}-{_sha256(files.values())[:12]}", data_dir=data_dir,
+      description=f"Text classification CSV files {files}",
+      features=lambda tfds: tfds.features.FeaturesDict({
+          "text": tfds.features.Text(), "label": tfds.features.ClassLabel(num_classes=num_classes)}),
+      supervised_keys=("text", "label"),
+      splits={split: functools.partial(_examples, path) for split, path in files.items()})
   prepare_builder(builder)
   return num_classes, {s: _Decoded(builder.as_data_source(split=s)) for s in files}
 

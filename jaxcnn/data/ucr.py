@@ -26,7 +26,7 @@ import os
 
 import numpy as np
 
-from jaxcnn.data.base import Dataset, DatasetError, prepare_builder
+from jaxcnn.data.base import Dataset, DatasetError, generated_builder, prepare_builder
 from jaxcnn.data.ts_format import TsFormatError, read_ts
 from jaxcnn.registry import DATASETS
 
@@ -78,53 +78,13 @@ def _valid_length(series: np.ndarray) -> int:
   return int(np.flatnonzero(ok)[-1] + 1) if ok.any() else 0
 
 
-def _builder_class():
-  """The TFDS builder class, defined on first use (importing TFDS takes a second)."""
-  global _UcrUea
-  if _UcrUea is not None:
-    return _UcrUea
-  import tensorflow_datasets as tfds
-
-  class UcrUea(tfds.core.GeneratorBasedBuilder):
-    """UCR/UEA time-series classification data set read from `.ts` files."""
-    name = "ucr_uea"
-    VERSION = tfds.core.Version("1.0.0")
-
-    def __init__(self, *, subset: str, files: dict[str, str], train, digest: str, **kwargs):
-      self._subset, self._files, self._train, self._digest = subset, files, train, digest
-      super().__init__(config=tfds.core.BuilderConfig(name=f"{subset}-{digest}"),
-                       file_format="array_record", **kwargs)
-
-    def _info(self):
-      return tfds.core.DatasetInfo(
-          builder=self,
-          description=f"UCR/UEA {self._subset} from {self._files['train']} (sha256 {self._digest})",
-          features=tfds.features.FeaturesDict({
-              "series": tfds.features.Tensor(shape=(None, self._train.series[0].shape[-1]),
-                                             dtype=np.float32),
-              "label": tfds.features.ClassLabel(names=self._train.class_names),
-          }),
-          supervised_keys=("series", "label"),
-      )
-
-    def _split_generators(self, dl_manager):
-      del dl_manager
-      return {split: self._generate_examples(split) for split in ("train", "test")}
-
-    def _generate_examples(self, split):
-      data = self._train if split == "train" else read_ts(self._files[split])
-      channels = self._train.series[0].shape[-1]
-      if data.series[0].shape[-1] != channels:
-        raise TsFormatError(f"{self._files[split]}: {data.series[0].shape[-1]} channels, the TRAIN "
-                            f"file has {channels}")
-      for i, (s, label) in enumerate(zip(data.series, data.labels, strict=True)):
-        yield i, {"series": s.astype(np.float32), "label": self._train.class_names.index(label)}
-
-  _UcrUea = UcrUea
-  return UcrUea
-
-
-_UcrUea = None
+def _examples(files: dict, train, split: str):
+  data = train if split == "train" else read_ts(files[split])
+  channels = train.series[0].shape[-1]
+  if data.series[0].shape[-1] != channels:
+    raise TsFormatError(f"{files[split]}: {data.series[0].shape[-1]} channels, the TRAIN file has {channels}")
+  for i, (s, label) in enumerate(zip(data.series, data.labels, strict=True)):
+    yield i, {"series": s.astype(np.float32), "label": train.class_names.index(label)}
 
 
 def make_builder(name: str, source_dir: str, data_dir: str | None = None):
@@ -147,8 +107,17 @@ def make_builder(name: str, source_dir: str, data_dir: str | None = None):
     train = read_ts(files["train"])
   except TsFormatError as e:
     raise DatasetError(str(e)) from None
-  return _builder_class()(subset=name, files=files, train=train, digest=_sha256(files.values())[:12],
-                          data_dir=data_dir)
+  digest = _sha256(files.values())[:12]
+  # TFDS shuffles these examples when it writes them (disable_shuffling=False, as when the first results
+  # were built; changing it would reorder existing caches).
+  return generated_builder(
+      "ucr_uea", config_name=f"{name}-{digest}", data_dir=data_dir, disable_shuffling=False,
+      description=f"UCR/UEA {name} from {files['train']} (sha256 {digest})",
+      features=lambda tfds: tfds.features.FeaturesDict({
+          "series": tfds.features.Tensor(shape=(None, train.series[0].shape[-1]), dtype=np.float32),
+          "label": tfds.features.ClassLabel(names=train.class_names)}),
+      supervised_keys=("series", "label"),
+      splits={split: functools.partial(_examples, files, train, split) for split in ("train", "test")})
 
 
 class _Materialized:
