@@ -48,7 +48,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
                                            eval_every_epochs=10, eval_on_improvement=False,
                                            log_every_epochs=10, num_threads=0))
   c.checkpoint = ml_collections.ConfigDict(dict(every_epochs=10, keep=2))
-  c.predict = ml_collections.ConfigDict(dict(tile=256, margin=48, threshold=0.5, overlays=6))
+  c.predict = ml_collections.ConfigDict(dict(tile=512, margin=64, threshold=0.5, overlays=6))
   c.report = ml_collections.ConfigDict(dict(
       select_by="final", unit="images", paper_error=config_dict.placeholder(float),
       paper=("no published result on this 90-image part of the ETH/EPFL training set; see README "

@@ -14,7 +14,7 @@ VARIANTS = {
     "resnet_imagenet": ["resnet18,synthetic,runlocal"],
     "c3d_moving_shapes": ["runlocal"],
     "char_cnn": ["ag_news,runlocal", "ag_news_subset,large,runlocal"],
-    "unet_roads": ["runlocal", "resize,dice,runlocal"],
+    "unet_roads": ["resize,dice,runlocal"],  # the default variant: test_segmentation's CLI test
 }
 
 

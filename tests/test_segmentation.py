@@ -61,8 +61,9 @@ def make_road_folder(root: str, n: int = 12, size: int = 48, seed: int = 0, layo
 
 # ------------------------------------------------------------------------------------------- model
 
-@pytest.mark.parametrize("shape,depth", [((1, 32, 48, 3), 2), ((2, 64, 64, 4), 3), ((1, 48, 16, 1), 4)])
-@pytest.mark.parametrize("upsample", ["transposed", "resize"])
+@pytest.mark.parametrize("shape,depth,upsample", [((1, 32, 48, 3), 2, "transposed"),
+                                                   ((2, 64, 64, 4), 3, "resize"),
+                                                   ((1, 48, 16, 1), 4, "transposed")])
 def test_unet_output_shape_equals_input_shape(shape, depth, upsample):
   model = unet(depth=depth, features=4, upsample=upsample)
   x = jnp.ones(shape)
