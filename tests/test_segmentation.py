@@ -312,10 +312,20 @@ def test_cli_trains_learns_and_predicts_a_folder(tmp_path, tfds_dir):
   assert np.asarray(Image.open(os.path.join(out, "tile_000_prob.png"))).shape == (100, 100)
   assert np.asarray(Image.open(os.path.join(out, "tile_000_overlay.png"))).shape == (100, 100, 3)
 
-  p = run_cli(*common, "--mode=predict", f"--input_dir={other}/images", f"--mask_dir={root}/groundtruth")
-  assert p.returncode == 2 and "is (64, 64) but" in p.stderr
-  p = run_cli(*common, "--mode=predict", f"--input_dir={tmp_path}/nothing")
-  assert p.returncode == 2 and "is not a folder of images" in p.stderr
+  # Bad folders: one clear error each (in-process: the CLI turns ConfigError into exit code 2).
+  from jaxcnn.registry import ConfigError
+  from jaxcnn.train import loop
+  sys.path.insert(0, os.path.join(ROOT, "tests"))
+  from conftest import load_experiment
+  c = load_experiment("unet_roads", "runlocal")
+  c.dataset.manual_dir, c.dataset.data_dir, c.model.features, c.dataset.crop_size = root, tfds_dir, 8, 48
+  with pytest.raises(ConfigError, match=r"is \(64, 64\) but .* is \(100, 100\)"):
+    loop.predict_images(c, wd, f"{other}/images", f"{root}/groundtruth")
+  with pytest.raises(ConfigError, match="is not a folder of images"):
+    loop.predict_images(c, wd, f"{tmp_path}/nothing")
+  with pytest.raises(ConfigError, match="has no mask for 1 image"):
+    os.remove(os.path.join(other, "groundtruth", "tile_001.png"))
+    loop.predict_images(c, wd, f"{other}/images", f"{other}/groundtruth")
 
 
 def test_period2_energy_finds_a_checkerboard():

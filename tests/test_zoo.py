@@ -179,8 +179,10 @@ TRAIN_STEP_CASES = {
 
 
 def test_every_zoo_model_has_a_train_step_case():
-  # fcn / resnet_ts (tests/test_models.py) and char_cnn_* (tests/test_text.py) are tested with their data.
-  zoo = {n for n in registry.MODELS.names() if n not in ("fcn", "resnet_ts") and not n.startswith("char_cnn")}
+  # fcn / resnet_ts (tests/test_models.py), char_cnn_* (tests/test_text.py) and unet
+  # (tests/test_segmentation.py, test_experiments.py on 8 devices) are tested with their data.
+  zoo = {n for n in registry.MODELS.names()
+         if n not in ("fcn", "resnet_ts", "unet") and not n.startswith("char_cnn")}
   assert zoo == set(TRAIN_STEP_CASES)
 
 

@@ -508,16 +508,17 @@ def predict_images(config, workdir: str, input_dir: str, mask_dir: str | None = 
   for name, path in images.items():
     with open(path, "rb") as f:
       rgb = decode_image(f.read(), path)
-    x = ds.encode(rgb)["x"]
-    logits = segment.predict_tiled(apply, x, tile=int(p.tile), margin=int(p.margin), stride=stride)
-    prob = 1 / (1 + np.exp(-logits[..., 0]))
     gt = None
-    row = {"image": path, "height": rgb.shape[0], "width": rgb.shape[1]}
     if mask_dir:
       with open(masks[name], "rb") as f:
         gt = decode_mask(f.read(), masks[name])
-      if gt.shape != prob.shape:
-        raise registry.ConfigError(f"{masks[name]} is {gt.shape} but {path} is {prob.shape}")
+      if gt.shape != rgb.shape[:2]:
+        raise registry.ConfigError(f"{masks[name]} is {gt.shape} but {path} is {rgb.shape[:2]}")
+    x = ds.encode(rgb)["x"]
+    logits = segment.predict_tiled(apply, x, tile=int(p.tile), margin=int(p.margin), stride=stride)
+    prob = 1 / (1 + np.exp(-logits[..., 0]))
+    row = {"image": path, "height": rgb.shape[0], "width": rgb.shape[1]}
+    if mask_dir:
       sums = jax.device_get(sum_fn(logits[None], gt[None, ..., None].astype(np.float32),
                                    np.ones((1,) + gt.shape, bool)))
       total = sums if total is None else jax.tree.map(lambda a, b: a + b, total, sums)
