@@ -6,12 +6,23 @@
 
 The argument is the data set name, optionally followed by ",runlocal" (5 epochs), ",quick" (1000 of
 the paper's 2000 epochs: what `python launch.py` with no flags runs, about 2-3 minutes on 2 CPU cores)
-and/or ",resnet" (the paper's ResNet instead of the FCN). The protocol is what the
+and/or a model other than the FCN: ",resnet" (Wang et al.'s ResNet, 1000 epochs as in their ResNet.py),
+",inceptiontime" (one network of Ismail Fawaz et al. 2020's ensemble, their protocol below) or ",tcn"
+(Bai et al. 2018's TCN; our protocol, below). The FCN protocol is what the
 authors' code (github.com/cauchyturing/UCR_Time_Series_Classification_Deep_Learning_Baseline, FCN.py)
 does: Adam (Keras 1 defaults: lr 1e-3, epsilon 1e-8), ReduceLROnPlateau on the training loss (factor
 0.5, patience 50, min_lr 1e-4), batch size min(N_train // 10, 16) (Python 2 integer division), 2000
 epochs, z-normalisation with the training set's global mean and std, and the reported number is the
 test error at the epoch with the lowest training loss.
+
+InceptionTime (`classifiers/inception.py` of github.com/hfawaz/InceptionTime): batch 64 (the whole
+training set when it is smaller), 1500 epochs, Adam (Keras defaults: lr 1e-3, epsilon 1e-7), the same
+ReduceLROnPlateau on the training loss and the same selection (the checkpoint with the lowest training
+loss predicts the test set), each series z-normalised on its own (their UCR 2018 loader). The paper's
+numbers are for the ensemble of 5 such networks; one run here is one member.
+TCN: the paper did not evaluate on UCR; we use the InceptionTime protocol with Adam lr 2e-3 (Bai et al.'s
+sequential-MNIST setting) and their sequential-MNIST model (8 levels of 25 channels, kernel 7, dropout
+0.05; a receptive field of 3061 steps, longer than every shipped series), z-normalised per series.
 """
 import ml_collections
 from ml_collections import config_dict
@@ -25,27 +36,43 @@ PAPER_FCN_ERROR = {
     "OSULeaf": 0.012,
 }
 PAPER = "Wang, Yan & Oates 2017, FCN, Table II"
+# Wang et al. 2017 Table II, ResNet column.
+PAPER_RESNET_ERROR = {"GunPoint": 0.007, "ItalyPowerDemand": 0.040, "OSULeaf": 0.021}
+# InceptionTime (the ensemble of 5) test accuracy on the UCR 2018 archive, 1 - accuracy from the authors'
+# results-InceptionTime-128.csv (github.com/hfawaz/InceptionTime).
+PAPER_INCEPTIONTIME_ERROR = {"GunPoint": 0.0, "ItalyPowerDemand": 0.0350, "ArrowHead": 0.1543,
+                             "OSULeaf": 0.0579, "ACSF1": 0.0800, "PickupGestureWiimoteZ": 0.2400}
+MODELS = ("fcn", "resnet", "inceptiontime", "tcn")
 
 
 def get_config(arg: str = "GunPoint") -> ml_collections.ConfigDict:
   parts = [p for p in (arg or "GunPoint").split(",") if p]
   name = parts[0]
   runlocal = "runlocal" in parts[1:]
-  unknown = set(parts[1:]) - {"runlocal", "quick", "resnet"}
+  unknown = set(parts[1:]) - {"runlocal", "quick", *MODELS}
   if unknown:
     raise ValueError(f"unknown option(s) {sorted(unknown)} after the data set name; valid: runlocal, "
-                     "quick, resnet (e.g. fcn_ucr.py:GunPoint,runlocal)")
+                     "quick, " + ", ".join(MODELS[1:]) + " (e.g. fcn_ucr.py:GunPoint,runlocal)")
+  models = [p for p in parts[1:] if p in MODELS]
+  if len(models) > 1:
+    raise ValueError(f"choose one model, not {', '.join(models)}")
+  arch = models[0] if models else "fcn"
 
   c = ml_collections.ConfigDict()
-  c.experiment = f"fcn_ucr:{name}"
+  c.experiment = f"{arch}_ucr:{name}" if arch != "fcn" else f"fcn_ucr:{name}"
   c.seed = 0
   c.parallel = "jit"            # "jit" (jit + shard_map over a device mesh) or "pmap"
 
   # Every key but `name` is passed to the model constructor (num_classes comes from the data set).
-  if "resnet" in parts[1:]:  # Wang et al.'s ResNet for time series, same protocol
-    c.experiment = f"resnet_ucr:{name}"
+  if arch == "resnet":  # Wang et al.'s ResNet for time series, same protocol
     c.model = ml_collections.ConfigDict(dict(name="resnet_ts", filters=(64, 128, 128),
                                              kernel_sizes=(8, 5, 3)))
+  elif arch == "inceptiontime":
+    c.model = ml_collections.ConfigDict(dict(name="inception_time", depth=6, filters=32,
+                                             kernel_sizes=(40, 20, 10), bottleneck=32, residual_every=3))
+  elif arch == "tcn":
+    c.model = ml_collections.ConfigDict(dict(name="tcn", channels=25, levels=8, kernel_size=7,
+                                             dropout=0.05))
   else:
     c.model = ml_collections.ConfigDict(dict(name="fcn", filters=(128, 256, 128),
                                              kernel_sizes=(8, 5, 3)))
@@ -78,14 +105,29 @@ def get_config(arg: str = "GunPoint") -> ml_collections.ConfigDict:
       paper_error=config_dict.placeholder(float),
       note="",
   ))
-  if name in PAPER_FCN_ERROR and c.model.name == "fcn":
-    c.report.paper_error = PAPER_FCN_ERROR[name]
+  if arch == "resnet":
+    c.train.epochs = 1000
+    c.report.paper = "Wang, Yan & Oates 2017, ResNet, Table II"
+  elif arch in ("inceptiontime", "tcn"):
+    c.dataset.normalize = "per_series"
+    c.optimizer.eps = 1e-7
+    c.train.batch_size = 64
+    c.train.epochs = 1500
+    c.report.paper = ("Ismail Fawaz et al. 2020, InceptionTime (ensemble of 5), results-InceptionTime-128.csv"
+                      if arch == "inceptiontime" else "Bai, Kolter & Koltun 2018 (no UCR results)")
+    if arch == "tcn":
+      c.optimizer.learning_rate = 2e-3
+  paper_error = {"fcn": PAPER_FCN_ERROR, "resnet": PAPER_RESNET_ERROR,
+                 "inceptiontime": PAPER_INCEPTIONTIME_ERROR}.get(arch, {})
+  if name in paper_error:
+    c.report.paper_error = paper_error[name]
 
   if "quick" in parts[1:]:
+    full = c.train.epochs
     c.experiment += ",quick"
-    c.report.note = ("quick run: 1000 of the paper's 2000 epochs; "
-                     f"--config=experiments/fcn_ucr.py:{name} runs the full protocol")
-    c.train.epochs = 1000
+    c.train.epochs = full // 2
+    c.report.note = (f"quick run: {c.train.epochs} of the protocol's {full} epochs; "
+                     f"--config=experiments/fcn_ucr.py:{arg.replace(',quick', '')} runs the full protocol")
   if runlocal:
     c.train.epochs = 5
     c.checkpoint.every_epochs = 2

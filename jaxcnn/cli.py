@@ -148,6 +148,10 @@ def main(argv) -> None:
   from rich.console import Console
   console = Console(highlight=False, soft_wrap=True)
   try:
+    if "benchmark" in config and FLAGS.mode != "train":
+      raise ConfigError(f"--mode={FLAGS.mode} works on one run, not a benchmark: point --workdir at one "
+                        "run's folder (<workdir>/<data set>/seed<k>) and use "
+                        "--config=experiments/fcn_ucr.py:<data set>[,model] with the same model.")
     if FLAGS.summary:
       from jaxcnn.summary import summary_table
       c = loop.build_components(config)
@@ -219,6 +223,16 @@ def main(argv) -> None:
             console.print(f"    {name[:w - 1]:<{w}}" + "".join(f"{c:>{w}d}" for c in row))
         else:
           console.print(f"  {k}: {v:.4f}")
+      return
+    if "benchmark" in config:
+      from jaxcnn.train.benchmark import run_benchmark, table
+      out = run_benchmark(config, workdir, console=console)
+      console.print()
+      console.print(f"[bold]{config.experiment}[/bold] (test error at the epoch the protocol selects):")
+      for line in table(out["rows"]):
+        console.print("  " + line)
+      console.print(f"Wrote {out['report']} and benchmark.json; each run's report.md is in "
+                    f"{workdir}/<data set>/seed<k>/")
       return
     result = loop.train_and_evaluate(config, workdir, console=console)
   except (ConfigError, FileNotFoundError) as e:

@@ -8,13 +8,15 @@ from conftest import ROOT, load_experiment
 from jaxcnn.train import loop
 
 VARIANTS = {
-    "fcn_ucr": ["GunPoint,runlocal", "BasicMotions,runlocal,resnet", "JapaneseVowels,runlocal"],
+    "fcn_ucr": ["GunPoint,runlocal", "BasicMotions,runlocal,resnet", "JapaneseVowels,runlocal,inceptiontime",
+                "ItalyPowerDemand,runlocal,tcn"],
     "lenet_mnist": ["runlocal"],
     "resnet_cifar": ["resnet20,synthetic,runlocal"],
     "resnet_imagenet": ["resnet18,synthetic,runlocal"],
     "c3d_moving_shapes": ["runlocal"],
     "char_cnn": ["ag_news,runlocal", "ag_news_subset,large,runlocal"],
     "unet_roads": ["resize,dice,runlocal"],  # the default variant: test_segmentation's CLI test
+    "ucr_benchmark": ["tcn,runlocal"],  # every (data set, seed) run is an fcn_ucr run: two of each
 }
 
 
@@ -43,6 +45,8 @@ def test_runlocal(name, arg, tfds_dir, tmp_path):
     c.dataset.manual_dir = make_road_folder(str(tmp_path / "roads"), n=10, size=32)
   c.train.epochs = 1
   c.train.batch_size = 8
+  if name == "ucr_benchmark":
+    return check_benchmark(c, tmp_path)
   result = loop.train_and_evaluate(c, str(tmp_path))  # 8 devices, jit
   assert result["epochs_done"] == 1
   if name == "unet_roads":
@@ -56,3 +60,33 @@ def test_runlocal(name, arg, tfds_dir, tmp_path):
 def test_unknown_variant_is_rejected():
   with pytest.raises(ValueError, match=r"unknown option\(s\) \['quik'\]"):
     load_experiment("fcn_ucr", "GunPoint,quik")
+
+
+def check_benchmark(c, tmp_path):
+  """Two data sets x two seeds: the table's numbers are the runs' own, and a second call resumes."""
+  import json
+  from jaxcnn.train.benchmark import run_benchmark
+  c.benchmark.datasets = "ItalyPowerDemand,GunPoint"
+  c.benchmark.seeds = 2
+  c.benchmark.paper_errors.GunPoint = 0.25
+  c.model.levels, c.model.channels = 2, 4
+  out = run_benchmark(c, str(tmp_path))
+  rows = {r["dataset"]: r for r in out["rows"]}
+  assert list(rows) == ["ItalyPowerDemand", "GunPoint"]
+  for name, row in rows.items():
+    errs = []
+    for seed in (0, 1):
+      with open(tmp_path / name / f"seed{seed}" / "result.json") as f:
+        errs.append(json.load(f)["selected"]["test/error"])
+    assert row["errors"] == errs and abs(row["mean_error"] - sum(errs) / 2) < 1e-12
+    assert row["seeds"] == 2 and row["epochs"] == 1
+  assert rows["GunPoint"]["paper_error"] == 0.25 and rows["ItalyPowerDemand"]["paper_error"] is None
+  text = (tmp_path / "benchmark.md").read_text()
+  assert "| GunPoint | 50 / 150 | 25.00 |" in text
+  mtime = os.path.getmtime(tmp_path / "GunPoint" / "seed1" / "result.json")
+  again = run_benchmark(c, str(tmp_path))  # everything done: read back, nothing retrained
+  assert again["rows"] == out["rows"]
+  assert os.path.getmtime(tmp_path / "GunPoint" / "seed1" / "result.json") == mtime
+  c.benchmark.datasets = "GunPoint,GunPointt"
+  with pytest.raises(Exception, match="GunPointt"):
+    run_benchmark(c, str(tmp_path / "bad"))

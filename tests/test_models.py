@@ -33,7 +33,7 @@ def test_resnet_ts_parameter_count_and_shape():
     if cin != cout:
       expected += conv_params(1, cin, cout)
     expected += 2 * (cout if cin != cout else cin)  # shortcut BatchNorm
-  expected += 128 * 4 + 4
+  expected += 128 * 4 + 4 + 2  # head, input BatchNorm
   model = ResNetTS(num_classes=4)
   variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 100, 1)))
   assert num_params(variables["params"]) == expected

@@ -8,3 +8,5 @@ from jaxcnn.models import lenet  # noqa: F401
 from jaxcnn.models import resnet  # noqa: F401
 from jaxcnn.models import vgg  # noqa: F401
 from jaxcnn.models import unet  # noqa: F401
+from jaxcnn.models import inception_time  # noqa: F401
+from jaxcnn.models import tcn  # noqa: F401

@@ -67,6 +67,7 @@ class FCN(nn.Module):
       raise ValueError(f"filters {tuple(self.filters)} and kernel_sizes {tuple(self.kernel_sizes)} "
                        "must have the same length")
     bn_mask, pool_mask = split_mask(mask, x)
+    x = zero_padding(x, pool_mask)  # whatever the padding holds, the first convolution sees zeros
     for f, k in zip(self.filters, self.kernel_sizes, strict=True):
       x = ConvBNReLU(f, k, axis_name=self.axis_name, dtype=self.dtype)(x, train=train, mask=bn_mask,
                                                                             pool_mask=pool_mask)

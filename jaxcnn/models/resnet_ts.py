@@ -1,6 +1,7 @@
 """Residual network for time series (Wang, Yan & Oates 2017).
 
-Three residual blocks with 64, 128, 128 filters; each block is three conv -> BatchNorm (-> ReLU)
+BatchNorm of the input (`input_norm`, as the authors' ResNet.py does), then three residual blocks with
+64, 128, 128 filters; each block is three conv -> BatchNorm (-> ReLU)
 layers with kernels 8, 5, 3, and a shortcut that is a 1x1 convolution + BatchNorm where the number of
 channels changes (the projection W_s of He et al. 2016) and BatchNorm of the input otherwise; the sum
 goes through a ReLU. Then global average pooling and a dense softmax layer.
@@ -47,12 +48,17 @@ class ResNetTS(nn.Module):
   num_classes: int
   filters: Sequence[int] = (64, 128, 128)
   kernel_sizes: Sequence[int] = (8, 5, 3)
+  input_norm: bool = True
   axis_name: str | None = None
   dtype: str | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False, mask: jax.Array | None = None) -> jax.Array:
     bn_mask, pool_mask = split_mask(mask, x)
+    x = zero_padding(x, pool_mask)  # whatever the padding holds, the first convolution sees zeros
+    if self.input_norm:
+      x = zero_padding(BatchNorm(axis_name=self.axis_name, name="input_bn")(x, train=train, mask=bn_mask),
+                       pool_mask)
     for f in self.filters:
       x = ResidualBlock1D(f, tuple(self.kernel_sizes), axis_name=self.axis_name,
                           dtype=self.dtype)(x, train=train, mask=bn_mask,

@@ -1,0 +1,52 @@
+"""The UCR/UEA benchmark: one model, every classification data set the aeon wheel ships, several seeds.
+
+  python launch.py --config=experiments/ucr_benchmark.py:fcn            # also :resnet, :inceptiontime, :tcn
+  python launch.py --config=experiments/ucr_benchmark.py:fcn --config.benchmark.datasets=GunPoint,OSULeaf \
+      --config.benchmark.seeds=5
+  python launch.py --config=experiments/ucr_benchmark.py:fcn,runlocal   # 5 epochs per run: a smoke test
+
+Each (data set, seed) is the model's run of `experiments/fcn_ucr.py` (the published protocol: see that
+file) in `workdir/<data set>/seed<k>`; `workdir/benchmark.md` tables the test error at the epoch the
+protocol selects (mean ± std over seeds) beside the paper's. Running the command again resumes.
+Add `--config.dataset.manual_dir=/path/to/Univariate_ts` (and the names in `benchmark.datasets`) to run
+data sets of the full archives.
+"""
+import importlib.util
+import os
+
+import ml_collections
+
+# Univariate (UCR) and multivariate (UEA) classification sets shipped in the aeon wheel.
+SHIPPED = ("GunPoint", "ItalyPowerDemand", "ArrowHead", "OSULeaf", "ACSF1", "BasicMotions", "JapaneseVowels",
+           "PickupGestureWiimoteZ")
+
+
+def _fcn_ucr():
+  spec = importlib.util.spec_from_file_location(
+      "_jaxcnn_fcn_ucr", os.path.join(os.path.dirname(os.path.abspath(__file__)), "fcn_ucr.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def get_config(arg: str = "fcn") -> ml_collections.ConfigDict:
+  fcn_ucr = _fcn_ucr()
+  parts = [p for p in (arg or "fcn").split(",") if p]
+  model, options = parts[0], parts[1:]
+  if model not in fcn_ucr.MODELS:
+    raise ValueError(f"unknown model {model!r}: use one of {', '.join(fcn_ucr.MODELS)} "
+                     "(e.g. ucr_benchmark.py:inceptiontime)")
+  unknown = set(options) - {"runlocal", "quick"}
+  if unknown:
+    raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: runlocal, quick")
+  c = fcn_ucr.get_config(",".join(["GunPoint", *options] + ([model] if model != "fcn" else [])))
+  c.experiment = f"ucr_benchmark:{arg}"
+  table = {"fcn": fcn_ucr.PAPER_FCN_ERROR, "resnet": fcn_ucr.PAPER_RESNET_ERROR,
+           "inceptiontime": fcn_ucr.PAPER_INCEPTIONTIME_ERROR}.get(model, {})
+  c.benchmark = ml_collections.ConfigDict(dict(
+      datasets=",".join(SHIPPED),  # comma-separated names (config.dataset.subset of each run)
+      seeds=3,                     # seeds 0 .. seeds-1 per data set
+      paper_errors=ml_collections.ConfigDict(dict(table)),
+  ))
+  c.report.paper_error = None
+  return c
