@@ -15,7 +15,7 @@ def test_short_run_learns(small_config, tmp_path):
   c = small_config
   c.train.epochs = 150
   c.train.batch_size = 10
-  c.optimizer.learning_rate = 3e-3
+  c.optimizer.learning_rate = 1e-3  # the paper's; at 3e-3 the test error of single epochs swings widely
   result = loop.train_and_evaluate(c, str(tmp_path), devices=jax.devices()[:1])
   hist = MetricsWriter.read(str(tmp_path / "metrics.jsonl"))
   assert [h["epoch"] for h in hist] == list(range(1, 151))

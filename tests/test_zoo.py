@@ -179,10 +179,11 @@ TRAIN_STEP_CASES = {
 
 
 def test_every_zoo_model_has_a_train_step_case():
-  # fcn / resnet_ts (tests/test_models.py), char_cnn_* (tests/test_text.py) and unet
-  # (tests/test_segmentation.py, test_experiments.py on 8 devices) are tested with their data.
+  # fcn / resnet_ts (tests/test_models.py), inception_time / tcn (tests/test_ts_models.py,
+  # test_experiments.py), char_cnn_* (tests/test_text.py) and unet (tests/test_segmentation.py,
+  # test_experiments.py on 8 devices) are tested with their data.
   zoo = {n for n in registry.MODELS.names()
-         if n not in ("fcn", "resnet_ts", "unet") and not n.startswith("char_cnn")}
+         if n not in ("fcn", "resnet_ts", "inception_time", "tcn", "unet") and not n.startswith("char_cnn")}
   assert zoo == set(TRAIN_STEP_CASES)
 
 
