@@ -25,7 +25,15 @@ def test_every_experiment_file_has_variants_listed():
   assert files == set(VARIANTS)
 
 
-@pytest.mark.parametrize("name,arg", [(n, a) for n, args in VARIANTS.items() for a in args])
+# Slow (`pytest -m slow`): the ImageNet ResNet config (resnet50's train step in test_zoo.py and the image
+# folder pipeline in test_images.py cover its parts) and the U-Net resize/Dice variant (the default U-Net
+# config runs end to end in test_segmentation.py's CLI test; Dice and resize have unit tests).
+SLOW = {("resnet_imagenet", "resnet18,synthetic,runlocal"), ("unet_roads", "resize,dice,runlocal")}
+
+
+@pytest.mark.parametrize("name,arg", [(n, a) if (n, a) not in SLOW else
+                                      pytest.param(n, a, marks=pytest.mark.slow)
+                                      for n, args in VARIANTS.items() for a in args])
 def test_runlocal(name, arg, tfds_dir, tmp_path):
   c = load_experiment(name, arg)
   if "data_dir" in c.dataset:

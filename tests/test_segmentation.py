@@ -178,6 +178,12 @@ def test_loss_is_the_mean_bce_over_valid_pixels_and_ignores_padding():
   z2 = z.copy()
   z2[:, 6:] = 100.0  # whatever the model says on padding does not matter
   np.testing.assert_allclose(task.loss(jnp.asarray(z2), {"label": y, "pixel_valid": valid}), loss, rtol=1e-6)
+  # + 0.5 x soft Dice, 1 - (2 sum(p y) + 1) / (sum(p) + sum(y) + 1) over the valid pixels (smoothing 1).
+  dice_task = S.Segmentation(dice_weight=0.5)
+  pv, yv = [p[i][valid[i]] for i in range(2)], [y[i, ..., 0][valid[i]] for i in range(2)]
+  dice = [1 - (2 * (a * b).sum() + 1) / (a.sum() + b.sum() + 1) for a, b in zip(pv, yv)]
+  np.testing.assert_allclose(dice_task.loss(jnp.asarray(z2), {"label": y, "pixel_valid": valid}),
+                             loss + 0.5 * np.array(dice), rtol=1e-5)
   sums = jax.device_get(task.metric_sums(jnp.asarray(z), {"label": y, "pixel_valid": valid},
                                          jnp.ones(2, bool), confusion=True))
   assert sums["tp"] + sums["fp"] + sums["fn"] + sums["tn"] == valid.sum()

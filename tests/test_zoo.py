@@ -190,7 +190,9 @@ def test_every_zoo_model_has_a_train_step_case():
 # One model per code path runs by default. The deeper variants of the same code (same modules, more
 # blocks) compile for up to a minute each, and lenet5, resnet18, cifar_resnet20 and c3d also train on
 # 8 devices in tests/test_experiments.py; they are marked slow here: `pytest -m slow` runs them.
-DEFAULT_STEP = {"lenet5_gap", "alexnet", "vgg11_bn", "googlenet_bn", "resnet50"}
+# GoogLeNet (70 s to compile) is slow too: its inception modules and auxiliary heads are checked by
+# test_blocks.py and test_googlenet_auxiliary_heads_in_training_only.
+DEFAULT_STEP = {"lenet5_gap", "alexnet", "vgg11_bn", "resnet50"}
 
 
 @pytest.mark.parametrize("name", [n if n in DEFAULT_STEP else pytest.param(n, marks=pytest.mark.slow)
