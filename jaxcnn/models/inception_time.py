@@ -13,9 +13,10 @@ authors' Keras code `classifiers/inception.py`):
 
 convolutions without bias, stride 1, "same" padding. The shortcut is a 1x1 convolution (no bias) to the
 module's width + BatchNorm, added before a ReLU. InceptionTime itself is an ensemble of 5 such networks
-trained from different random initialisations, whose softmax outputs are averaged: jaxcnn trains the
-members as separate runs (seeds) and `experiments/ucr_benchmark.py` averages their test probabilities,
-as the authors' `classifiers/nne.py` does.
+trained from different random initialisations, whose softmax outputs are averaged (the authors'
+`classifiers/nne.py`). jaxcnn trains one member per run (seed); averaging the members' test
+probabilities is not implemented yet, so `experiments/ucr_benchmark.py:inceptiontime` reports single
+networks (mean ± std over seeds), not the ensemble.
 
 Variable-length series (`mask` `[batch, length]`): padded steps are zeroed after every layer, the
 max-pool never takes them (they are -inf inside it) and BatchNorm / global average pooling ignore them,
