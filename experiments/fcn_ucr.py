@@ -104,6 +104,7 @@ def get_config(arg: str = "GunPoint") -> ml_collections.ConfigDict:
       paper=PAPER,
       paper_error=config_dict.placeholder(float),
       note="",
+      save_predictions=True,  # test probabilities at the selected epoch -> predictions.npz (ensembles)
   ))
   if arch == "resnet":
     c.train.epochs = 1000

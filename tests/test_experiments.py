@@ -2,6 +2,7 @@
 import glob
 import os
 
+import numpy as np
 import pytest
 
 from conftest import ROOT, load_experiment
@@ -82,11 +83,17 @@ def check_benchmark(c, tmp_path):
   rows = {r["dataset"]: r for r in out["rows"]}
   assert list(rows) == ["ItalyPowerDemand", "GunPoint"]
   for name, row in rows.items():
-    errs = []
+    errs, probs = [], []
     for seed in (0, 1):
       with open(tmp_path / name / f"seed{seed}" / "result.json") as f:
         errs.append(json.load(f)["selected"]["test/error"])
+      with np.load(tmp_path / name / f"seed{seed}" / "predictions.npz") as d:
+        # the saved probabilities are the selected epoch's: their argmax gives its test error
+        labels = d["test/labels"]
+        assert abs(np.mean(d["test/probs"].argmax(-1) != labels) - errs[-1]) < 1e-6
+        probs.append(d["test/probs"])
     assert row["errors"] == errs and abs(row["mean_error"] - sum(errs) / 2) < 1e-12
+    assert row["ensemble_error"] == np.mean((probs[0] + probs[1]).argmax(-1) != labels)
     assert row["seeds"] == 2 and row["epochs"] == 1
   assert rows["GunPoint"]["paper_error"] == 0.25 and rows["ItalyPowerDemand"]["paper_error"] is None
   text = (tmp_path / "benchmark.md").read_text()

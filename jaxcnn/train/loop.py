@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn import registry
@@ -121,6 +122,7 @@ class _Runtime:
     self.state = create_train_state(self.c.init_model, self.tx, ds.example(), config.seed)
     self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep)
     self._eval_cache: dict[str, list] = {}
+    self._predict_fn = None
 
   def restore_latest(self, mode: str):
     """`(step, state)` of the newest checkpoint, for `--mode=<mode>`; a clear error when there is none."""
@@ -153,6 +155,25 @@ class _Runtime:
              and not (isinstance(now.get(k), (list, tuple)) and list(now[k]) == then[k])]
     return (f"{head}. It was trained with {', '.join(diffs) or 'the same values'}: pass the training "
             "run's --config overrides.")
+
+  def predictions(self, state) -> dict[str, dict[str, list]]:
+    """Class probabilities and labels of every eval split, in order: `{split: {"probs", "labels"}}`
+    (host-side, one device; for `config.report.save_predictions`, e.g. to average an ensemble)."""
+    if self._predict_fn is None:
+      model = self.c.init_model
+      self._predict_fn = jax.jit(lambda v, b: jax.nn.softmax(
+          model.apply(v, b["x"], train=False, mask=step_lib.model_mask(b)).astype(jnp.float32), -1))
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    out = {}
+    for split, source in self.c.dataset.evals.items():
+      probs, labels = [], []
+      for b in pipeline.eval_batches(source, self.c.dataset.preprocess, batch_size=self.eval_batch_size):
+        keep = np.asarray(b["mask"], bool)
+        probs.append(np.asarray(jax.device_get(self._predict_fn(variables, b)))[keep])
+        labels.append(np.asarray(b["label"])[keep])
+      out[split] = {"probs": np.concatenate(probs).round(6).tolist(),
+                    "labels": np.concatenate(labels).astype(int).tolist()}
+    return out
 
   def evaluate(self, dstate) -> dict[str, float]:
     """Metrics on every eval split, as `{"<split>/<metric>": value}`."""
@@ -284,7 +305,11 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
               or (improves and config.train.eval_on_improvement)):
             record.update(rt.evaluate(dstate))
             if key != "final" and (best is None or record[key] < best):
-              loop["selected"] = {k: v for k, v in record.items() if "confusion" not in k}
+              # Confusion matrices of up to 50 classes are kept for the report (ImageNet's are not).
+              loop["selected"] = {k: v for k, v in record.items()
+                                  if "confusion" not in k or len(v) <= 50}
+              if config.report.get("save_predictions"):
+                loop["selected_predictions"] = rt.predictions(par.get_state(dstate))
           loop["final"] = record
           last = record
           writer.write(done, {k: v for k, v in record.items() if "confusion" not in k})
@@ -325,6 +350,9 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
       "paper": config.report.get("paper"), "paper_error": config.report.get("paper_error"),
       "eval_splits": list(ds.evals), "eval_sizes": {k: len(v) for k, v in ds.evals.items()},
   }
+  if loop.get("selected_predictions"):
+    result["predictions"] = write_predictions(workdir, loop["selected_predictions"],
+                                              result["selected"].get("epoch"))
   import json
   with open(os.path.join(workdir, "result.json"), "w") as f:
     json.dump(result, f, indent=1)
@@ -333,6 +361,17 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
     result["figures"] = write_overlays(rt, par.get_state(dstate), workdir)
   result["report"] = write_report(workdir, config, result, history, task=task)
   return result
+
+
+def write_predictions(workdir: str, predictions: dict, epoch) -> str:
+  """`workdir/predictions.npz`: `<split>/probs [N, K]` and `<split>/labels [N]` at the selected epoch."""
+  arrays = {"epoch": np.asarray(-1 if epoch is None else epoch)}
+  for split, p in predictions.items():
+    arrays[f"{split}/probs"] = np.asarray(p["probs"], np.float32)
+    arrays[f"{split}/labels"] = np.asarray(p["labels"], np.int64)
+  path = os.path.join(workdir, "predictions.npz")
+  np.savez(path, **arrays)
+  return "predictions.npz"
 
 
 def _apply_fn(model, state):

@@ -155,13 +155,15 @@ def write_report(workdir: str, config, result: dict, history: list[dict], task=N
       f"{_pct(None if paper_error is None else 1 - paper_error)} | |",
       "",
   ]
-  if "test/confusion" in final:
-    names = result["class_names"]
-    lines += ["Confusion matrix on the test split at the final epoch (rows: true class, columns: "
-              "predicted):", "", "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    lines += [f"| **{n}** | " + " | ".join(map(str, row)) + " |"
-              for n, row in zip(names, final["test/confusion"], strict=True)]
-    lines.append("")
+  for which, rec in (("the selected", sel), ("the final", final)):
+    if "test/confusion" in rec and (which == "the selected" or rec.get("epoch") != sel.get("epoch")):
+      names = result["class_names"]
+      lines += [f"Confusion matrix on the test split at {which} epoch ({rec.get('epoch')}; rows: true "
+                "class, columns: predicted):", "", "| | " + " | ".join(names) + " |",
+                "|---" * (len(names) + 1) + "|"]
+      lines += [f"| **{n}** | " + " | ".join(map(str, row)) + " |"
+                for n, row in zip(names, rec["test/confusion"], strict=True)]
+      lines.append("")
   png = plot_curves(history, os.path.join(workdir, "curves.png"))
   if png:
     lines += ["![training curves](curves.png)", ""]
