@@ -64,6 +64,11 @@ def test_runlocal(name, arg, tfds_dir, tmp_path):
   else:
     assert 0.0 <= result["final"]["test/accuracy"] <= 1.0
   assert os.path.exists(result["report"])
+  if name == "fcn_ucr" and not arg.startswith("GunPoint"):  # CAM grids of multivariate series
+    cam = loop.cam_checkpoint(c, str(tmp_path))
+    names = result["class_names"]
+    assert sorted(e["true"] for e in cam["examples"]) == sorted(names[:10])  # one per class
+    assert os.path.getsize(cam["path"]) > 10_000
 
 
 def test_unknown_variant_is_rejected():

@@ -41,7 +41,59 @@ def overlay_images(images, cams, titles, path: str, cmap: str = "jet", alpha: fl
 
 
 def series_cam(series, cams, titles, path: str, channel_names=None, cmap: str = "jet") -> str:
-  """One panel per series: every channel drawn as a line coloured by the map at each time step."""
+  """Series coloured by their class activation map at each time step.
+
+  Univariate: one panel per series. Multivariate: a grid with one column per series and one row per
+  channel (y axis shared along a row, so amplitudes compare across series), every channel coloured by
+  the series' one map.
+  """
+  channels = max(np.asarray(s).shape[-1] for s in series)
+  if channels == 1:
+    return _series_cam_univariate(series, cams, titles, path, cmap)
+  plt = _plt()
+  from matplotlib.collections import LineCollection
+  n = len(series)
+  names = list(channel_names) if channel_names is not None else [f"channel {c}" for c in range(channels)]
+  fig, axes = plt.subplots(channels, n, figsize=(2.4 * n + 1.6, 1.15 * channels + 0.9), squeeze=False,
+                           sharey="row", layout="constrained")
+  lc = None
+  for j, (s, cam, title) in enumerate(zip(series, cams, titles, strict=True)):
+    s, cam = np.asarray(s, np.float32), np.asarray(cam, np.float32)
+    t = np.arange(len(s))
+    for ch in range(channels):
+      ax = axes[ch, j]
+      lc = _coloured_line(ax, t, s[:, ch], cam, cmap, plt, LineCollection, width=1.6)
+      ax.set_xlim(0, max(len(s) - 1, 1))
+      ax.tick_params(labelsize=6)
+      if ch == 0:
+        ax.set_title(title, fontsize=8)
+      if j == 0:
+        ax.set_ylabel(names[ch], fontsize=8)
+      if ch == channels - 1:
+        ax.set_xlabel("time step", fontsize=7)
+      else:
+        ax.set_xticklabels([])
+  for ch in range(channels):  # sharey leaves autoscaling to the data; collections need it explicitly
+    lo = min(float(np.asarray(s)[:, ch].min()) for s in series)
+    hi = max(float(np.asarray(s)[:, ch].max()) for s in series)
+    pad = 0.05 * (hi - lo + 1e-6)
+    axes[ch, 0].set_ylim(lo - pad, hi + pad)
+  fig.colorbar(lc, ax=axes.ravel().tolist(), shrink=0.6, label="class activation (normalised)")
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def _coloured_line(ax, t, y, cam, cmap, plt, LineCollection, width=2.0):  # noqa: N803
+  pts = np.stack([t, y], axis=-1)[:, None, :]
+  segs = np.concatenate([pts[:-1], pts[1:]], axis=1)
+  lc = LineCollection(segs, cmap=cmap, norm=plt.Normalize(0, 1), linewidths=width)
+  lc.set_array(0.5 * (cam[:-1] + cam[1:]))
+  ax.add_collection(lc)
+  return lc
+
+
+def _series_cam_univariate(series, cams, titles, path: str, cmap: str) -> str:
   plt = _plt()
   from matplotlib.collections import LineCollection
   n = len(series)
@@ -56,17 +108,8 @@ def series_cam(series, cams, titles, path: str, channel_names=None, cmap: str = 
     ax = axes[i // cols, i % cols]
     ax.axis("on")
     s, cam = np.asarray(s, np.float32), np.asarray(cam, np.float32)
-    t = np.arange(len(s))
-    for ch in range(s.shape[-1]):
-      pts = np.stack([t, s[:, ch]], axis=-1)[:, None, :]
-      segs = np.concatenate([pts[:-1], pts[1:]], axis=1)
-      lc = LineCollection(segs, cmap=cmap, norm=plt.Normalize(0, 1), linewidths=2)
-      lc.set_array(0.5 * (cam[:-1] + cam[1:]))
-      ax.add_collection(lc)
-      if channel_names is not None and s.shape[-1] > 1:
-        ax.annotate(channel_names[ch], (t[-1], s[-1, ch]), fontsize=7, xytext=(3, 0),
-                    textcoords="offset points")
-    ax.set_xlim(0, len(s) - 1 + (0.08 * len(s) if channel_names is not None and s.shape[-1] > 1 else 0))
+    lc = _coloured_line(ax, np.arange(len(s)), s[:, 0], cam, cmap, plt, LineCollection)
+    ax.set_xlim(0, max(len(s) - 1, 1))
     pad = 0.05 * float(s.max() - s.min() + 1e-6)
     ax.set_ylim(float(s.min()) - pad, float(s.max()) + pad)
     ax.set_title(title, fontsize=9)
