@@ -19,7 +19,8 @@ InceptionTime (`classifiers/inception.py` of github.com/hfawaz/InceptionTime): b
 training set when it is smaller), 1500 epochs, Adam (Keras defaults: lr 1e-3, epsilon 1e-7), the same
 ReduceLROnPlateau on the training loss and the same selection (the checkpoint with the lowest training
 loss predicts the test set), each series z-normalised on its own (their UCR 2018 loader). The paper's
-numbers are for the ensemble of 5 such networks; one run here is one member.
+numbers are for the ensemble of 5 such networks; one run here is one member, and
+`experiments/ucr_benchmark.py:inceptiontime` trains 5 and averages their test probabilities.
 TCN: the paper did not evaluate on UCR; we use the InceptionTime protocol with Adam lr 2e-3 (Bai et al.'s
 sequential-MNIST setting) and their sequential-MNIST model (8 levels of 25 channels, kernel 7, dropout
 0.05; a receptive field of 3061 steps, longer than every shipped series), z-normalised per series.

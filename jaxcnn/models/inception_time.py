@@ -14,9 +14,9 @@ authors' Keras code `classifiers/inception.py`):
 convolutions without bias, stride 1, "same" padding. The shortcut is a 1x1 convolution (no bias) to the
 module's width + BatchNorm, added before a ReLU. InceptionTime itself is an ensemble of 5 such networks
 trained from different random initialisations, whose softmax outputs are averaged (the authors'
-`classifiers/nne.py`). jaxcnn trains one member per run (seed); averaging the members' test
-probabilities is not implemented yet, so `experiments/ucr_benchmark.py:inceptiontime` reports single
-networks (mean ± std over seeds), not the ensemble.
+`classifiers/nne.py`). jaxcnn trains one member per run (seed) and saves its test probabilities at the
+selected epoch (`predictions.npz`); `experiments/ucr_benchmark.py:inceptiontime` trains 5 and reports
+both the single networks (mean ± std) and their ensemble (`jaxcnn.train.benchmark.ensemble_error`).
 
 Variable-length series (`mask` `[batch, length]`): padded steps are zeroed after every layer, the
 max-pool never takes them (they are -inf inside it) and BatchNorm / global average pooling ignore them,
