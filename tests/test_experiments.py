@@ -101,6 +101,9 @@ def check_benchmark(c, tmp_path):
     assert row["ensemble_error"] == np.mean((probs[0] + probs[1]).argmax(-1) != labels)
     assert row["seeds"] == 2 and row["epochs"] == 1
   assert rows["GunPoint"]["paper_error"] == 0.25 and rows["ItalyPowerDemand"]["paper_error"] is None
+  for row in rows.values():  # the seeds' confusion matrices add up to seeds x test examples
+    mat = np.asarray(row["confusion"])
+    assert mat.sum() == 2 * row["num_test"] and abs(1 - np.trace(mat) / mat.sum() - row["mean_error"]) < 1e-9
   text = (tmp_path / "benchmark.md").read_text()
   assert "| GunPoint | 50 / 150 | 25.00 |" in text
   mtime = os.path.getmtime(tmp_path / "GunPoint" / "seed1" / "result.json")

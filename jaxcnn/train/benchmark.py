@@ -76,6 +76,14 @@ def ensemble_error(results: list[dict], split: str = "test") -> float | None:
   return float(np.mean(np.mean(probs, axis=0).argmax(-1) != labels))
 
 
+def _summed_confusion(results: list[dict]) -> list[list[int]] | None:
+  """The test confusion matrices at the selected epochs, added over the seeds (None if one is missing)."""
+  mats = [r["selected"].get("test/confusion") for r in results]
+  if not mats or any(m is None for m in mats):
+    return None
+  return np.sum(np.asarray(mats, np.int64), axis=0).tolist()
+
+
 def summarize(config, runs: dict[str, list[dict]]) -> list[dict]:
   """One row per data set from its runs' results (errors at the epoch the protocol selects)."""
   rows = []
@@ -89,6 +97,7 @@ def summarize(config, runs: dict[str, list[dict]]) -> list[dict]:
         "mean_error": float(np.mean(errors)) if errors else None,
         "std_error": float(np.std(errors)) if errors else None,
         "errors": errors, "final_errors": finals, "ensemble_error": ensemble_error(results),
+        "confusion": _summed_confusion(results), "class_names": results[0].get("class_names"),
         "num_train": results[0]["num_train"], "num_test": results[0]["num_test"],
         "epochs": results[0]["epochs_done"], "wall_time_s": float(sum(r["wall_time_s"] for r in results)),
     })
@@ -123,6 +132,15 @@ def write(workdir: str, config, rows: list[dict], wall_time_s: float) -> str:
     lines += ["Worse than the paper by more than one standard deviation: " +
               ", ".join(f"{r['dataset']} ({_pct(r['mean_error'])} vs {_pct(r['paper_error'])})"
                         for r in worse) + ".", ""]
+  for r in rows:
+    names, mat = r.get("class_names"), r.get("confusion")
+    if mat is None or not names or len(names) > 12:
+      continue
+    lines += [f"**{r['dataset']}**: test confusion at the selected epoch, summed over the {r['seeds']} "
+              "seed(s) (rows: true class, columns: predicted)", "",
+              "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|",
+              *[f"| **{n}** | " + " | ".join(map(str, row)) + " |" for n, row in zip(names, mat, strict=True)],
+              ""]
   lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()), ""]
   path = os.path.join(workdir, "benchmark.md")
   with open(path, "w") as f:
