@@ -156,7 +156,8 @@ def write_report(workdir: str, config, result: dict, history: list[dict], task=N
       "",
   ]
   for which, rec in (("the selected", sel), ("the final", final)):
-    if "test/confusion" in rec and (which == "the selected" or rec.get("epoch") != sel.get("epoch")):
+    if "test/confusion" in rec and (which == "the selected" or
+                                    rec["test/confusion"] != sel.get("test/confusion")):
       names = result["class_names"]
       lines += [f"Confusion matrix on the test split at {which} epoch ({rec.get('epoch')}; rows: true "
                 "class, columns: predicted):", "", "| | " + " | ".join(names) + " |",
