@@ -105,7 +105,9 @@ def get_config(arg: str = "GunPoint") -> ml_collections.ConfigDict:
       paper=PAPER,
       paper_error=config_dict.placeholder(float),
       note="",
-      save_predictions=True,  # test probabilities at the selected epoch -> predictions.npz (ensembles)
+      # test probabilities at the selected epoch -> predictions.npz (one more test-set pass per
+      # selection; ucr_benchmark.py turns it on for its ensembles)
+      save_predictions=False,
   ))
   if arch == "resnet":
     c.train.epochs = 1000

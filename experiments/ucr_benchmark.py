@@ -50,4 +50,5 @@ def get_config(arg: str = "fcn") -> ml_collections.ConfigDict:
       paper_errors=ml_collections.ConfigDict(dict(table)),
   ))
   c.report.paper_error = None
+  c.report.save_predictions = True  # each run's test probabilities, for the ensemble of the seeds
   return c

@@ -66,3 +66,19 @@ def test_models_without_gap_say_so():
   v = jax.jit(model.init)(jax.random.PRNGKey(0), x)
   with pytest.raises(CAMError, match="global average pooling.*lenet5_gap"):
     compute_cam(model, v, x)
+
+
+def test_series_cam_draws_variable_length_multivariate_series_as_a_channel_grid(tmp_path):
+  import matplotlib.image
+  from jaxcnn.interpret import plots
+  rng = np.random.default_rng(0)
+  series = [rng.normal(size=(7, 3)), rng.normal(size=(29, 3))]  # lengths as in JapaneseVowels
+  cams = [rng.uniform(size=7), rng.uniform(size=29)]
+  path = plots.series_cam(series, cams, ["a", "b"], str(tmp_path / "grid.png"),
+                          channel_names=["x", "y", "z"])
+  h, w = matplotlib.image.imread(path).shape[:2]
+  assert (w, h) == (int((2 * 2.4 + 1.6) * 110), int((3 * 1.15 + 0.9) * 110))  # 3 channel rows x 2 series
+  path = plots.series_cam(series[:1], cams[:1], ["a"], str(tmp_path / "one.png"), channel_names=None)
+  assert matplotlib.image.imread(path).shape[:2] == (int((1.15 * 3 + 0.9) * 110), int((2.4 + 1.6) * 110))
+  uni = plots.series_cam([s[:, :1] for s in series], cams, ["a", "b"], str(tmp_path / "uni.png"))
+  assert matplotlib.image.imread(uni).shape[:2] == (int(2.8 * 2 * 110), int(8.0 * 110))  # one panel per row
