@@ -5,6 +5,13 @@ import sys
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The suite is compile-bound and compiles the same programs many times (every seed of a benchmark, each
+# kill-and-resume pair, the CLI subprocesses): XLA's persistent cache, shared by the xdist workers and
+# the subprocesses through the environment, compiles each once. Results are the same executables.
+import tempfile  # noqa: E402
+
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "jaxcnn-tests-xla-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
 
 import importlib.util  # noqa: E402
 
