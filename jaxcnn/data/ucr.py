@@ -32,12 +32,11 @@ from jaxcnn.registry import DATASETS
 
 NORMALIZATIONS = ("train_global", "per_series", "none")
 
-
-
 # What the channels of a multivariate set measure, where the archive documents it (for CAM figures).
 # BasicMotions: "3D accelerometer and 3D gyroscope data" of a smart watch (UEA archive); dimensions 4-6
 # average to zero in every class, as angular rates do, so the first three are the accelerometer.
 CHANNEL_NAMES = {"BasicMotions": ("accel x", "accel y", "accel z", "gyro x", "gyro y", "gyro z")}
+
 
 def shipped_dir() -> str:
   """Directory of the `.ts` files shipped in the aeon wheel (found without importing aeon)."""

@@ -117,7 +117,7 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def write(workdir: str, config, rows: list[dict], wall_time_s: float) -> str:
-  from jaxcnn.train.report import versions
+  from jaxcnn.train.report import confusion_table, versions
   lines = [f"# {config.experiment}", "",
            f"{config.model.name} on {len(rows)} data set(s), seeds 0..{int(config.benchmark.seeds) - 1}; "
            f"the error is the test error at the epoch the protocol selects "
@@ -137,10 +137,7 @@ def write(workdir: str, config, rows: list[dict], wall_time_s: float) -> str:
     if mat is None or not names or len(names) > 12:
       continue
     lines += [f"**{r['dataset']}**: test confusion at the selected epoch, summed over the {r['seeds']} "
-              "seed(s) (rows: true class, columns: predicted)", "",
-              "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|",
-              *[f"| **{n}** | " + " | ".join(map(str, row)) + " |" for n, row in zip(names, mat, strict=True)],
-              ""]
+              "seed(s) (rows: true class, columns: predicted)", "", *confusion_table(names, mat), ""]
   lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()), ""]
   path = os.path.join(workdir, "benchmark.md")
   with open(path, "w") as f:

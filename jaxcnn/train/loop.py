@@ -123,6 +123,7 @@ class _Runtime:
     self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep)
     self._eval_cache: dict[str, list] = {}
     self._predict_fn = None
+    self._host_eval_cache: dict[str, list] = {}
 
   def restore_latest(self, mode: str):
     """`(step, state)` of the newest checkpoint, for `--mode=<mode>`; a clear error when there is none."""
@@ -166,8 +167,11 @@ class _Runtime:
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     out = {}
     for split, source in self.c.dataset.evals.items():
+      if split not in self._host_eval_cache:
+        self._host_eval_cache[split] = list(pipeline.eval_batches(source, self.c.dataset.preprocess,
+                                                                  batch_size=self.eval_batch_size))
       probs, labels = [], []
-      for b in pipeline.eval_batches(source, self.c.dataset.preprocess, batch_size=self.eval_batch_size):
+      for b in self._host_eval_cache[split]:
         keep = np.asarray(b["mask"], bool)
         probs.append(np.asarray(jax.device_get(self._predict_fn(variables, b)))[keep])
         labels.append(np.asarray(b["label"])[keep])

@@ -128,6 +128,12 @@ def write_segmentation_report(workdir: str, config, result: dict, history: list[
   return path
 
 
+def confusion_table(names, matrix) -> list[str]:
+  """A confusion matrix as markdown table lines (rows: true class, columns: predicted)."""
+  return ["| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|",
+          *[f"| **{n}** | " + " | ".join(map(str, row)) + " |" for n, row in zip(names, matrix, strict=True)]]
+
+
 def write_report(workdir: str, config, result: dict, history: list[dict], task=None) -> str:
   if getattr(task, "headline", None):
     return write_segmentation_report(workdir, config, result, history, task)
@@ -158,13 +164,9 @@ def write_report(workdir: str, config, result: dict, history: list[dict], task=N
   for which, rec in (("the selected", sel), ("the final", final)):
     if "test/confusion" in rec and (which == "the selected" or
                                     rec["test/confusion"] != sel.get("test/confusion")):
-      names = result["class_names"]
       lines += [f"Confusion matrix on the test split at {which} epoch ({rec.get('epoch')}; rows: true "
-                "class, columns: predicted):", "", "| | " + " | ".join(names) + " |",
-                "|---" * (len(names) + 1) + "|"]
-      lines += [f"| **{n}** | " + " | ".join(map(str, row)) + " |"
-                for n, row in zip(names, rec["test/confusion"], strict=True)]
-      lines.append("")
+                "class, columns: predicted):", "",
+                *confusion_table(result["class_names"], rec["test/confusion"]), ""]
   png = plot_curves(history, os.path.join(workdir, "curves.png"))
   if png:
     lines += ["![training curves](curves.png)", ""]
