@@ -46,6 +46,12 @@ def define_flags(default_config: str) -> None:
                       "images' file names; adds TP/FN/FP colours and metrics.")
   flags.DEFINE_string("output_dir", None, "--mode=predict (segmentation): where the probability masks, "
                       "overlays and metrics.json go (default: workdir/predictions).")
+  flags.DEFINE_bool("distributed", False, "Join a multi-process run, letting JAX detect the cluster "
+                    "(cloud TPU, SLURM, Open MPI): run the same command on every host.")
+  flags.DEFINE_string("coordinator_address", None, "Multi-process run elsewhere: HOST:PORT of process 0 "
+                      "(with --num_processes and --process_id).")
+  flags.DEFINE_integer("num_processes", None, "Multi-process run: how many processes take part.")
+  flags.DEFINE_integer("process_id", None, "Multi-process run: this process's index, 0..num_processes-1.")
   flags.DEFINE_bool("summary", False, "Print the model's per-layer table (output shape, parameters, "
                     "MACs, receptive field) on the data set's input shape, and exit.")
 
@@ -142,11 +148,18 @@ def main(argv) -> None:
   from absl import logging
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.ERROR)  # TFDS and JAX log at INFO/WARNING about normal things
+  from jaxcnn import distributed
+  try:
+    distributed.initialize(auto=FLAGS.distributed, coordinator_address=FLAGS.coordinator_address,
+                           num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+  except ConfigError as e:
+    usage_error(str(e))
   from jaxcnn.train import loop
   config = FLAGS.config
   workdir = FLAGS.workdir or default_workdir(config)
   from rich.console import Console
-  console = Console(highlight=False, soft_wrap=True)
+  # Every process runs the same program; process 0 speaks for all of them.
+  console = Console(highlight=False, soft_wrap=True, quiet=not distributed.is_primary())
   try:
     if "benchmark" in config and FLAGS.mode != "train":
       raise ConfigError(f"--mode={FLAGS.mode} works on one run, not a benchmark: point --workdir at one "
@@ -227,6 +240,8 @@ def main(argv) -> None:
     if "benchmark" in config:
       from jaxcnn.train.benchmark import run_benchmark, table
       out = run_benchmark(config, workdir, console=console)
+      if not distributed.is_primary():
+        return
       console.print()
       console.print(f"[bold]{config.experiment}[/bold] (test error at the epoch the protocol selects):")
       for line in table(out["rows"]):
@@ -235,6 +250,8 @@ def main(argv) -> None:
                     f"{workdir}/<data set>/seed<k>/")
       return
     result = loop.train_and_evaluate(config, workdir, console=console)
+    if not distributed.is_primary():
+      return
   except (ConfigError, FileNotFoundError) as e:
     usage_error(str(e))
   except loop.NonFiniteLossError as e:

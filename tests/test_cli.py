@@ -114,3 +114,50 @@ def test_summary_flag_prints_the_model_table_without_training(tfds_dir):
   assert "fcn on ucr_uea (one example of shape [150, 1], float32)" in r.stdout
   assert "total params: 264,962" in r.stdout and "receptive field of the output: global" in r.stdout
   assert "epoch" not in r.stdout
+
+
+def test_sigkill_at_random_moments_then_relaunch_ends_identical(tmp_path, tfds_dir):
+  """Fault injection: the run is killed with SIGKILL (no handler, no save) three times at random moments
+  (mid-step, mid-evaluation or mid-checkpoint), relaunched each time; the end is exactly the end of an
+  uninterrupted run."""
+  import random
+  import signal
+  import time
+  args = ["--config=experiments/fcn_ucr.py:ItalyPowerDemand", "--config.model.filters=(4,8,4)",
+          "--config.train.epochs=40", "--config.train.log_every_epochs=1", "--config.checkpoint.every_epochs=2",
+          f"--config.dataset.data_dir={tfds_dir}"]
+  ref = launch(*args, f"--workdir={tmp_path / 'ref'}")
+  assert ref.returncode == 0, ref.stderr[-2000:]
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env.update(JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+  wd, rng, killed_after = tmp_path / "killed", random.Random(0), []
+  for _ in range(3):
+    p = subprocess.Popen([sys.executable, os.path.join(ROOT, "launch.py"), *args, f"--workdir={wd}"], cwd=ROOT,
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = None
+    for line in p.stdout:
+      if line.startswith("epoch "):
+        seen = line.split()[1]
+        time.sleep(rng.uniform(0.0, 0.4))
+        p.kill()
+        break
+    out = p.stdout.read()
+    assert p.wait(timeout=120) == -signal.SIGKILL and seen, out[-2000:]
+    killed_after.append(seen)
+    print("killed after epoch", seen, "checkpoints:", sorted(os.listdir(wd / "checkpoints")) if (wd / "checkpoints").exists() else None)
+  resumed = launch(*args, f"--workdir={wd}")
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert "Resuming from checkpoint at step" in resumed.stdout, killed_after
+  ha = [json.loads(line) for line in open(tmp_path / "ref" / "metrics.jsonl")]
+  hb = [json.loads(line) for line in open(wd / "metrics.jsonl")]
+  assert [h["epoch"] for h in hb] == list(range(1, 41)), killed_after
+  for x, y in zip(ha, hb, strict=True):
+    for k in x:
+      assert x[k] == pytest.approx(y[k], rel=1e-6), (x["epoch"], k, killed_after)
+  import orbax.checkpoint as ocp
+  sa = ocp.StandardCheckpointer().restore(str(tmp_path / "ref" / "checkpoints" / "480" / "state"))
+  sb = ocp.StandardCheckpointer().restore(str(wd / "checkpoints" / "480" / "state"))
+  import jax
+  import numpy as np
+  for x, y in zip(jax.tree.leaves(sa), jax.tree.leaves(sb), strict=True):
+    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)

@@ -82,8 +82,39 @@ def test_non_finite_loss_stops_with_a_clear_message(small_config, tmp_path):
   c = small_config
   c.dataset.subset, c.dataset.manual_dir, c.dataset.normalize = "Huge", str(tmp_path / "data"), "none"
   c.train.batch_size = 8
-  with pytest.raises(loop.NonFiniteLossError, match=r"training loss is nan at epoch 1 \(steps 1-1\)"):
+  with pytest.raises(loop.NonFiniteLossError, match=r"NaN/Inf in the training loss at step 1 \(epoch 1, "
+                     r"step 1 of 1\)\. Training stopped and saved nothing after it: no checkpoint"):
     loop.train_and_evaluate(c, str(tmp_path / "run"), devices=jax.devices()[:1])
+  assert not os.listdir(tmp_path / "run" / "checkpoints")
+
+
+@pytest.mark.parametrize("parallel", ["jit", "pmap"])
+def test_the_first_non_finite_step_is_named_without_a_sync_per_step(parallel, tmp_path):
+  """A step that makes the gradients NaN (the loss still finite) in the middle of an epoch: the trainer
+  names that step, whatever happens after it."""
+  import jax.numpy as jnp
+
+  from jaxcnn.train import parallel as par_lib
+  from jaxcnn.train import step as step_lib
+
+  def body(state, batch):
+    bad = batch["x"][0] > 0  # a NaN gradient at the batches marked bad
+    metrics = {"loss": jnp.float32(1.0), "grad_norm": jnp.where(bad, jnp.nan, 1.0)}
+    metrics[step_lib.FIRST_BAD_LOSS] = step_lib._step_if(False, state)
+    metrics[step_lib.FIRST_BAD_GRAD] = step_lib._step_if(~jnp.isfinite(metrics["grad_norm"]), state)
+    return state + 1, jax.lax.pmax(metrics, "data")
+
+  par = par_lib.Parallel(parallel, body, body, devices=jax.devices()[:2])
+  state, sums = par.put_state(jnp.int32(0)), None
+  for marked in [0, 0, 0, 1, 0, 1, 0]:  # steps 1..7; step 4 is the first bad one
+    state, m = par.train_step(state, par.put_batch({"x": np.full((2,), marked, np.float32)}))
+    sums = step_lib.accumulate(sums, m)
+  ck = Checkpointer(str(tmp_path / "ck"))
+  with pytest.raises(loop.NonFiniteLossError,
+                     match=r"NaN/Inf in the gradients \(the loss was still finite\) at step 4 \(epoch 2, "
+                     r"step 1 of 3\)"):
+    loop.check_finite(jax.device_get(sums), 3, ck)
+  ck.close()
 
 
 def test_eval_mode_reproduces_the_final_metrics(small_config, tmp_path):
@@ -98,3 +129,49 @@ def test_eval_mode_reproduces_the_final_metrics(small_config, tmp_path):
   assert np.sum(ev["test/confusion"]) == 150
   saved = json.load(open(tmp_path / "result.json"))
   assert saved["final"]["epoch"] == 3
+
+
+@pytest.mark.parametrize("damage", ["truncated", "lost_file", "half_written"])
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(small_config, tmp_path, damage, capsys):
+  import shutil
+  c = small_config
+  c.train.epochs = 3
+  c.checkpoint.every_epochs = 1
+  c.checkpoint.keep = 3
+  a, b = str(tmp_path / "a"), str(tmp_path / "b")
+  loop.train_and_evaluate(c, a, devices=jax.devices()[:1])
+  c.train.epochs = 2
+  loop.train_and_evaluate(c, b, devices=jax.devices()[:1])
+  ckpts = os.path.join(b, "checkpoints")
+  if damage == "half_written":
+    # A save cut off before orbax's commit: its temporary directory is never taken for a checkpoint.
+    shutil.copytree(os.path.join(ckpts, "20"), os.path.join(ckpts, "30.orbax-checkpoint-tmp-1"))
+    os.truncate(os.path.join(ckpts, "30.orbax-checkpoint-tmp-1", "state", "manifest.ocdbt"), 10)
+  elif damage == "truncated":  # a disk that filled up after the commit
+    for root, _, files in os.walk(os.path.join(ckpts, "20", "state")):
+      for f in files:
+        if f != "_METADATA":
+          os.truncate(os.path.join(root, f), 0)
+  else:
+    os.remove(os.path.join(ckpts, "20", "state", "manifest.ocdbt"))
+  c.train.epochs = 3
+  console = _recording_console()
+  loop.train_and_evaluate(c, b, devices=jax.devices()[:1], console=console)
+  out = console.export_text()
+  if damage == "half_written":
+    assert "Resuming from checkpoint at step 20" in out and "cannot be read" not in out
+  else:
+    assert (f"warning: checkpoint step 20 in {ckpts} cannot be read" in out and
+            f"moved it to {ckpts}.corrupt/20. Falling back to step 10." in out)
+    assert "Resuming from checkpoint at step 10" in out
+    assert os.path.isdir(os.path.join(ckpts + ".corrupt", "20"))
+  step_a, sa = _final_params(a)
+  step_b, sb = _final_params(b)
+  assert step_a == step_b == 30
+  for x, y in zip(jax.tree.leaves(sa), jax.tree.leaves(sb), strict=True):
+    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+
+
+def _recording_console():
+  from rich.console import Console
+  return Console(record=True, width=200, soft_wrap=True, file=open(os.devnull, "w"))

@@ -56,6 +56,20 @@ def prepare_builder(builder) -> None:
   import tensorflow_datasets as tfds
   tfds.disable_progress_bar()
   logging.getLogger("absl").setLevel(logging.ERROR)
+  import jax
+  if jax.process_count() > 1:
+    # Multi-process: process 0 builds first, so processes sharing a disk do not build the same files at
+    # once; the others then find it ready (shared disk) or build their own copy (local disks).
+    from jax.experimental import multihost_utils
+    if jax.process_index() == 0:
+      _prepare(builder)
+    multihost_utils.sync_global_devices(f"tfds {builder.name}/{builder.builder_config.name}")
+    if jax.process_index() == 0:
+      return
+  _prepare(builder)
+
+
+def _prepare(builder) -> None:
   if not builder.is_prepared():
     print(f"Building TFDS data set {builder.name}/{builder.builder_config.name} in {builder.data_dir} ...",
           flush=True)

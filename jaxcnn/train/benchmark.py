@@ -16,6 +16,7 @@ import json
 import os
 import time
 
+import jax
 import numpy as np
 
 from jaxcnn.registry import ConfigError
@@ -173,6 +174,11 @@ def run_benchmark(config, workdir: str, *, console=None, devices=None) -> dict:
       else:
         console.print(f"run {k}/{total}: {name}, seed {seed}: done earlier ({d}/result.json)")
       runs.setdefault(name, []).append(dict(result, workdir=d))
+      if jax.process_count() > 1:  # every process sees the run's files before deciding on the next
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(f"benchmark run {d}")
+  if jax.process_index() != 0:  # process 0 writes the table
+    return {"rows": [], "report": None}
   rows = summarize(config, runs)
   path = write(workdir, config, rows, time.time() - t0)
   return {"rows": rows, "report": path}

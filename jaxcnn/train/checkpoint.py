@@ -2,7 +2,9 @@
 (plateau schedule, selection tracker, partial epoch sums), plus the resolved config and versions.
 
 Writes are synchronous and orbax commits a step directory atomically (temporary name, then rename), so
-a run killed while saving still has its previous checkpoint.
+a run killed while saving still has its previous checkpoint. A newest checkpoint that cannot be read
+anyway (files truncated or lost after the commit) is set aside with a warning and the run resumes from
+the one before it.
 """
 from __future__ import annotations
 
@@ -16,6 +18,15 @@ import orbax.checkpoint as ocp
 import jaxcnn
 
 FORMAT_VERSION = 1
+
+
+class CheckpointFormatError(ValueError):
+  """A checkpoint written by an incompatible jaxcnn version."""
+
+
+def _stderr(message: str) -> None:
+  import sys
+  print(message, file=sys.stderr, flush=True)
 
 
 class Checkpointer:
@@ -39,9 +50,34 @@ class Checkpointer:
     self.manager.save(step, args=ocp.args.Composite(**args), force=True)
     self.manager.wait_until_finished()
 
-  def restore(self, state_template, data_iter, step: int | None = None):
-    """Returns `(state, loop)`; `data_iter` is moved to the saved position in place."""
-    step = self.latest_step() if step is None else step
+  def restore(self, state_template, data_iter, step: int | None = None, *, warn=None):
+    """Returns `(step, state, loop)` of checkpoint `step`, or of the newest readable one.
+
+    A checkpoint that cannot be read at all (truncated or missing files: a disk that filled up, a copy
+    cut short) is moved to `<directory>.corrupt/<step>` with a warning (`warn(message)`, default: stderr)
+    and the next older one is tried. A checkpoint that reads but does not fit `state_template` (another
+    model or optimizer) is not corruption: that error is raised as it is.
+    """
+    steps = [step] if step is not None else sorted(self.manager.all_steps(), reverse=True)
+    if not steps:
+      raise FileNotFoundError(f"No checkpoint in {self.directory}")
+    for s in steps:
+      try:
+        return (s, *self._restore(s, state_template, data_iter))
+      except CheckpointFormatError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except
+        if step is not None or self._readable(s):
+          raise
+        moved = self._set_aside(s)
+        older = [t for t in steps if t < s]
+        (warn or _stderr)(f"warning: checkpoint step {s} in {self.directory} cannot be read "
+                          f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); moved "
+                          f"it to {moved}. " + (f"Falling back to step {older[0]}." if older else
+                                                "No older checkpoint: starting from scratch."))
+    return None, None, None
+
+  def _restore(self, step: int, state_template, data_iter):
     template = jax.tree.map(np.asarray, state_template)
     args = dict(state=ocp.args.StandardRestore(template), loop=ocp.args.JsonRestore())
     if data_iter is not None:
@@ -49,9 +85,32 @@ class Checkpointer:
     restored = self.manager.restore(step, args=ocp.args.Composite(**args))
     loop = restored["loop"]
     if loop.get("format_version") != FORMAT_VERSION:
-      raise ValueError(f"Checkpoint {self.directory}/{step} has format version "
-                       f"{loop.get('format_version')}, this jaxcnn reads {FORMAT_VERSION}.")
+      raise CheckpointFormatError(f"Checkpoint {self.directory}/{step} has format version "
+                                  f"{loop.get('format_version')}, this jaxcnn reads {FORMAT_VERSION}.")
     return restored["state"], loop
+
+  def _readable(self, step: int) -> bool:
+    """Whether checkpoint `step` reads without a template (so a failure with one is a mismatch)."""
+    try:
+      self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                         loop=ocp.args.JsonRestore()))
+      return True
+    except Exception:  # pylint: disable=broad-except
+      return False
+
+  def _set_aside(self, step: int) -> str:
+    import shutil
+    dest = os.path.join(self.directory + ".corrupt", str(step))
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(dest), exist_ok=True)
+      if os.path.exists(dest):
+        shutil.rmtree(dest)
+      shutil.move(os.path.join(self.directory, str(step)), dest)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(f"checkpoint {step} set aside")
+    self.manager.reload()
+    return dest
 
   def saved_config(self, step: int) -> dict | None:
     """The resolved config (as a dict) saved with checkpoint `step`, or None if it cannot be read."""

@@ -27,6 +27,7 @@ from jaxcnn.train.parallel import AXIS, Parallel
 from jaxcnn.train.plateau import Plateau
 from jaxcnn.train.report import write_report
 from jaxcnn.train.state import create_train_state, num_params
+from jaxcnn.train.step import FIRST_BAD_GRAD, FIRST_BAD_LOSS
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -128,13 +129,16 @@ class _Runtime:
   def restore_latest(self, mode: str):
     """`(step, state)` of the newest checkpoint, for `--mode=<mode>`; a clear error when there is none."""
     step = self.ckpt.latest_step()
+    no_checkpoint = (f"No checkpoint in {self.ckpt.directory}. Train first (same command without "
+                     f"--mode={mode}) or point --workdir at a trained run.")
     if step is None:
-      raise FileNotFoundError(f"No checkpoint in {self.ckpt.directory}. Train first (same command "
-                              f"without --mode={mode}) or point --workdir at a trained run.")
+      raise FileNotFoundError(no_checkpoint)
     try:
-      state, _ = self.ckpt.restore(self.state, None)
+      step, state, _ = self.ckpt.restore(self.state, None)
     except (ValueError, KeyError, TypeError) as e:
-      raise registry.ConfigError(self._mismatch(step, mode, e)) from None
+      raise registry.ConfigError(self._mismatch(self.ckpt.latest_step(), mode, e)) from None
+    if step is None:
+      raise FileNotFoundError(no_checkpoint)
     return step, state
 
   def _mismatch(self, step: int, mode: str, err: Exception) -> str:
@@ -228,13 +232,19 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
   loop: dict[str, Any] = {"selected": {}, "final": {}, "epoch_sums": None, "train_time_s": 0.0}
   state = rt.state
   start_step = 0
-  resumed = rt.ckpt.latest_step()
-  if resumed is not None:
-    state, loop = rt.ckpt.restore(state, data_iter)
-    start_step = int(state.step)
+  resumed = None
+  if rt.ckpt.latest_step() is not None:
+    resumed, restored, saved_loop = rt.ckpt.restore(
+        state, data_iter, warn=lambda m: console.print(m, style="red", markup=False))
+    if resumed is not None:
+      state, loop = restored, saved_loop
+      start_step = int(state.step)
     if plateau and "plateau" in loop:
       plateau.load_state_dict(loop["plateau"])
-  writer = MetricsWriter(workdir, resume_step=start_step if resumed is not None else None)
+  # Process 0 writes metrics, reports and figures; every process takes part in the checkpoints.
+  primary = jax.process_index() == 0
+  writer = (MetricsWriter(workdir, resume_step=start_step if resumed is not None else None) if primary
+            else _NoWriter())
 
   console.print(f"[bold]{config.get('experiment', 'jaxcnn')}[/bold]  data [cyan]{ds.name}[/cyan] "
                 f"({rt.num_train} train, " + ", ".join(f"{len(s)} {k}" for k, s in ds.evals.items()) +
@@ -277,20 +287,17 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
       for step in range(start_step, rt.total_steps):
         batch = par.put_batch(next(data_iter))
         dstate, metrics = par.train_step(dstate, batch)
-        sums = metrics if sums is None else jax.tree.map(lambda a, b: a + b, sums, metrics)
+        sums = step_lib.accumulate(sums, metrics)
         progress.advance(bar)
         done = step + 1
+        if done % 100 == 0 and done % spe:  # long epochs: stop soon after a NaN, not at the epoch's end
+          check_finite(jax.device_get({k: sums[k] for k in (FIRST_BAD_LOSS, FIRST_BAD_GRAD)}), spe, rt.ckpt)
         if done % spe == 0:
           epoch = done // spe
           host = jax.device_get(sums)
           sums = None
+          check_finite(host, spe, rt.ckpt)
           train = task.summarize(host)
-          if not math.isfinite(train["loss"]):
-            last_ckpt = rt.ckpt.latest_step()
-            raise NonFiniteLossError(
-                f"The training loss is {train['loss']} at epoch {epoch} (steps {done - spe + 1}-{done}). "
-                f"The last good checkpoint is step {last_ckpt} in {rt.ckpt.directory}. Lower "
-                "--config.optimizer.learning_rate or check the input data for NaN/Inf.")
           lr = float(rt.schedule(done - 1)) * (plateau.scale if plateau else 1.0)
           record = {"epoch": epoch, "lr": lr, "grad_norm": float(host["grad_norm"]) / spe,
                     **{f"train/{k}": v for k, v in train.items()}}
@@ -333,6 +340,8 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
         if interrupt_at_step is not None and done == interrupt_at_step:
           return None
         if stop["signal"] is not None:
+          if sums is not None:  # never save a state that has gone NaN
+            check_finite(jax.device_get({k: sums[k] for k in (FIRST_BAD_LOSS, FIRST_BAD_GRAD)}), spe, rt.ckpt)
           loop["train_time_s"] = train_time_before + time.time() - t_start
           save(done, sums)
           console.print(f"[yellow]Stopped by signal {stop['signal']} at step {done}; checkpoint saved. "
@@ -354,6 +363,8 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
       "paper": config.report.get("paper"), "paper_error": config.report.get("paper_error"),
       "eval_splits": list(ds.evals), "eval_sizes": {k: len(v) for k, v in ds.evals.items()},
   }
+  if not primary:
+    return result
   if loop.get("selected_predictions"):
     result["predictions"] = write_predictions(workdir, loop["selected_predictions"],
                                               result["selected"].get("epoch"))
@@ -365,6 +376,31 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
     result["figures"] = write_overlays(rt, par.get_state(dstate), workdir)
   result["report"] = write_report(workdir, config, result, history, task=task)
   return result
+
+
+def check_finite(sums: dict, steps_per_epoch: int, ckpt: Checkpointer) -> None:
+  """Raises `NonFiniteLossError` naming the first step whose loss or gradients were NaN/Inf."""
+  bad_loss, bad_grad = int(sums[FIRST_BAD_LOSS]), int(sums[FIRST_BAD_GRAD])
+  if min(bad_loss, bad_grad) == step_lib.NEVER:
+    return
+  first, last = min(bad_loss, bad_grad), ckpt.latest_step()
+  what = ("the training loss" if bad_loss <= bad_grad else "the gradients (the loss was still finite)")
+  raise NonFiniteLossError(
+      f"NaN/Inf in {what} at step {first} (epoch {(first - 1) // steps_per_epoch + 1}, step "
+      f"{(first - 1) % steps_per_epoch + 1} of {steps_per_epoch}). Training stopped and saved nothing "
+      f"after it: " + (f"the last good checkpoint is step {last} in {ckpt.directory} (relaunching resumes "
+                       "from it)" if last is not None else "no checkpoint had been saved yet") +
+      ". Lower --config.optimizer.learning_rate, or check the input data for NaN/Inf.")
+
+
+class _NoWriter:
+  """The metrics writer of processes other than 0."""
+
+  def write(self, step, record):
+    pass
+
+  def close(self):
+    pass
 
 
 def write_predictions(workdir: str, predictions: dict, epoch) -> str:

@@ -17,6 +17,23 @@ import optax
 from jaxcnn.train.state import TrainState
 
 
+FIRST_BAD_LOSS, FIRST_BAD_GRAD = "first_nonfinite_loss_step", "first_nonfinite_grad_step"
+NEVER = 2**31 - 1
+
+
+def _step_if(bad, step):
+  return jnp.where(bad, step + 1, NEVER).astype(jnp.int32)
+
+
+def accumulate(sums, metrics):
+  """Adds step metrics to running sums (`sums` None: the first step); first-bad-step entries take the
+  minimum."""
+  if sums is None:
+    return metrics
+  return {k: jnp.minimum(v, metrics[k]) if k in (FIRST_BAD_LOSS, FIRST_BAD_GRAD) else v + metrics[k]
+          for k, v in sums.items()}
+
+
 def model_mask(batch):
   """What the model sees as valid: examples `[batch]`, or positions `[batch, length]`."""
   if "valid" in batch:
@@ -45,6 +62,10 @@ def train_step(state: TrainState, batch, *, model, task, tx: optax.GradientTrans
   params = optax.apply_updates(state.params, updates)
   metrics = jax.lax.psum(task.metric_sums(logits, batch, weights), axis_name)
   metrics["grad_norm"] = optax.tree.norm(grads)
+  # The first step (1-based) whose loss / gradients were NaN or Inf; NEVER when finite. Accumulated
+  # over steps with `min` (see `accumulate`), so the trainer can name the step without a sync per step.
+  metrics[FIRST_BAD_LOSS] = _step_if(~jnp.isfinite(metrics["loss"]), state.step)
+  metrics[FIRST_BAD_GRAD] = _step_if(~jnp.isfinite(metrics["grad_norm"]), state.step)
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                             batch_stats=new_vars.get("batch_stats", state.batch_stats))
   return new_state, metrics
