@@ -277,6 +277,44 @@ def test_road_data_errors_name_the_problem(tmp_path, tfds_dir):
     R.roads(manual_dir=root, crop_size=40, stride=16)
 
 
+def test_damaged_road_files_are_named_and_leave_no_half_built_data(tmp_path):
+  import hashlib
+  root = make_road_folder(str(tmp_path / "r"), n=4, size=32)
+  names = [f"{d}/tile_{i:03d}.png" for d in ("images", "groundtruth") for i in range(4)]
+  with open(os.path.join(root, "SHA256SUMS"), "w") as f:
+    for n in names:
+      f.write(f"{hashlib.sha256(open(os.path.join(root, n), 'rb').read()).hexdigest()}  {n}\n")
+  bad = os.path.join(root, "images", "tile_002.png")
+  os.truncate(bad, os.path.getsize(bad) // 2)  # a copy cut short
+  data_dir = str(tmp_path / "tfds")
+  with pytest.raises(DatasetError, match=f"{bad}: sha256 .* does not match .* in {root}/SHA256SUMS"):
+    R.roads(manual_dir=root, data_dir=data_dir)
+  # Without a checksum file the build decodes every file: the error names it and the TFDS data dir
+  # keeps nothing of the failed build.
+  os.remove(os.path.join(root, "SHA256SUMS"))
+  with pytest.raises(DatasetError, match=f"{bad}: not a readable image"):
+    R.roads(manual_dir=root, data_dir=data_dir)
+  left = [os.path.relpath(os.path.join(d, f), data_dir) for d, dirs, files in os.walk(data_dir)
+          for f in files + dirs]
+  assert not [p for p in left if not p.startswith("downloads")], left
+  # A build killed half-way (its .incomplete folder survives a SIGKILL) is cleared before the next one.
+  from jaxcnn.data import base
+  cleared = os.path.join(data_dir, "road_images", "x", "1.0.0")
+  os.makedirs(cleared + ".incompleteQ1W2")
+
+  class Builder:  # the two things _prepare asks of a TFDS builder
+    name, data_dir, data_path = "road_images", data_dir, cleared
+    builder_config = type("C", (), {"name": "x"})
+
+    def is_prepared(self):
+      return False
+
+    def download_and_prepare(self):
+      assert not os.path.exists(cleared + ".incompleteQ1W2")
+
+  base._prepare(Builder())
+
+
 # --------------------------------------------------------------------------------------------- CLI
 
 def run_cli(*args):

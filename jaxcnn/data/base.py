@@ -70,10 +70,56 @@ def prepare_builder(builder) -> None:
 
 
 def _prepare(builder) -> None:
-  if not builder.is_prepared():
-    print(f"Building TFDS data set {builder.name}/{builder.builder_config.name} in {builder.data_dir} ...",
-          flush=True)
-  builder.download_and_prepare()
+  """Leaves nothing half-built: TFDS writes into `<version>.incomplete<id>` and renames it when done (and
+  removes it when the build raises); what a killed build left is removed here before building again,
+  and so are the empty folders of a build that failed."""
+  import os
+  import shutil
+  if builder.is_prepared():
+    builder.download_and_prepare()
+    return
+  data_path = os.fspath(builder.data_path)
+  config_dir, name_dir = os.path.dirname(data_path), os.path.dirname(os.path.dirname(data_path))
+  new_dirs = [d for d in (config_dir, name_dir) if not os.path.isdir(d)]
+  if os.path.isdir(config_dir):
+    stem = os.path.basename(data_path) + ".incomplete"
+    for d in os.listdir(config_dir):
+      if d.startswith(stem):
+        print(f"Removing {os.path.join(config_dir, d)}, left by a build that was killed", flush=True)
+        shutil.rmtree(os.path.join(config_dir, d), ignore_errors=True)
+  print(f"Building TFDS data set {builder.name}/{builder.builder_config.name} in {builder.data_dir} ...",
+        flush=True)
+  try:
+    builder.download_and_prepare()
+  except BaseException:
+    for d in new_dirs:
+      if os.path.isdir(d) and not os.listdir(d):
+        os.rmdir(d)
+    raise
+
+
+def verify_checksums(root: str, paths) -> None:
+  """Checks `paths` against `root/SHA256SUMS` (`sha256sum` format, names relative to `root`) when that file
+  exists; a mismatch names the file. Files it does not list are not checked."""
+  import hashlib
+  import os
+  sums_file = os.path.join(root, "SHA256SUMS")
+  if not os.path.isfile(sums_file):
+    return
+  with open(sums_file) as f:
+    sums = {line.split()[1].lstrip("*"): line.split()[0] for line in f if len(line.split()) == 2}
+  for p in paths:
+    want = sums.get(os.path.relpath(p, root).replace(os.sep, "/"))
+    if want is None:
+      continue
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+      for chunk in iter(lambda: f.read(1 << 20), b""):
+        h.update(chunk)
+    if h.hexdigest() != want:
+      raise DatasetError(f"{p}: sha256 {h.hexdigest()} does not match {want} in {sums_file}; the file is "
+                         "corrupted, truncated or not the original. Copy it again (check with "
+                         f"`cd {root} && sha256sum -c SHA256SUMS`).")
 
 
 _BUILDER_CLASSES: dict[str, type] = {}

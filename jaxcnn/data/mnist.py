@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from jaxcnn.data.base import Dataset, DatasetError, generated_builder, prepare_builder
+from jaxcnn.data.base import Dataset, DatasetError, generated_builder, prepare_builder, verify_checksums
 from jaxcnn.registry import DATASETS
 
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
@@ -78,23 +78,6 @@ def find_split_files(root: str, split: str) -> tuple[str, str]:
   wanted = " or ".join(f"{i}[.gz] + {l}[.gz]" for i, l in SPLIT_STEMS[split])
   raise DatasetError(f"MNIST {split} files not found in {root}: need {wanted}. Point "
                      "--config.dataset.manual_dir at a folder with the official IDX files.")
-
-
-def verify_checksums(root: str, paths) -> None:
-  sums_file = os.path.join(root, "SHA256SUMS")
-  if not os.path.isfile(sums_file):
-    return
-  with open(sums_file) as f:
-    sums = {line.split()[1].lstrip("*"): line.split()[0] for line in f if len(line.split()) == 2}
-  for p in paths:
-    want = sums.get(os.path.basename(p))
-    if want is None:
-      continue
-    with open(p, "rb") as f:
-      got = hashlib.sha256(f.read()).hexdigest()
-    if got != want:
-      raise DatasetError(f"{p}: sha256 {got} does not match {want} in {sums_file}; the file is "
-                         "corrupted or not the official one")
 
 
 def load_pair(images_path: str, labels_path: str) -> tuple[np.ndarray, np.ndarray]:

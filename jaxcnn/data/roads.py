@@ -30,7 +30,7 @@ import os
 
 import numpy as np
 
-from jaxcnn.data.base import Dataset, DatasetError, generated_builder, prepare_builder
+from jaxcnn.data.base import Dataset, DatasetError, generated_builder, prepare_builder, verify_checksums
 from jaxcnn.registry import DATASETS
 
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -137,6 +137,9 @@ def _examples(pairs):
       image_bytes = f.read()
     with open(mask, "rb") as f:
       mask_bytes = f.read()
+    # Decoded once here, so a truncated file fails the build (naming it), not an epoch of training.
+    decode_image(image_bytes, img)
+    decode_mask(mask_bytes, mask)
     yield i, {"image": image_bytes, "mask": mask_bytes, "name": name, "height": h, "width": w}
 
 
@@ -164,6 +167,7 @@ def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
 @functools.lru_cache(maxsize=4)
 def _load(root: str, data_dir: str | None):
   layout, splits = find_layout(root)
+  verify_checksums(root, [p for pairs in splits.values() for _, img, mask in pairs for p in (img, mask)])
   stem = "".join(c if c.isalnum() else "_" for c in os.path.basename(os.path.normpath(root)))[:40]
   # Aerial images with road masks; each example keeps the original file bytes, in file-name order.
   builder = generated_builder(

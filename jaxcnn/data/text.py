@@ -35,7 +35,7 @@ import sys
 
 import numpy as np
 
-from jaxcnn.data.base import Dataset, DatasetError, generated_builder, prepare_builder
+from jaxcnn.data.base import Dataset, DatasetError, generated_builder, prepare_builder, verify_checksums
 from jaxcnn.registry import DATASETS
 
 # Section 2.2: "abcdefghijklmnopqrstuvwxyz0123456789-,;.!?:'"/\|_@#$%^&*~`+-=<>()[]{}" and the newline.
@@ -181,6 +181,7 @@ def _load(root: str, split_files: tuple, data_dir: str | None):
   """Builds (once) and opens the TFDS data set of `split_files` (`((split, path), ...)`)."""
   files = dict(split_files)
   num_classes = 0
+  verify_checksums(root, list(files.values()))
   for path in files.values():
     labels, _ = _read_cached(path)  # format errors name the file before anything is written
     num_classes = max(num_classes, int(labels.max()) + 1)
