@@ -302,9 +302,11 @@ def test_damaged_road_files_are_named_and_leave_no_half_built_data(tmp_path):
   cleared = os.path.join(data_dir, "road_images", "x", "1.0.0")
   os.makedirs(cleared + ".incompleteQ1W2")
 
-  class Builder:  # the two things _prepare asks of a TFDS builder
-    name, data_dir, data_path = "road_images", data_dir, cleared
-    builder_config = type("C", (), {"name": "x"})
+  class Builder:  # what _prepare asks of a TFDS builder
+    name, builder_config = "road_images", type("C", (), {"name": "x"})
+
+    def __init__(self):
+      self.data_dir, self.data_path = data_dir, cleared
 
     def is_prepared(self):
       return False
