@@ -25,6 +25,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.experiment = "c3d_moving_shapes"
   c.seed = 0
   c.parallel = "jit"
+  c.precision = "float32"      # "bfloat16": bfloat16 compute, float32 parameters and optimizer state
   c.model = ml_collections.ConfigDict(dict(name="c3d", width=8, fc_units=256, dropout=0.5,
                                            dtype=config_dict.placeholder(str)))
   c.dataset = ml_collections.ConfigDict(dict(name="moving_shapes", num_classes=4, frames=8, size=32,

@@ -63,6 +63,7 @@ def get_config(arg: str = "GunPoint") -> ml_collections.ConfigDict:
   c.experiment = f"{arch}_ucr:{name}" if arch != "fcn" else f"fcn_ucr:{name}"
   c.seed = 0
   c.parallel = "jit"            # "jit" (jit + shard_map over a device mesh) or "pmap"
+  c.precision = "float32"      # "bfloat16": bfloat16 compute, float32 parameters and optimizer state
 
   # Every key but `name` is passed to the model constructor (num_classes comes from the data set).
   if arch == "resnet":  # Wang et al.'s ResNet for time series, same protocol

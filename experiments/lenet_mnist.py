@@ -35,6 +35,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.experiment = "lenet5_gap_mnist" if gap else "lenet5_mnist"
   c.seed = 0
   c.parallel = "jit"
+  c.precision = "float32"      # "bfloat16": bfloat16 compute, float32 parameters and optimizer state
   c.model = ml_collections.ConfigDict(dict(name="lenet5_gap" if gap else "lenet5", c3_table=True,
                                            subsampling="trainable"))
   c.dataset = ml_collections.ConfigDict(dict(

@@ -38,6 +38,7 @@ def get_config(arg: str = "resnet20") -> ml_collections.ConfigDict:
   c.experiment = f"cifar10_{name}" + ("_synthetic" if "synthetic" in opts else "")
   c.seed = 0
   c.parallel = "jit"
+  c.precision = "float32"      # "bfloat16": bfloat16 compute, float32 parameters and optimizer state
   c.model = ml_collections.ConfigDict(dict(name=f"cifar_resnet{depth}", projection="zeropad",
                                            dtype=config_dict.placeholder(str)))  # "bfloat16" on GPU/TPU
   if "synthetic" in opts:

@@ -34,6 +34,7 @@ def get_config(arg: str = "resnet50") -> ml_collections.ConfigDict:
   c.experiment = f"imagenet_{name}" + ("_synthetic" if "synthetic" in opts else "")
   c.seed = 0
   c.parallel = "jit"
+  c.precision = "float32"      # "bfloat16": bfloat16 compute, float32 parameters and optimizer state
   c.model = ml_collections.ConfigDict(dict(name=name, zero_init_last=False,
                                            dtype=config_dict.placeholder(str)))
   if "synthetic" in opts:

@@ -34,6 +34,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.experiment = "unet_roads"
   c.seed = 0
   c.parallel = "jit"
+  c.precision = "float32"      # "bfloat16": bfloat16 compute, float32 parameters and optimizer state
   c.model = ml_collections.ConfigDict(dict(name="unet", depth=4, features=16, dropout=0.5, norm="batch",
                                            upsample="transposed", dtype=config_dict.placeholder(str)))
   c.dataset = ml_collections.ConfigDict(dict(name="roads", manual_dir=config_dict.placeholder(str),

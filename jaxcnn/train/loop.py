@@ -52,6 +52,7 @@ def check_config(config) -> None:
   from jaxcnn.train.optimizer import OPTIMIZERS, SCHEDULES
   from jaxcnn.train.parallel import MODES
   for key, value, allowed in (("parallel", config.parallel, MODES),
+                              ("precision", config.get("precision", "float32"), PRECISIONS),
                               ("optimizer.name", config.optimizer.name, OPTIMIZERS),
                               ("schedule.name", config.schedule.name, SCHEDULES)):
     if value not in allowed:
@@ -65,12 +66,15 @@ def check_config(config) -> None:
   if config.checkpoint.every_epochs < 1 or config.checkpoint.keep < 1:
     raise registry.ConfigError("config.checkpoint.every_epochs and config.checkpoint.keep must be >= 1")
   registry.load_all()
-  for reg, section, injected in ((registry.MODELS, config.model, ("num_classes", "axis_name")),
+  for reg, section, injected in ((registry.MODELS, config.model, ("num_classes", "axis_name", "dtype")),
                                  (registry.DATASETS, config.dataset, ()),
                                  (registry.TASKS, config.task, ("num_classes",))):
     fn = reg.get(section.name)
     kwargs = _kwargs(section)
     clash = sorted(set(kwargs) & set(injected))
+    if clash == ["dtype"]:
+      raise registry.RegistryError("config.model.dtype is set by the trainer from config.precision: "
+                                   "use --config.precision=bfloat16 (or float32).")
     if clash:
       raise registry.RegistryError(f"config.{reg.kind}.{clash[0]} is set by the trainer from the data "
                                    "set; remove it from the config.")
@@ -78,11 +82,21 @@ def check_config(config) -> None:
                           what=f"{reg.kind} {section.name!r} (config.{reg.kind})")
 
 
+PRECISIONS = ("float32", "bfloat16")
+
+
+def compute_dtype(config) -> str | None:
+  """The models' `dtype` for `config.precision`: None (float32 throughout) or "bfloat16" (bfloat16
+  convolutions and matmuls; parameters, optimizer state, BatchNorm statistics, losses and logits stay
+  float32)."""
+  return None if config.get("precision", "float32") == "float32" else config.precision
+
+
 def build_components(config) -> Components:
   check_config(config)
   dataset = registry.DATASETS.build(config.dataset.name, **_kwargs(config.dataset))
   mk = functools.partial(registry.MODELS.build, config.model.name, num_classes=dataset.num_classes,
-                         **_kwargs(config.model))
+                         dtype=compute_dtype(config), **_kwargs(config.model))
   task = registry.TASKS.build(config.task.name, num_classes=dataset.num_classes, **_kwargs(config.task))
   return Components(dataset, mk(axis_name=AXIS), mk(axis_name=None), task)
 
@@ -249,6 +263,7 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
                 f"({rt.num_train} train, " + ", ".join(f"{len(s)} {k}" for k, s in ds.evals.items()) +
                 f")  model [cyan]{config.model.name}[/cyan] ({num_params(state.params):,} params)")
   console.print(f"{par.num_devices} x {jax.devices()[0].platform} device(s), parallel={par.mode}, "
+                f"precision {config.get('precision', 'float32')}, "
                 f"global batch {rt.batch_size}, {spe} steps/epoch, {epochs} epochs, workdir {workdir}")
   if resumed is not None:
     console.print(f"[yellow]Resuming from checkpoint at step {start_step} "

@@ -1,0 +1,90 @@
+"""Mixed precision (`--config.precision=bfloat16`): every registered model computes its convolutions and
+matmuls in bfloat16 while parameters, BatchNorm statistics and logits stay float32; a bfloat16 run
+trains like a float32 one."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcnn import registry
+from jaxcnn.train import loop
+
+registry.load_all()
+
+SERIES, IMAGE, SMALL = (2, 64, 3), (2, 64, 64, 3), (2, 32, 32, 3)
+INPUTS = {
+    "fcn": SERIES, "resnet_ts": SERIES, "inception_time": SERIES, "tcn": SERIES,
+    "char_cnn_small": (2, 1014), "char_cnn_large": (2, 1014),  # one int8 character code per position
+    "lenet5": (2, 32, 32, 1), "lenet5_gap": (2, 32, 32, 1),
+    "alexnet": (2, 224, 224, 3), "vgg11": IMAGE, "vgg11_bn": IMAGE, "googlenet": IMAGE, "googlenet_bn": IMAGE,
+    "resnet18": IMAGE, "resnet50": IMAGE, "cifar_resnet20": SMALL, "c3d": (1, 16, 32, 32, 3),
+    "unet": (1, 32, 32, 3),
+}
+# Deeper variants built by the same code as a model above (traced there).
+SAME_CODE = {"vgg13": "vgg11", "vgg16": "vgg11", "vgg19": "vgg11", "vgg13_bn": "vgg11_bn",
+             "vgg16_bn": "vgg11_bn", "vgg19_bn": "vgg11_bn", "resnet34": "resnet18", "resnet101": "resnet50",
+             "resnet152": "resnet50", "cifar_resnet32": "cifar_resnet20", "cifar_resnet44": "cifar_resnet20",
+             "cifar_resnet56": "cifar_resnet20", "cifar_resnet110": "cifar_resnet20"}
+KW = {"c3d": dict(width=8, fc_units=64), "unet": dict(depth=2, features=8), "alexnet": dict(fc_units=64),
+      "vgg11": dict(fc_units=64), "vgg11_bn": dict(fc_units=64)}
+
+
+def test_every_registered_model_is_covered():
+  assert set(registry.MODELS.names()) == set(INPUTS) | set(SAME_CODE)
+
+
+def _compute_dtypes(jaxpr) -> list[str]:
+  """Input dtypes of every convolution and matmul, through nested jaxprs (jit, custom_jvp, ...)."""
+  out = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name in ("conv_general_dilated", "dot_general"):
+      out.append("/".join(str(v.aval.dtype) for v in eqn.invars))
+    for p in eqn.params.values():
+      for sub in (p if isinstance(p, (list, tuple)) else [p]):
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          out += _compute_dtypes(inner)
+  return out
+
+
+@pytest.mark.parametrize("name", sorted(INPUTS))
+def test_bfloat16_compute_float32_parameters(name):
+  shape, dtype = INPUTS[name], jnp.int8 if name.startswith("char_cnn") else jnp.float32
+  num_classes = 1 if name == "unet" else 5
+  m16 = registry.MODELS.build(name, num_classes=num_classes, dtype="bfloat16", **KW.get(name, {}))
+  x = jax.ShapeDtypeStruct(shape, dtype)
+  variables = jax.eval_shape(lambda x: m16.init(jax.random.PRNGKey(0), jnp.zeros(x.shape, x.dtype)), x)
+  assert {str(v.dtype) for v in jax.tree.leaves(variables)} == {"float32"}
+  closed = jax.make_jaxpr(lambda v, x: m16.apply(v, x, train=False))(variables, x)
+  out = jax.eval_shape(lambda v, x: m16.apply(v, x, train=False), variables, x)
+  assert {str(o.dtype) for o in jax.tree.leaves(out)} == {"float32"}  # logits for the float32 loss
+  dtypes = _compute_dtypes(closed.jaxpr)
+  assert dtypes and all(set(d.split("/")) == {"bfloat16"} for d in dtypes), dtypes
+
+
+def test_a_bfloat16_run_trains_like_float32(small_config, tmp_path):
+  runs = {}
+  for precision in ("float32", "bfloat16"):
+    c = small_config
+    c.precision = precision
+    c.train.epochs = 25
+    c.train.batch_size = 10
+    runs[precision] = loop.train_and_evaluate(c, str(tmp_path / precision), devices=jax.devices()[:2])
+  from jaxcnn.train.metrics_writer import MetricsWriter
+  h32, h16 = (MetricsWriter.read(str(tmp_path / p / "metrics.jsonl")) for p in ("float32", "bfloat16"))
+  l32 = np.array([h["train/loss"] for h in h32])
+  l16 = np.array([h["train/loss"] for h in h16])
+  assert l16[-1] < 0.6 * l16[0]  # it learns
+  np.testing.assert_allclose(l16, l32, rtol=0.1)  # and follows the float32 curve epoch by epoch
+  assert abs(runs["bfloat16"]["final"]["test/error"] - runs["float32"]["final"]["test/error"]) <= 0.1
+
+
+def test_model_dtype_is_set_through_precision(small_config):
+  c = small_config
+  c.precision = "float16"
+  with pytest.raises(registry.ConfigError, match="config.precision='float16' is not one of float32, bfloat16"):
+    loop.check_config(c)
+  c.precision = "float32"
+  c.model.dtype = "bfloat16"
+  with pytest.raises(registry.ConfigError, match="use --config.precision=bfloat16"):
+    loop.check_config(c)
