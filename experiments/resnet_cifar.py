@@ -39,8 +39,7 @@ def get_config(arg: str = "resnet20") -> ml_collections.ConfigDict:
   c.seed = 0
   c.parallel = "jit"
   c.precision = "float32"      # "bfloat16": bfloat16 compute, float32 parameters and optimizer state
-  c.model = ml_collections.ConfigDict(dict(name=f"cifar_resnet{depth}", projection="zeropad",
-                                           dtype=config_dict.placeholder(str)))  # "bfloat16" on GPU/TPU
+  c.model = ml_collections.ConfigDict(dict(name=f"cifar_resnet{depth}", projection="zeropad"))
   if "synthetic" in opts:
     c.dataset = ml_collections.ConfigDict(dict(name="synthetic_images", shape=(32, 32, 3), num_classes=10,
                                                num_train=512, num_test=128, seed=0))

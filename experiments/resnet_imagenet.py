@@ -10,7 +10,7 @@ resnet50, resnet101, resnet152), then optionally "synthetic" (seeded random 224x
 its ResNet weights were trained with, close to the paper's): SGD momentum 0.9, lr 0.1 for a global batch
 of 256 (scale linearly with the batch, Goyal et al. 2017), weight decay 1e-4, 90 epochs, lr divided by 10
 every 30 epochs, random-resized 224 crops and flips; evaluation on the centre 224 crop of the image
-resized to 256. `--config.model.dtype=bfloat16` computes in bfloat16 (parameters stay float32).
+resized to 256. `--config.precision=bfloat16` computes in bfloat16 (parameters stay float32).
 
 Reference single-crop top-1 errors (torchvision's model documentation, its reproduction of the paper):
 ResNet-18 30.24 %, -34 26.70 %, -50 23.87 %, -101 22.63 %, -152 21.69 %.
@@ -35,8 +35,7 @@ def get_config(arg: str = "resnet50") -> ml_collections.ConfigDict:
   c.seed = 0
   c.parallel = "jit"
   c.precision = "float32"      # "bfloat16": bfloat16 compute, float32 parameters and optimizer state
-  c.model = ml_collections.ConfigDict(dict(name=name, zero_init_last=False,
-                                           dtype=config_dict.placeholder(str)))
+  c.model = ml_collections.ConfigDict(dict(name=name, zero_init_last=False))
   if "synthetic" in opts:
     c.dataset = ml_collections.ConfigDict(dict(name="synthetic_images", shape=(224, 224, 3),
                                                num_classes=1000, num_train=256, num_test=64, seed=0))

@@ -36,7 +36,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.parallel = "jit"
   c.precision = "float32"      # "bfloat16": bfloat16 compute, float32 parameters and optimizer state
   c.model = ml_collections.ConfigDict(dict(name="unet", depth=4, features=16, dropout=0.5, norm="batch",
-                                           upsample="transposed", dtype=config_dict.placeholder(str)))
+                                           upsample="transposed"))
   c.dataset = ml_collections.ConfigDict(dict(name="roads", manual_dir=config_dict.placeholder(str),
                                              data_dir=config_dict.placeholder(str), val_fraction=0.2,
                                              split_seed=0, crop_size=256, stride=16))
