@@ -35,6 +35,12 @@ def launch(*args, devices=1, tfds_dir=None):
     (["--config=experiments/nope.py"], "config file experiments/nope.py not found"),
     (["--config.parallel=pmapp"], "config.parallel='pmapp' is not one of jit, pmap"),
     (["--mode=eval", "--workdir=/nonexistent/run"], "No checkpoint in /nonexistent/run/checkpoints"),
+    (["--mdoe=eval"], "Unknown command line flag 'mdoe'. Did you mean: mode ?"),
+    (["--config=experiments/ucr_benchmark.py:fcn", "--mode=eval"],
+     "--mode=eval works on one run, not a benchmark: point --workdir at one run's folder"),
+    (["--coordinator_address=localhost:1234"],
+     "--coordinator_address also needs --num_processes, --process_id: pass all three"),
+    (["--config.precision=float16"], "config.precision='float16' is not one of float32, bfloat16"),
 ])
 def test_mistakes_give_one_message_and_exit_code_2(args, message, tfds_dir):
   r = launch(*args, tfds_dir=tfds_dir)
@@ -69,43 +75,18 @@ def test_overrides_reach_the_run_and_eval_mode(tmp_path, tfds_dir):
               "--mode=eval", f"--workdir={wd}", tfds_dir=tfds_dir)
   assert ev.returncode == 0, ev.stderr[-3000:]
   assert f"test/accuracy: {res['final']['test/accuracy']:.4f}" in ev.stdout
+  # The checkpoint of another model: the message lists the values it was trained with.
+  other = launch("--config=experiments/fcn_ucr.py:ItalyPowerDemand,runlocal", "--mode=eval", f"--workdir={wd}",
+                 tfds_dir=tfds_dir)
+  assert other.returncode == 2 and "Traceback" not in other.stderr, other.stderr[-3000:]
+  assert ("--mode=eval: checkpoint step 24 in " in other.stderr and "does not fit this config's "
+          "model/optimizer. It was trained with --config.model.filters=[4, 8, 4] (now (128, 256, 128))"
+          in other.stderr), other.stderr
   # Relaunching the finished run resumes at its last step and trains nothing more.
   again = launch("--config=experiments/fcn_ucr.py:ItalyPowerDemand,runlocal", "--config.model.filters=(4,8,4)",
                  "--config.train.epochs=2", "--config.optimizer.learning_rate=0.01", f"--workdir={wd}",
                  tfds_dir=tfds_dir)
   assert again.returncode == 0 and "Resuming from checkpoint at step 24" in again.stdout
-
-
-def test_sigterm_saves_mid_epoch_and_the_relaunch_ends_identical(tmp_path, tfds_dir):
-  """Preemption: SIGTERM at an arbitrary step saves a checkpoint (with the partial epoch's sums);
-  relaunching the same command ends exactly where an uninterrupted run ends."""
-  import signal
-  import time
-  args = ["--config=experiments/fcn_ucr.py:ItalyPowerDemand", "--config.model.filters=(4,8,4)",
-          "--config.train.epochs=150", "--config.train.log_every_epochs=1", f"--config.dataset.data_dir={tfds_dir}"]
-  ref = launch(*args, f"--workdir={tmp_path / 'ref'}")
-  assert ref.returncode == 0, ref.stderr[-2000:]
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env.update(JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
-  wd = tmp_path / "preempted"
-  p = subprocess.Popen([sys.executable, os.path.join(ROOT, "launch.py"), *args, f"--workdir={wd}"], cwd=ROOT,
-                       env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  for line in p.stdout:
-    if line.startswith("epoch 20/"):
-      time.sleep(0.05)  # somewhere inside a later epoch
-      p.send_signal(signal.SIGTERM)
-      break
-  out = p.stdout.read()
-  assert p.wait(timeout=120) == 128 + signal.SIGTERM, out[-2000:]
-  assert "Stopped by signal 15" in out and "checkpoint saved" in out
-  resumed = launch(*args, f"--workdir={wd}")
-  assert resumed.returncode == 0 and "Resuming from checkpoint at step" in resumed.stdout
-  ha = [json.loads(line) for line in open(tmp_path / "ref" / "metrics.jsonl")]
-  hb = [json.loads(line) for line in open(wd / "metrics.jsonl")]
-  assert len(ha) == len(hb) == 150
-  for x, y in zip(ha, hb, strict=True):
-    for k in x:
-      assert x[k] == pytest.approx(y[k], rel=1e-6), (x["epoch"], k)
 
 
 def test_summary_flag_prints_the_model_table_without_training(tfds_dir):
@@ -116,10 +97,11 @@ def test_summary_flag_prints_the_model_table_without_training(tfds_dir):
   assert "epoch" not in r.stdout
 
 
-def test_sigkill_at_random_moments_then_relaunch_ends_identical(tmp_path, tfds_dir):
-  """Fault injection: the run is killed with SIGKILL (no handler, no save) three times at random moments
-  (mid-step, mid-evaluation or mid-checkpoint), relaunched each time; the end is exactly the end of an
-  uninterrupted run."""
+def test_preemption_and_kills_at_random_moments_then_the_relaunch_ends_identical(tmp_path, tfds_dir):
+  """Fault injection. The run is stopped three times, relaunched each time with the same command:
+  - SIGTERM (preemption) mid-epoch: it saves a checkpoint with the partial epoch's sums and exits 143;
+  - SIGKILL (no handler, no save) twice, at random moments: mid-step, mid-evaluation or mid-checkpoint.
+  The end is exactly the end of an uninterrupted run: every epoch's metrics and the parameters."""
   import random
   import signal
   import time
@@ -130,30 +112,34 @@ def test_sigkill_at_random_moments_then_relaunch_ends_identical(tmp_path, tfds_d
   assert ref.returncode == 0, ref.stderr[-2000:]
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env.update(JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
-  wd, rng, killed_after = tmp_path / "killed", random.Random(0), []
-  for _ in range(3):
+  wd, rng, stops = tmp_path / "stopped", random.Random(0), []
+  for sig in (signal.SIGTERM, signal.SIGKILL, signal.SIGKILL):
     p = subprocess.Popen([sys.executable, os.path.join(ROOT, "launch.py"), *args, f"--workdir={wd}"], cwd=ROOT,
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = None
     for line in p.stdout:
       if line.startswith("epoch "):
         seen = line.split()[1]
-        time.sleep(rng.uniform(0.0, 0.4))
-        p.kill()
+        time.sleep(0.05 if sig == signal.SIGTERM else rng.uniform(0.0, 0.4))
+        p.send_signal(sig)
         break
     out = p.stdout.read()
-    assert p.wait(timeout=120) == -signal.SIGKILL and seen, out[-2000:]
-    killed_after.append(seen)
-    print("killed after epoch", seen, "checkpoints:", sorted(os.listdir(wd / "checkpoints")) if (wd / "checkpoints").exists() else None)
+    code = p.wait(timeout=120)
+    stops.append((sig.name, seen, sorted(os.listdir(wd / "checkpoints"))))
+    print("stopped:", stops[-1])
+    if sig == signal.SIGTERM:
+      assert code == 128 + signal.SIGTERM and "Stopped by signal 15" in out and "checkpoint saved" in out, out
+    else:
+      assert code == -signal.SIGKILL and seen, out[-2000:]
   resumed = launch(*args, f"--workdir={wd}")
   assert resumed.returncode == 0, resumed.stderr[-2000:]
-  assert "Resuming from checkpoint at step" in resumed.stdout, killed_after
+  assert "Resuming from checkpoint at step" in resumed.stdout, stops
   ha = [json.loads(line) for line in open(tmp_path / "ref" / "metrics.jsonl")]
   hb = [json.loads(line) for line in open(wd / "metrics.jsonl")]
-  assert [h["epoch"] for h in hb] == list(range(1, 41)), killed_after
+  assert [h["epoch"] for h in hb] == list(range(1, 41)), stops
   for x, y in zip(ha, hb, strict=True):
     for k in x:
-      assert x[k] == pytest.approx(y[k], rel=1e-6), (x["epoch"], k, killed_after)
+      assert x[k] == pytest.approx(y[k], rel=1e-6), (x["epoch"], k, stops)
   import orbax.checkpoint as ocp
   sa = ocp.StandardCheckpointer().restore(str(tmp_path / "ref" / "checkpoints" / "480" / "state"))
   sb = ocp.StandardCheckpointer().restore(str(wd / "checkpoints" / "480" / "state"))

@@ -83,6 +83,13 @@ class Checkpointer:
     if data_iter is not None:
       args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
     restored = self.manager.restore(step, args=ocp.args.Composite(**args))
+    # orbax restores the saved arrays even when their shapes differ from the template's: compare.
+    want = jax.tree_util.tree_leaves_with_path(template)
+    got = jax.tree.leaves(restored["state"])
+    for (path, w), g in zip(want, got, strict=True):
+      if np.shape(w) != np.shape(g):
+        raise ValueError(f"{jax.tree_util.keystr(path)} has shape {np.shape(g)} in the checkpoint, "
+                         f"{np.shape(w)} in this model")
     loop = restored["loop"]
     if loop.get("format_version") != FORMAT_VERSION:
       raise CheckpointFormatError(f"Checkpoint {self.directory}/{step} has format version "

@@ -357,7 +357,8 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
           if sums is not None:  # never save a state that has gone NaN
             check_finite(jax.device_get({k: sums[k] for k in (FIRST_BAD_LOSS, FIRST_BAD_GRAD)}), spe, rt.ckpt)
           loop["train_time_s"] = train_time_before + time.time() - t_start
-          save(done, sums)
+          if rt.ckpt.latest_step() != done:  # not when the epoch's checkpoint was just written
+            save(done, sums)
           console.print(f"[yellow]Stopped by signal {stop['signal']} at step {done}; checkpoint saved. "
                         "Run the same command again to resume.[/yellow]")
           raise SystemExit(128 + stop["signal"])

@@ -1,0 +1,178 @@
+"""Every experiment family's training speed, compile time, input-pipeline rate and peak memory, each in
+its own process, in one run.
+
+  python bench/families.py                    # all families -> bench/families.md
+  python bench/families.py --only=resnet_cifar,unet_roads --steps=20
+
+Each family runs its experiment config exactly as `launch.py` builds it (model, data set, global batch,
+optimizer), on whatever devices JAX sees, with `--config.precision` from `--precision`:
+
+- compile: the first train step (tracing + XLA compilation; XLA's persistent cache is off);
+- step time: the median of `--steps` further steps (batches already on the device), as steps/s and
+  examples/s;
+- input pipeline: batches/s of the grain iterator alone (reading, decoding, augmenting, batching); it
+  must exceed the step rate or the devices wait for data (the "headroom" column);
+- peak memory: the process's peak resident set (host RAM: model, optimizer state, activations on a CPU
+  backend, the data pipeline), and the device's peak bytes where the backend reports them (GPU/TPU).
+
+Families whose data is not on this machine (a `manual_dir` that does not exist) are listed as skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
+
+# (name, config spec, overrides, what it stands for)
+FAMILIES = [
+    ("fcn_ucr", "fcn_ucr.py:GunPoint", {}, "FCN, UCR GunPoint (length 150)"),
+    ("resnet_ts", "fcn_ucr.py:GunPoint,resnet", {}, "ResNet for series, GunPoint"),
+    ("inception_time", "fcn_ucr.py:GunPoint,inceptiontime", {}, "InceptionTime, GunPoint"),
+    ("tcn", "fcn_ucr.py:GunPoint,tcn", {}, "dilated causal TCN, GunPoint"),
+    ("lenet_mnist", "lenet_mnist.py", {"dataset.manual_dir": os.path.join(SHARED, "mnist")},
+     "LeNet-5, MNIST 32x32"),
+    ("resnet_cifar", "resnet_cifar.py:resnet20,synthetic", {}, "ResNet-20, CIFAR-10 shape (synthetic)"),
+    ("resnet_imagenet", "resnet_imagenet.py:resnet50,synthetic", {"train.batch_size": 16},
+     "ResNet-50, 224x224 (synthetic), batch 16"),
+    ("c3d", "c3d_moving_shapes.py", {}, "C3D (width/8), moving-shapes clips"),
+    ("char_cnn", "char_cnn.py:ag_news_subset", {"dataset.manual_dir": os.path.join(SHARED, "ag_news_subset")},
+     "char-CNN small, AG News rows (length 1014)"),
+    ("unet_roads", "unet_roads.py", {"dataset.manual_dir": os.path.join(SHARED, "roads")},
+     "U-Net (depth 4, 16 maps), 256x256 road crops"),
+]
+
+
+def _load_config(spec: str):
+  sys.path.insert(0, ROOT)
+  from jaxcnn.cli import _load_config  # pylint: disable=import-outside-toplevel
+  return _load_config(os.path.join(ROOT, "experiments", spec))
+
+
+def measure(name: str, steps: int, precision: str, data_dir: str) -> dict:
+  """One family, in this process."""
+  import resource
+
+  import jax
+  import numpy as np
+
+  from jaxcnn.data import pipeline
+  from jaxcnn.train import loop
+
+  spec, overrides, what = next((s, o, w) for n, s, o, w in FAMILIES if n == name)
+  config = _load_config(spec)
+  for key, value in overrides.items():
+    section, _, leaf = key.partition(".")
+    config[section][leaf] = value
+  manual = config.dataset.get("manual_dir")
+  if manual and not os.path.isdir(manual):
+    return {"name": name, "what": what, "skipped": f"no data at {manual}"}
+  config.precision = precision
+  if "data_dir" in config.dataset:
+    config.dataset.data_dir = data_dir
+  with tempfile.TemporaryDirectory() as workdir:
+    rt = loop._Runtime(config, workdir)  # pylint: disable=protected-access
+    ds = rt.c.dataset
+    it = pipeline.train_iterator(ds.train, ds.train_preprocess or ds.preprocess, batch_size=rt.batch_size,
+                                 seed=0, num_epochs=10**6, num_threads=config.train.num_threads,
+                                 augment=ds.augment, **rt.proc)
+    next(it)  # warm the pipeline (thread pools, first decode)
+    n_pipe = max(steps, 10)
+    t = time.perf_counter()
+    host = [next(it) for _ in range(n_pipe)]
+    pipe_s = (time.perf_counter() - t) / n_pipe
+    batches = [rt.par.put_batch(b) for b in host[:4]]
+    state = rt.par.put_state(rt.state)
+    t = time.perf_counter()
+    state, m = rt.par.train_step(state, batches[0])
+    jax.block_until_ready(m)
+    compile_s = time.perf_counter() - t
+    times = []
+    for i in range(steps):
+      t = time.perf_counter()
+      state, m = rt.par.train_step(state, batches[(i + 1) % len(batches)])
+      jax.block_until_ready(m)
+      times.append(time.perf_counter() - t)
+    rt.ckpt.close()
+  step_s = float(np.median(times))
+  stats = jax.devices()[0].memory_stats() or {}
+  return {"name": name, "what": what, "batch": rt.batch_size, "params": loop.num_params(rt.state.params),
+          "compile_s": compile_s, "step_ms": 1e3 * step_s, "steps_per_s": 1 / step_s,
+          "examples_per_s": rt.batch_size / step_s, "pipeline_batches_per_s": 1 / pipe_s,
+          "headroom": step_s / pipe_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+          "device_peak_mb": stats.get("peak_bytes_in_use", 0) / 2**20 or None}
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--only", default="", help="comma-separated family names (default: all)")
+  p.add_argument("--steps", type=int, default=20, help="timed train steps per family")
+  p.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
+  p.add_argument("--data_dir", default=os.path.join(tempfile.gettempdir(), "jaxcnn-bench-tfds"),
+                 help="TFDS data dir for the built data sets")
+  p.add_argument("--out", default=os.path.join(ROOT, "bench", "families.md"))
+  p.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one family, print JSON
+  a = p.parse_args()
+  if a.one:
+    print("RESULT " + json.dumps(measure(a.one, a.steps, a.precision, a.data_dir)))
+    return
+  names = [n for n, *_ in FAMILIES if not a.only or n in a.only.split(",")]
+  unknown = set(a.only.split(",")) - {n for n, *_ in FAMILIES} if a.only else set()
+  if unknown:
+    sys.exit(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {sorted(unknown)}; choose from "
+             + ", ".join(n for n, *_ in FAMILIES))
+  env = dict(os.environ)
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)  # compile times are measured cold
+  rows = []
+  for name in names:
+    print(f"{name} ...", flush=True)
+    r = subprocess.run([sys.executable, __file__, f"--one={name}", f"--steps={a.steps}",
+                        f"--precision={a.precision}", f"--data_dir={a.data_dir}"], env=env, capture_output=True,
+                       text=True, cwd=ROOT)
+    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if r.returncode or line is None:
+      rows.append({"name": name, "what": name, "skipped": f"failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}"})
+    else:
+      rows.append(json.loads(line[len("RESULT "):]))
+    print("  " + json.dumps(rows[-1]), flush=True)
+  write(rows, a)
+
+
+def write(rows, a):
+  import jax
+  dev = jax.devices()[0]
+  lines = ["# Every experiment family: speed, compile time, input pipeline, memory", "",
+           f"`python bench/families.py --steps={a.steps} --precision={a.precision}` on {jax.device_count()} x "
+           f"{dev.platform} ({dev.device_kind}; {platform.processor() or platform.machine()}, "
+           f"{os.cpu_count()} CPUs), jax {jax.__version__}. Each family is its experiment config as "
+           "`launch.py` builds it, one process each. Step time: median of the timed steps. Pipeline: "
+           "the grain iterator alone; headroom = pipeline rate / step rate (above 1: the devices never "
+           "wait for data). Peak RSS: the process's host memory.", "",
+           "| family | stands for | global batch | params | compile (s) | step (ms) | steps/s | examples/s "
+           "| pipeline batches/s | headroom | peak RSS (MB) | device peak (MB) |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+  for r in rows:
+    if "skipped" in r:
+      lines.append(f"| {r['name']} | {r['what']} | skipped: {r['skipped']} |" + " |" * 9)
+      continue
+    dpk = "n/a" if r["device_peak_mb"] is None else f"{r['device_peak_mb']:.0f}"
+    lines.append(f"| {r['name']} | {r['what']} | {r['batch']} | {r['params']:,} | {r['compile_s']:.1f} | "
+                 f"{r['step_ms']:.1f} | {r['steps_per_s']:.2f} | {r['examples_per_s']:.1f} | "
+                 f"{r['pipeline_batches_per_s']:.1f} | **{r['headroom']:.1f}x** | {r['peak_rss_mb']:.0f} | {dpk} |")
+  slow = [r["name"] for r in rows if "headroom" in r and r["headroom"] < 1]
+  lines += ["", ("Input-bound (pipeline slower than the step): " + ", ".join(slow) + "." if slow else
+                 "Every measured family's input pipeline is faster than its train step."), ""]
+  with open(a.out, "w") as f:
+    f.write("\n".join(lines))
+  print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+  main()
