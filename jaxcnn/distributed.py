@@ -7,8 +7,8 @@
   python launch.py --config=... --coordinator_address=10.0.0.1:1234 --num_processes=2 --process_id=0
 
 After it, `jax.devices()` lists every process's devices and the trainer's mesh spans them all: each process
-reads only its rows of every global batch (`jaxcnn.data.pipeline.process_rows`), gradients and BatchNorm
-statistics are reduced over all devices, orbax writes each checkpoint collectively, and process 0 alone
+reads and preprocesses only its rows of every global batch (`jaxcnn.data.pipeline`), gradients and
+BatchNorm statistics are reduced over all devices, orbax writes each checkpoint collectively, and process 0 alone
 writes metrics, reports and figures. On CPU the collectives go over gloo (TCP), which is how the test
 suite runs two processes on one machine.
 """

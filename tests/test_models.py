@@ -1,7 +1,5 @@
 import jax
 import jax.numpy as jnp
-import numpy as np
-import pytest
 
 from jaxcnn.models.fcn import FCN
 from jaxcnn.models.resnet_ts import ResNetTS
@@ -38,18 +36,3 @@ def test_resnet_ts_parameter_count_and_shape():
   variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 100, 1)))
   assert num_params(variables["params"]) == expected
   assert model.apply(variables, jnp.zeros((2, 100, 1))).shape == (2, 4)
-
-
-@pytest.mark.parametrize("cls", [FCN, ResNetTS])
-def test_padded_series_with_mask_equals_unpadded(cls):
-  """Variable-length handling is exact: a padded series + mask gives the logits of the bare series."""
-  model = cls(num_classes=3, filters=(8, 16, 8))
-  rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.normal(size=(1, 23, 2)), jnp.float32)
-  variables = model.init(jax.random.PRNGKey(1), x)
-  # Non-trivial running statistics so eval-mode BatchNorm shifts the padded zeros.
-  variables = jax.tree.map(lambda v: v + 0.3, variables)
-  padded = jnp.concatenate([x, jnp.zeros((1, 17, 2))], axis=1)
-  mask = jnp.arange(40)[None] < 23
-  np.testing.assert_allclose(model.apply(variables, padded, mask=mask), model.apply(variables, x),
-                             rtol=1e-5, atol=1e-5)

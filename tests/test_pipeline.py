@@ -64,3 +64,35 @@ def test_eval_batches_cover_every_example_once_in_order():
   batches = list(pipeline.eval_batches(src, ident, batch_size=4))
   ids = np.concatenate([b["id"][b["mask"]] for b in batches])
   np.testing.assert_array_equal(ids, np.arange(10))
+
+
+def test_each_process_reads_only_its_rows_and_all_padding_batches_keep_their_shape():
+  src = ListSource(11)  # batches of 8: the second is 3 rows + 5 padding, all padding on process 1
+  full = list(pipeline.train_iterator(src, ident, batch_size=8, seed=1, num_epochs=2,
+                                      augment=lambda e, rng: dict(e, noise=rng.random())))
+  for p in range(2):
+    seen = []
+
+    def counting(e):
+      seen.append(int(e["id"]))
+      return dict(e)
+    part = list(pipeline.train_iterator(src, counting, batch_size=8, seed=1, num_epochs=2, process_index=p,
+                                        process_count=2, augment=lambda e, rng: dict(e, noise=rng.random())))
+    assert len(part) == len(full) == 4
+    for b, q in zip(full, part, strict=True):
+      rows = slice(4 * p, 4 * p + 4)
+      for k in ("id", "mask", "noise", "x"):  # same rows, same augmentation draws
+        np.testing.assert_array_equal(q[k], b[k][rows], err_msg=k)
+    own = [int(i) for b in part for i in b["id"][b["mask"]]]
+    assert sorted(seen[1:]) == sorted(own)  # (seen[0]: the shape template) nobody else's rows
+  assert not part[1]["mask"].any() and part[1]["x"].shape == (4, 3, 1)
+
+
+def test_eval_rows_per_process():
+  src = ListSource(10)  # batches of 8: the second is 2 rows, all padding on process 1
+  full = list(pipeline.eval_batches(src, ident, batch_size=8))
+  parts = [list(pipeline.eval_batches(src, ident, batch_size=8, process_index=p, process_count=2))
+           for p in range(2)]
+  for b, p0, p1 in zip(full, *parts, strict=True):
+    for k in b:
+      np.testing.assert_array_equal(np.concatenate([p0[k], p1[k]]), b[k], err_msg=k)

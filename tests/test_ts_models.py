@@ -7,6 +7,7 @@ import pytest
 
 from jaxcnn.models.fcn import FCN
 from jaxcnn.models.inception_time import InceptionNet, masked_max_pool
+from jaxcnn.models.resnet_ts import ResNetTS
 from jaxcnn.models.tcn import TCN, levels_for, receptive_field, weight_norm_kernel
 
 
@@ -14,6 +15,12 @@ def _init(model, x):
   # Jitted: eager Flax init dispatches every op separately, which is slower than one compile.
   return jax.jit(lambda x: model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x,
                                       train=False))(x)
+
+
+def _shapes(model, x):
+  """The variables' shapes only (no compile): for parameter counts."""
+  return jax.eval_shape(lambda x: model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x,
+                                             train=False), x)
 
 
 def _apply(model, train: bool):
@@ -40,7 +47,7 @@ def test_inception_time_structure():
   assert all("bias" not in p[f"inception{i}"]["conv_k20"] for i in range(1, 7))
   assert p["shortcut3"]["kernel"].shape == (1, 1, 128) and p["head"]["kernel"].shape == (128, 3)
   # Multivariate input: every module has a bottleneck.
-  p6 = _init(model, jnp.zeros((2, 50, 6)))["params"]
+  p6 = _shapes(model, jnp.zeros((2, 50, 6)))["params"]
   assert p6["inception1"]["bottleneck"]["kernel"].shape == (1, 6, 32)
   # Closed form, 1 input channel, 3 classes: module 1 (no bottleneck), modules 2-6 (128 -> 32 bottleneck),
   # the two shortcuts (1 -> 128 and 128 -> 128, + BatchNorm), the head.
@@ -65,6 +72,7 @@ MODELS = {
     "fcn": lambda: FCN(num_classes=3, filters=(8, 8, 8)),
     "inception_time": lambda: InceptionNet(num_classes=3, filters=4, bottleneck=4),
     "tcn": lambda: TCN(num_classes=3, channels=6, levels=3, kernel_size=3, dropout=0.0),
+    "resnet_ts": lambda: ResNetTS(num_classes=3, filters=(8, 8, 8)),
 }
 
 
@@ -77,6 +85,8 @@ def test_padding_does_not_change_the_output(name):
   n, c = 30, 2
   x = jnp.asarray(rng.normal(size=(3, n, c)), jnp.float32)
   v = _init(model, x)
+  # Non-trivial running statistics, so eval-mode BatchNorm would shift padded steps away from zero.
+  v = jax.tree.map(lambda a: a + 0.3, v)
   for train in (False, True):
     apply = _apply(model, train)
     bare = apply(v, x)
@@ -131,7 +141,7 @@ def test_tcn_weight_norm_and_blocks():
   assert set(p) == {"block1", "block2", "block3", "head"}
   assert "downsample" in p["block1"] and "downsample" not in p["block2"] and "downsample" in p["block3"]
   # The paper's sequential-MNIST TCN on one input channel: 8 blocks of 25, kernel 7, + a 4-class head.
-  big = _init(TCN(num_classes=4), jnp.zeros((1, 30, 1)))["params"]
+  big = _shapes(TCN(num_classes=4), jnp.zeros((1, 30, 1)))["params"]
   conv1, conv2 = 7 * 1 * 25 + 2 * 25, 7 * 25 * 25 + 2 * 25
   assert sum(a.size for a in jax.tree.leaves(big)) == (conv1 + conv2 + 25 + 25) + 7 * 2 * conv2 + 25 * 4 + 4
   conv = p["block1"]["conv1"]

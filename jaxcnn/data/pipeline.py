@@ -6,8 +6,9 @@ be partial and is padded to `batch_size` with zero rows whose `mask` is False, s
 the padding changes no statistic. The iterator is a grain `DatasetIterator`: its position is saved in
 every checkpoint, so a resumed run sees exactly the batches an uninterrupted run would.
 
-Each process keeps its contiguous slice of rows of every global batch (`process_index`), so the
-global batch is the same for any number of processes.
+Each process reads, preprocesses and augments only its contiguous slice of rows of every global batch
+(`process_index`), so the global batch is the same for any number of processes and no host decodes
+another host's images.
 """
 from __future__ import annotations
 
@@ -19,12 +20,18 @@ import grain
 import numpy as np
 
 
-def pad_batch(elements: Sequence[Mapping[str, Any]], batch_size: int) -> dict[str, np.ndarray]:
-  """Stacks examples into `[batch_size, ...]` arrays, padding with zeros; adds `mask` `[batch_size]`."""
+def pad_batch(elements: Sequence[Mapping[str, Any]], batch_size: int,
+              template: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+  """Stacks examples into `[batch_size, ...]` arrays, padding with zeros; adds `mask` `[batch_size]`.
+  `template` (an example) gives the shapes when `elements` is empty (a batch that is all padding)."""
   n = len(elements)
   out = {}
-  for key in elements[0]:
-    arr = np.stack([np.asarray(e[key]) for e in elements])
+  for key in (elements[0] if n else template):
+    if n:
+      arr = np.stack([np.asarray(e[key]) for e in elements])
+    else:
+      t = np.asarray(template[key])
+      arr = np.zeros((0,) + t.shape, t.dtype)
     if n < batch_size:
       arr = np.concatenate([arr, np.zeros((batch_size - n,) + arr.shape[1:], arr.dtype)])
     out[key] = arr
@@ -32,12 +39,33 @@ def pad_batch(elements: Sequence[Mapping[str, Any]], batch_size: int) -> dict[st
   return out
 
 
-def process_rows(batch: dict[str, np.ndarray], process_index: int, process_count: int):
-  """This process's contiguous slice of the rows of a global batch."""
-  if process_count == 1:
-    return batch
-  per = next(iter(batch.values())).shape[0] // process_count
-  return {k: v[process_index * per:(process_index + 1) * per] for k, v in batch.items()}
+class _ProcessRows(grain.MapDataset):
+  """The rows of one process, epoch after epoch: element `(batch b, row r)` is element
+  `b * batch_size + process_index * per_process + r` of the parent's epoch, or None past its end (padding).
+  Only these elements are read, preprocessed and augmented here; the parent's indices (and so the
+  shuffle and the augmentation draws) are those of the global stream, whatever the number of processes."""
+
+  def __init__(self, parent, batch_size: int, process_index: int, process_count: int):
+    super().__init__(parent)
+    self._n, self._batch = len(parent), batch_size
+    self._per = batch_size // process_count
+    self._offset = process_index * self._per
+    self._len = steps_per_epoch(self._n, batch_size) * self._per
+
+  def __len__(self):
+    return self._len
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    epoch, k = divmod(index, self._len)
+    b, r = divmod(k, self._per)
+    i = b * self._batch + self._offset + r
+    return None if i >= self._n else self._parent[epoch * self._n + i]
+
+
+def _pad_rows(elements, batch_size: int, template):
+  return pad_batch([e for e in elements if e is not None], batch_size, template)
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
@@ -54,9 +82,13 @@ def train_iterator(source, preprocess, *, batch_size: int, seed: int, num_epochs
   ds = grain.MapDataset.source(source).seed(seed).shuffle().map(preprocess)
   if augment is not None:
     ds = ds.random_map(augment)
-  ds = (ds.batch(batch_size, batch_fn=functools.partial(pad_batch, batch_size=batch_size))
+  if batch_size % process_count:
+    raise ValueError(f"global batch {batch_size} does not split over {process_count} processes")
+  per = batch_size // process_count
+  template = ds[0]  # keys and shapes of a batch that is all padding on this process
+  ds = (_ProcessRows(ds, batch_size, process_index, process_count)
+        .batch(per, batch_fn=functools.partial(_pad_rows, batch_size=per, template=template))
         .repeat(num_epochs))
-  ds = ds.map(functools.partial(process_rows, process_index=process_index, process_count=process_count))
   opts = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(2 * num_threads, 1))
   return iter(ds.to_iter_dataset(read_options=opts))
 
@@ -64,9 +96,14 @@ def train_iterator(source, preprocess, *, batch_size: int, seed: int, num_epochs
 def eval_batches(source, preprocess, *, batch_size: int, process_index: int = 0,
                  process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
   """Every example of `source` once, in order, as padded global batches (this process's rows)."""
+  per = batch_size // process_count
+  template = None
   for start in range(0, len(source), batch_size):
-    elements = [preprocess(source[i]) for i in range(start, min(start + batch_size, len(source)))]
-    yield process_rows(pad_batch(elements, batch_size), process_index, process_count)
+    lo = start + process_index * per  # only this process's rows are read and preprocessed
+    elements = [preprocess(source[i]) for i in range(lo, min(lo + per, len(source)))]
+    if not elements and template is None:
+      template = preprocess(source[0])
+    yield pad_batch(elements, per, template)
 
 
 def batches_per_second(iterator, n: int) -> float:
