@@ -8,9 +8,9 @@
 
 After it, `jax.devices()` lists every process's devices and the trainer's mesh spans them all: each process
 reads and preprocesses only its rows of every global batch (`jaxcnn.data.pipeline`), gradients and
-BatchNorm statistics are reduced over all devices, orbax writes each checkpoint collectively, and process 0 alone
-writes metrics, reports and figures. On CPU the collectives go over gloo (TCP), which is how the test
-suite runs two processes on one machine.
+BatchNorm statistics are reduced over all devices, orbax writes each checkpoint collectively, and
+process 0 alone writes metrics, reports and figures. On CPU the collectives go over gloo (TCP), which is
+how the test suite runs two processes on one machine.
 """
 from __future__ import annotations
 
