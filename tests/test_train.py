@@ -131,7 +131,7 @@ def test_eval_mode_reproduces_the_final_metrics(small_config, tmp_path):
   assert saved["final"]["epoch"] == 3
 
 
-@pytest.mark.parametrize("damage", ["truncated", "lost_file", "half_written"])
+@pytest.mark.parametrize("damage", ["truncated", "lost_file", "half_written", "data_position"])
 def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(small_config, tmp_path, damage, capsys):
   import shutil
   c = small_config
@@ -152,6 +152,8 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(small_config, 
       for f in files:
         if f != "_METADATA":
           os.truncate(os.path.join(root, f), 0)
+  elif damage == "data_position":  # the input pipeline's saved position, cut short
+    os.truncate(os.path.join(ckpts, "20", "data", "process_0-of-1.json"), 7)
   else:
     os.remove(os.path.join(ckpts, "20", "state", "manifest.ocdbt"))
   c.train.epochs = 3

@@ -67,7 +67,7 @@ class Checkpointer:
       except CheckpointFormatError:
         raise
       except Exception as e:  # pylint: disable=broad-except
-        if step is not None or self._readable(s):
+        if step is not None or self._readable(s, data_iter):
           raise
         moved = self._set_aside(s)
         older = [t for t in steps if t < s]
@@ -96,11 +96,13 @@ class Checkpointer:
                                   f"{loop.get('format_version')}, this jaxcnn reads {FORMAT_VERSION}.")
     return restored["state"], loop
 
-  def _readable(self, step: int) -> bool:
+  def _readable(self, step: int, data_iter=None) -> bool:
     """Whether checkpoint `step` reads without a template (so a failure with one is a mismatch)."""
+    args = dict(state=ocp.args.StandardRestore(), loop=ocp.args.JsonRestore())
+    if data_iter is not None:
+      args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
     try:
-      self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
-                                                         loop=ocp.args.JsonRestore()))
+      self.manager.restore(step, args=ocp.args.Composite(**args))
       return True
     except Exception:  # pylint: disable=broad-except
       return False
