@@ -312,3 +312,59 @@ def test_rpn_head_outputs_one_score_and_four_deltas_per_anchor():
   assert logits.shape == (2, 8 * 10 * 15) and deltas.shape == (2, 8 * 10 * 15, 4)
   assert v["params"]["objectness"]["kernel"].shape == (1, 1, 32, 15)
   assert v["params"]["deltas"]["kernel"].shape == (1, 1, 32, 60)
+
+
+# ------------------------------------------------------------------------------------------ RoI heads
+
+from jaxcnn.detection import roi_heads  # noqa: E402
+
+
+def test_roi_sampling_takes_a_quarter_foreground_with_the_boxes_classes():
+  rng = np.random.default_rng(8)
+  gt = np.array([[10, 10, 50, 40], [60, 50, 90, 95], [0, 0, 0, 0]], np.float32)
+  gt_classes, gt_valid = np.array([3, 1, 0]), np.array([True, True, False])
+  jitter = rng.normal(0, 3, (300, 4)).astype(np.float32)
+  near = np.concatenate([gt[0] + jitter[:150], gt[1] + jitter[150:]])  # mostly IoU >= 0.5
+  far = random_boxes(rng, 400, size=100.0)
+  props = np.concatenate([near, far])
+  valid = np.ones(len(props), bool)
+  valid[-20:] = False  # padding proposals
+  rois, classes, matched, ok = jax.jit(functools.partial(roi_heads.sample_rois, batch_size=256))(
+      props, valid, gt, gt_classes, gt_valid, jax.random.key(0))
+  rois, classes, matched, ok = map(np.asarray, (rois, classes, matched, ok))
+  fg = ok & (classes > 0)
+  assert fg.sum() == 64 and ok.sum() == 256  # 25 % of 256, plenty of both kinds
+  assert (np.flatnonzero(fg) == np.arange(64)).all()  # foreground first
+  ious = np_iou(rois, gt[:2])
+  assert (ious[fg].max(1) >= 0.5).all() and (ious[ok & ~fg].max(1) < 0.5).all()
+  np.testing.assert_array_equal(classes[fg], gt_classes[matched[fg]])
+  np.testing.assert_allclose(det.decode(roi_heads.box_targets(rois, gt, matched)[fg], rois[fg],
+                                        roi_heads.BOX_WEIGHTS), gt[matched[fg]], atol=1e-3)
+  # Few candidates: the ground-truth boxes themselves are foreground, and the rest is padding.
+  rois2, classes2, _, ok2 = roi_heads.sample_rois(far[:5], np.ones(5, bool), gt, gt_classes, gt_valid,
+                                                  jax.random.key(1), batch_size=64)
+  assert int(ok2.sum()) == 5 + 2 and int((np.asarray(classes2) > 0).sum()) >= 2
+
+
+def test_mask_targets_crop_the_matched_mask_to_the_roi():
+  masks = np.zeros((2, 40, 60), np.uint8)
+  masks[1, 10:20, 10:30] = 1  # rows 10-19, columns 10-29
+  rois = np.array([[10, 10, 30, 20], [10, 10, 50, 20]], np.float32)  # the mask exactly; twice as wide
+  t = np.asarray(roi_heads.mask_targets(masks, rois, np.array([1, 1]), 4))
+  np.testing.assert_array_equal(t[0], np.ones((4, 4)))
+  np.testing.assert_array_equal(t[1], np.tile([1, 1, 0, 0], (4, 1)))
+  assert not np.asarray(roi_heads.mask_targets(masks, rois, np.array([0, 0]), 4)).any()
+
+
+def test_box_and_mask_losses_on_hand_made_cases():
+  classes = jnp.array([2, 0, 1, 0])
+  valid = jnp.array([True, True, True, False])
+  logits = jnp.zeros((4, 3))  # K = 2 classes + background
+  deltas = jnp.zeros((4, 2, 4)).at[0, 1, 0].set(1.0).at[0, 0].set(100.0)  # class 2's deltas off by 1
+  target = jnp.zeros((4, 4))
+  cls, box = roi_heads.box_head_losses(logits, deltas, classes, target, valid)
+  np.testing.assert_allclose(cls, math.log(3), rtol=1e-6)  # uniform over 3 classes
+  np.testing.assert_allclose(box, 1.0 / 3, rtol=1e-6)  # L1 of the own class only, over 3 sampled RoIs
+  mask_logits = jnp.zeros((4, 5, 5, 2)).at[0, ..., 0].set(50.0).at[2, ..., 1].set(-50.0)  # other classes
+  m = roi_heads.mask_loss(mask_logits, classes, jnp.ones((4, 5, 5)), valid)
+  np.testing.assert_allclose(m, math.log(2), rtol=1e-6)  # logit 0 everywhere on the own class's mask

@@ -1,0 +1,103 @@
+"""Training targets and losses of Mask R-CNN's RoI heads (Girshick 2015; He et al. 2017 §3), one image at
+a time with static shapes.
+
+- RoI sampling: the proposals plus the ground-truth boxes themselves are candidates; a candidate with IoU
+  >= 0.5 with a ground-truth box is foreground (that box's class), below 0.5 background; 512 RoIs per
+  image are sampled, at most 25 % foreground.
+- Box head: `K + 1`-way softmax classification and class-specific box regression (`4K` deltas, weights
+  (10, 10, 5, 5)) of the foreground RoIs.
+- Mask head: `K` masks of `m x m` per RoI with a per-pixel sigmoid; only the ground-truth class's mask
+  of a foreground RoI enters the loss (average binary cross-entropy), so classes do not compete. The
+  target is the ground-truth mask cropped to the RoI and resampled to `m x m` (RoIAlign, then >= 0.5).
+
+The total loss is L = L_cls + L_box + L_mask (plus the RPN's two losses).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxcnn.detection import boxes as box_ops
+from jaxcnn.detection.roi_align import roi_align
+
+BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+
+
+def _keep_random(member, limit, key):
+  priority = jnp.where(member, jax.random.uniform(key, member.shape), 2.0)
+  rank = jnp.argsort(jnp.argsort(priority, stable=True), stable=True)
+  return member & (rank < limit)
+
+
+def sample_rois(proposals, proposal_valid, gt_boxes, gt_classes, gt_valid, key, *, batch_size: int = 512,
+                positive_fraction: float = 0.25, foreground_iou: float = 0.5):
+  """`(rois [batch_size, 4], classes [batch_size] (0: background), matched [batch_size], valid
+  [batch_size])`: the sampled RoIs, foreground first, then background, then padding (`valid` False)."""
+  cand = jnp.concatenate([proposals, gt_boxes])
+  cand_valid = jnp.concatenate([proposal_valid, gt_valid])
+  overlaps = jnp.where(gt_valid[None, :], box_ops.iou(cand, gt_boxes), -1.0)
+  best, matched = jnp.max(overlaps, axis=1), jnp.argmax(overlaps, axis=1)
+  fg = cand_valid & (best >= foreground_iou)
+  bg = cand_valid & (best < foreground_iou)
+  kf, kb = jax.random.split(key)
+  num_fg = jnp.minimum(jnp.sum(fg), int(batch_size * positive_fraction))
+  fg = _keep_random(fg, num_fg, kf)
+  bg = _keep_random(bg, batch_size - num_fg, kb)
+  # Foreground first: sort by (not fg, not bg), stable.
+  order = jnp.argsort(jnp.where(fg, 0, jnp.where(bg, 1, 2)), stable=True)[:batch_size]
+  valid = (fg | bg)[order]
+  classes = jnp.where(fg[order], gt_classes[matched[order]], 0)
+  return cand[order], classes.astype(jnp.int32), matched[order].astype(jnp.int32), valid
+
+
+def box_targets(rois, gt_boxes, matched, weights=BOX_WEIGHTS):
+  """`[R, 4]` regression targets of each RoI towards its matched ground-truth box."""
+  return box_ops.encode(gt_boxes[matched], rois, weights)
+
+
+def mask_targets(gt_masks, rois, matched, size: int):
+  """`[R, size, size]` float {0, 1}: each RoI's matched ground-truth mask `gt_masks [M, H, W]` cropped to
+  the RoI and resampled to `size x size` (RoIAlign, aligned, 2x2 samples per bin, then >= 0.5)."""
+  gt_masks = jnp.asarray(gt_masks, jnp.float32)
+
+  def one(box, k):
+    return roi_align(gt_masks[k][..., None], box[None], (size, size), 1.0, 2)[0, ..., 0]
+  return (jax.vmap(one)(jnp.asarray(rois), jnp.asarray(matched)) >= 0.5).astype(jnp.float32)
+
+
+def _smooth_l1(x, beta: float):
+  ax = jnp.abs(x)
+  if beta == 0:
+    return ax
+  return jnp.where(ax < beta, 0.5 * ax * ax / beta, ax - 0.5 * beta)
+
+
+def box_head_losses(class_logits, box_deltas, classes, target_deltas, valid, *, smooth_l1_beta: float = 0.0):
+  """`(L_cls, L_box)` of one image's sampled RoIs.
+
+  Args:
+    class_logits: `[R, K + 1]` (class 0 is the background).
+    box_deltas: `[R, K, 4]` class-specific deltas (class k's at index k - 1).
+    classes: `[R]` target classes; target_deltas `[R, 4]`; valid `[R]` (sampled, not padding).
+  L_cls is the mean cross-entropy over the sampled RoIs; L_box the smooth-L1 (L1 for beta 0, as in
+  Detectron2) of the target class's deltas of the foreground RoIs, divided by the number of sampled RoIs.
+  """
+  n = jnp.maximum(jnp.sum(valid), 1)
+  logp = jax.nn.log_softmax(class_logits.astype(jnp.float32), axis=-1)
+  ce = -jnp.take_along_axis(logp, classes[:, None], axis=1)[:, 0]
+  cls = jnp.sum(jnp.where(valid, ce, 0.0)) / n
+  fg = valid & (classes > 0)
+  own = jnp.take_along_axis(box_deltas, jnp.maximum(classes - 1, 0)[:, None, None], axis=1)[:, 0]
+  box = jnp.sum(jnp.where(fg[:, None], _smooth_l1(own - target_deltas, smooth_l1_beta), 0.0)) / n
+  return cls, box
+
+
+def mask_loss(mask_logits, classes, targets, valid):
+  """L_mask: the average binary cross-entropy of the ground-truth class's `m x m` mask over the
+  foreground RoIs (`mask_logits [R, m, m, K]`, `targets [R, m, m]`); 0 without foreground."""
+  fg = valid & (classes > 0)
+  logits = jnp.take_along_axis(mask_logits.astype(jnp.float32),
+                               jnp.maximum(classes - 1, 0)[:, None, None, None], axis=3)[..., 0]
+  bce = jnp.maximum(logits, 0) - logits * targets + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+  per_roi = jnp.mean(bce, axis=(1, 2))
+  return jnp.sum(jnp.where(fg, per_roi, 0.0)) / jnp.maximum(jnp.sum(fg), 1)
