@@ -1,0 +1,214 @@
+"""Mask R-CNN (He, Gkioxari, Dollár & Girshick 2017), ResNet-C4 variant, with static shapes.
+
+As in the paper's C4 network (and the lecture): a ResNet's stem and stages res2-res4 give the stride-16
+feature map C4 (1024 channels for ResNet-50); the RPN (3x3 conv + sibling 1x1 convs, `len(sizes) x
+len(ratios)` anchors per position) proposes boxes on it; RoIAlign cuts a 14x14 window of C4 per RoI;
+res5 (stride 2, 2048 channels) turns it into 7x7; global average pooling feeds the K+1-way classifier
+and the class-specific box regressor, and the 7x7 res5 map feeds the mask branch (a 2x2 stride-2
+transposed convolution to 14x14x256, ReLU, and a 1x1 convolution to K masks with per-pixel sigmoids).
+
+`model.apply(variables, images, targets=batch, key=key, train=True)` returns the losses
+`{"rpn_cls", "rpn_box", "cls", "box", "mask", "loss"}` (L = the sum); without `targets` it returns the
+detections (`boxes`, `scores`, `classes`, `valid`, `masks` `[B, detections_per_image, m, m]` mask
+probabilities in each box). BatchNorm is frozen by default (`frozen_bn`: it normalises with its running
+statistics and never updates them, as the paper does with batches of 2 images per GPU; its scale and
+shift still train unless the optimizer freezes them, which Detectron does for pre-trained backbones).
+
+Every size is a field, so the same module is the paper's ResNet-50-C4 on COCO (`mask_rcnn_r50_c4`) and
+a small network for the synthetic shapes on a CPU (`mask_rcnn_small`). Not registered yet: the training
+task, COCO evaluation and configs that make it a `launch.py` experiment come next (issue 9).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxcnn.conv import BasicBlock, BottleneckBlock, Conv, ConvTranspose, max_pool
+from jaxcnn.detection import boxes as box_ops
+from jaxcnn.detection import roi_heads, rpn
+from jaxcnn.detection.anchors import grid_anchors, num_anchors
+from jaxcnn.detection.nms import batched_nms
+from jaxcnn.detection.roi_align import roi_align
+from jaxcnn.models.common import HE_FAN_OUT, batch_norm_def, cast
+
+
+class MaskRCNN(nn.Module):
+  num_classes: int                        # K + 1: the background is class 0
+  stage_sizes: Sequence[int] = (3, 4, 6, 3)
+  block: str = "bottleneck"
+  width: int = 64
+  anchor_sizes: Sequence[float] = (32, 64, 128, 256, 512)
+  aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0)
+  rpn_channels: int = 1024
+  rpn_batch: int = 256
+  pre_nms_train: int = 12000
+  post_nms_train: int = 2000
+  pre_nms_test: int = 6000
+  post_nms_test: int = 1000
+  rpn_nms: float = 0.7
+  roi_batch: int = 512
+  roi_positive_fraction: float = 0.25
+  pooler_resolution: int = 14
+  sampling_ratio: int = 2
+  mask_channels: int = 256
+  score_threshold: float = 0.05
+  test_nms: float = 0.5
+  detections_per_image: int = 100
+  frozen_bn: bool = True
+  axis_name: str | None = None
+  dtype: str | None = None
+
+  def setup(self):
+    if self.block not in ("basic", "bottleneck"):
+      raise ValueError(f"block must be 'basic' or 'bottleneck', got {self.block!r}")
+    if len(self.stage_sizes) != 4:
+      raise ValueError(f"stage_sizes needs 4 stages (res2-res5), got {tuple(self.stage_sizes)}")
+    self._norm = batch_norm_def(self.axis_name)
+    conv = functools.partial(Conv, dtype=self.dtype, kernel_init=HE_FAN_OUT)
+    block = BasicBlock if self.block == "basic" else BottleneckBlock
+    self.conv1 = conv(self.width, 7, stride=2, padding=3, use_bias=False)
+    self.norm1 = self._norm()
+    self.c4_blocks = [block(self.width * 2 ** s, stride=2 if s > 0 and i == 0 else 1, conv=conv, norm=self._norm)
+                      for s in range(3) for i in range(self.stage_sizes[s])]
+    self.res5 = [block(self.width * 8, stride=2 if i == 0 else 1, conv=conv, norm=self._norm)
+                 for i in range(self.stage_sizes[3])]
+    self.rpn_head = rpn.RPNHead(num_anchors(self.anchor_sizes, self.aspect_ratios), self.rpn_channels,
+                                dtype=self.dtype)
+    k = self.num_classes - 1
+    self.cls_score = nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01), dtype=self.dtype)
+    self.bbox_pred = nn.Dense(4 * k, kernel_init=nn.initializers.normal(0.001), dtype=self.dtype)
+    self.mask_up = ConvTranspose(self.mask_channels, 2, stride=2, kernel_init=HE_FAN_OUT)
+    self.mask_pred = Conv(k, 1, kernel_init=nn.initializers.normal(0.001), dtype=self.dtype)
+
+  # ---------------------------------------------------------------------------------------------- parts
+  def _bn_train(self, train: bool) -> bool:
+    return train and not self.frozen_bn
+
+  def features(self, x, train: bool):
+    """C4: `[B, H/16, W/16, channels]`."""
+    t = self._bn_train(train)
+    x = nn.relu(self.norm1(self.conv1(cast(x, self.dtype)), train=t))
+    x = max_pool(x, 3, 2, padding=1)
+    for b in self.c4_blocks:
+      x = b(x, train=t)
+    return x
+
+  def box_and_mask_heads(self, pooled, train: bool):
+    """RoI features `[N, P, P, C]` -> (class logits `[N, K+1]`, deltas `[N, K, 4]`, mask logits
+    `[N, 2P/2, 2P/2, K]`)."""
+    t = self._bn_train(train)
+    x = pooled
+    for b in self.res5:
+      x = b(x, train=t)
+    v = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    logits = self.cls_score(v).astype(jnp.float32)
+    deltas = self.bbox_pred(v).astype(jnp.float32).reshape(v.shape[0], self.num_classes - 1, 4)
+    m = nn.relu(self.mask_up(x.astype(jnp.float32)))
+    masks = self.mask_pred(m).astype(jnp.float32)
+    return logits, deltas, masks
+
+  def _anchors(self, feature_hw):
+    return jnp.asarray(grid_anchors(feature_hw, 16, self.anchor_sizes, self.aspect_ratios))
+
+  def _pool(self, feats, rois):
+    """`[B, R, P, P, C]` RoIAlign of every image's RoIs on its C4 map (stride 16)."""
+    p = (self.pooler_resolution,) * 2
+    return jax.vmap(lambda f, r: roi_align(f, r, p, 1 / 16, self.sampling_ratio))(feats, rois)
+
+  # ------------------------------------------------------------------------------------------ forward
+  def __call__(self, x, *, targets=None, key=None, train: bool = False, mask=None):
+    del mask  # every image of a batch has the same size here; padding rows have no valid boxes
+    feats = self.features(x, train)
+    obj, deltas = self.rpn_head(feats.astype(jnp.float32))
+    anchors = self._anchors(feats.shape[1:3])
+    hw = x.shape[1:3]
+    if targets is None:
+      return self._detect(feats, obj, deltas, anchors, hw)
+    if key is None:
+      raise ValueError("training Mask R-CNN samples anchors and RoIs: pass key=jax.random.key(...)")
+    return self._losses(feats, obj, deltas, anchors, hw, targets, key, train)
+
+  def _losses(self, feats, obj, deltas, anchors, hw, t, key, train):
+    b = feats.shape[0]
+    k_rpn, k_roi = jax.random.split(key)
+    gt_boxes, gt_classes, gt_valid = t["gt_boxes"], t["gt_classes"], t["gt_valid"]
+    if "mask" in t:  # padding rows of a batch contribute nothing
+      gt_valid = gt_valid & t["mask"][:, None]
+    labels, target_deltas = jax.vmap(lambda g, v, k: rpn.targets(anchors, g, v, hw, k,
+                                                                 batch_size=self.rpn_batch))(
+        gt_boxes, gt_valid, jax.random.split(k_rpn, b))
+    rpn_cls, rpn_box = jax.vmap(rpn.losses)(obj, deltas, labels, target_deltas)
+    props, _, props_ok = jax.vmap(lambda o, d: rpn.proposals(
+        anchors, o, d, hw, pre_nms_topk=self.pre_nms_train, post_nms_topk=self.post_nms_train,
+        nms_threshold=self.rpn_nms))(jax.lax.stop_gradient(obj), jax.lax.stop_gradient(deltas))
+    rois, classes, matched, valid = jax.vmap(functools.partial(
+        roi_heads.sample_rois, batch_size=self.roi_batch, positive_fraction=self.roi_positive_fraction))(
+        props, props_ok, gt_boxes, gt_classes, gt_valid, jax.random.split(k_roi, b))
+    pooled = self._pool(feats, rois)
+    r = rois.shape[1]
+    logits, box_deltas, mask_logits = self.box_and_mask_heads(pooled.reshape((b * r,) + pooled.shape[2:]),
+                                                               train)
+    logits = logits.reshape(b, r, -1)
+    box_deltas = box_deltas.reshape(b, r, -1, 4)
+    mask_logits = mask_logits.reshape((b, r) + mask_logits.shape[1:])
+    box_t = jax.vmap(roi_heads.box_targets)(rois, gt_boxes, matched)
+    cls, box = jax.vmap(roi_heads.box_head_losses)(logits, box_deltas, classes, box_t, valid)
+    m = mask_logits.shape[2]
+    mask_t = jax.vmap(lambda g, rr, mm: roi_heads.mask_targets(g, rr, mm, m))(t["gt_masks"], rois, matched)
+    mask = jax.vmap(roi_heads.mask_loss)(mask_logits, classes, mask_t, valid)
+    out = {"rpn_cls": jnp.mean(rpn_cls), "rpn_box": jnp.mean(rpn_box), "cls": jnp.mean(cls),
+           "box": jnp.mean(box), "mask": jnp.mean(mask)}
+    out["loss"] = sum(out.values())
+    out["fg_rois"] = jnp.mean(jnp.sum(valid & (classes > 0), axis=1).astype(jnp.float32))
+    return out
+
+  def _detect(self, feats, obj, deltas, anchors, hw):
+    b, k = feats.shape[0], self.num_classes - 1
+    props, _, props_ok = jax.vmap(lambda o, d: rpn.proposals(
+        anchors, o, d, hw, pre_nms_topk=self.pre_nms_test, post_nms_topk=self.post_nms_test,
+        nms_threshold=self.rpn_nms))(obj, deltas)
+    pooled = self._pool(feats, props)
+    r = props.shape[1]
+    logits, box_deltas, _ = self.box_and_mask_heads(pooled.reshape((b * r,) + pooled.shape[2:]), False)
+    probs = jax.nn.softmax(logits, -1).reshape(b, r, k + 1)[..., 1:]  # [B, R, K] foreground classes
+    boxes = box_ops.clip(box_ops.decode(box_deltas.reshape(b, r, k, 4), props[:, :, None, :],
+                                        roi_heads.BOX_WEIGHTS), hw[0], hw[1])
+    n = self.detections_per_image
+
+    def per_image(bx, pr, ok):
+      flat_boxes = bx.reshape(r * k, 4)
+      flat_scores = pr.reshape(r * k)
+      flat_classes = jnp.tile(jnp.arange(1, k + 1), r)
+      keep_ok = jnp.repeat(ok, k) & (flat_scores > self.score_threshold)
+      idx, valid = batched_nms(flat_boxes, flat_scores, flat_classes, self.test_nms, n, valid=keep_ok)
+      return flat_boxes[idx], jnp.where(valid, flat_scores[idx], 0.0), jnp.where(valid, flat_classes[idx], 0), valid
+
+    det_boxes, det_scores, det_classes, det_valid = jax.vmap(per_image)(boxes, probs, props_ok)
+    # The mask branch runs on the final boxes (the paper's inference), for the predicted class only.
+    pooled = self._pool(feats, det_boxes)
+    _, _, mask_logits = self.box_and_mask_heads(pooled.reshape((b * n,) + pooled.shape[2:]), False)
+    mask_logits = mask_logits.reshape((b, n) + mask_logits.shape[1:])
+    own = jnp.take_along_axis(mask_logits, jnp.maximum(det_classes - 1, 0)[:, :, None, None, None],
+                              axis=4)[..., 0]
+    return {"boxes": det_boxes, "scores": det_scores, "classes": det_classes, "valid": det_valid,
+            "masks": jax.nn.sigmoid(own)}
+
+
+def mask_rcnn_r50_c4(num_classes: int = 81, axis_name: str | None = None, dtype: str | None = None,
+                     **overrides) -> MaskRCNN:
+  """The paper's ResNet-50-C4 Mask R-CNN (COCO: 80 classes + background)."""
+  return MaskRCNN(num_classes=num_classes, axis_name=axis_name, dtype=dtype, **overrides)
+
+
+def mask_rcnn_small(num_classes: int = 5, width: int = 16, stage_sizes: Sequence[int] = (1, 1, 1, 1),
+                    anchor_sizes: Sequence[float] = (16, 32, 64), axis_name: str | None = None,
+                    dtype: str | None = None, **overrides) -> MaskRCNN:
+  """A small C4 Mask R-CNN (basic blocks, `width` filters in res2) for the synthetic shapes on a CPU."""
+  defaults = dict(rpn_channels=64, rpn_batch=128, pre_nms_train=600, post_nms_train=128, pre_nms_test=600,
+                  post_nms_test=100, roi_batch=64, mask_channels=32, detections_per_image=20)
+  return MaskRCNN(num_classes=num_classes, block="basic", width=width, stage_sizes=stage_sizes,
+                  anchor_sizes=anchor_sizes, axis_name=axis_name, dtype=dtype, **{**defaults, **overrides})

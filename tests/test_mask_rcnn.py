@@ -1,0 +1,105 @@
+"""Mask R-CNN (C4) end to end on synthetic scenes: the losses at initialisation, gradients into every
+part, a few optimiser steps that fit two images, and static-shape detections."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxcnn.data import shapes_instances as S
+from jaxcnn.models.mask_rcnn import mask_rcnn_r50_c4, mask_rcnn_small
+
+SIZE, MAX = 64, 4
+
+
+@pytest.fixture(scope="module")
+def batch():
+  rng = np.random.default_rng(0)
+  rows = []
+  for _ in range(2):
+    img, ids, labels, boxes = S.render(rng, SIZE, MAX)
+    n = len(labels)
+    b, c = np.zeros((MAX, 4), np.float32), np.zeros(MAX, np.int32)
+    m = np.zeros((MAX, SIZE, SIZE), np.uint8)
+    b[:n], c[:n], m[:n] = boxes, labels, S.instance_masks(ids, n)
+    rows.append(dict(x=(img / 255.0 - 0.45).astype(np.float32) / 0.25, gt_boxes=b, gt_classes=c, gt_masks=m,
+                     gt_valid=np.arange(MAX) < n))
+  return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+@pytest.fixture(scope="module")
+def model_and_vars(batch):
+  model = mask_rcnn_small(num_classes=len(S.CLASSES) + 1)
+  return model, jax.jit(lambda x: model.init(jax.random.key(0), x))(batch["x"])
+
+
+def test_losses_at_initialisation_and_gradients_reach_every_part(batch, model_and_vars):
+  model, v = model_and_vars
+
+  def loss_fn(params):
+    out = model.apply({**v, "params": params}, batch["x"], targets=batch, key=jax.random.key(1), train=True)
+    return out["loss"], out
+  (loss, out), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(v["params"])
+  # Untrained heads: uniform class probabilities, logits 0 for objectness and masks.
+  np.testing.assert_allclose(out["cls"], math.log(len(S.CLASSES) + 1), rtol=0.05)
+  np.testing.assert_allclose(out["rpn_cls"], math.log(2), rtol=0.02)
+  np.testing.assert_allclose(out["mask"], math.log(2), rtol=0.02)
+  assert out["fg_rois"] >= 2  # the ground-truth boxes at least are foreground RoIs
+  np.testing.assert_allclose(loss, sum(out[k] for k in ("rpn_cls", "rpn_box", "cls", "box", "mask")), rtol=1e-6)
+  for name, g in grads.items():
+    norm = float(jnp.sqrt(sum(jnp.sum(jnp.square(a)) for a in jax.tree.leaves(g))))
+    assert np.isfinite(norm) and norm > 0, name
+
+
+def test_a_few_steps_fit_two_images(batch, model_and_vars):
+  model, v = model_and_vars
+  tx = optax.adam(2e-3)
+
+  @jax.jit
+  def step(params, opt, key):
+    def loss_fn(p):
+      out = model.apply({**v, "params": p}, batch["x"], targets=batch, key=key, train=True)
+      return out["loss"], out
+    (_, out), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt = tx.update(g, opt, params)
+    return optax.apply_updates(params, updates), opt, out
+
+  params, opt = v["params"], tx.init(v["params"])
+  history = []
+  for i in range(60):
+    params, opt, out = step(params, opt, jax.random.key(i))
+    history.append({k: float(x) for k, x in out.items()})
+  first, last = history[0], history[-1]
+  assert last["loss"] < 0.5 * first["loss"], (first, last)
+  for k in ("rpn_cls", "cls", "mask"):
+    assert last[k] < 0.7 * first[k], (k, first[k], last[k])
+
+
+def test_detections_have_static_shapes(batch, model_and_vars):
+  model, v = model_and_vars
+  det = jax.jit(lambda v, x: model.apply(v, x))(v, batch["x"])
+  n = model.detections_per_image
+  assert det["boxes"].shape == (2, n, 4) and det["masks"].shape == (2, n, 14, 14)
+  assert det["classes"].shape == det["scores"].shape == det["valid"].shape == (2, n)
+  valid = np.asarray(det["valid"])
+  assert ((np.asarray(det["classes"]) > 0) == valid).all()
+  assert (np.asarray(det["masks"]) >= 0).all() and (np.asarray(det["masks"]) <= 1).all()
+  b = np.asarray(det["boxes"])[valid]
+  assert (b[:, :2] >= 0).all() and (b[:, 2:] <= SIZE).all()
+
+
+def test_the_papers_c4_network_has_the_lecture_shapes():
+  model = mask_rcnn_r50_c4()
+  x = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
+  v = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+  feats = jax.eval_shape(lambda v, x: model.apply(v, x, False, method=model.features), v, x)
+  assert feats.shape == (1, 14, 14, 1024)  # C4: stride 16, 1024 channels
+  pooled = jax.ShapeDtypeStruct((3, 14, 14, 1024), jnp.float32)  # RoIAlign 14 x 14 x 1024
+  logits, deltas, masks = jax.eval_shape(lambda v, p: model.apply(v, p, False, method=model.box_and_mask_heads),
+                                         v, pooled)
+  assert logits.shape == (3, 81) and deltas.shape == (3, 80, 4) and masks.shape == (3, 14, 14, 80)
+  p = v["params"]
+  assert p["rpn_head"]["objectness"]["kernel"].shape == (1, 1, 1024, 15)  # 15 anchors per position
+  assert p["res5_0"]["conv3"]["kernel"].shape[-1] == 2048  # res5: 7 x 7 x 2048
