@@ -197,7 +197,7 @@ def test_tiled_prediction_equals_one_pass_over_the_whole_image():
   model = unet(depth=2, features=4)
   rng = np.random.default_rng(3)
   x = rng.normal(size=(70, 90, 3)).astype(np.float32)  # padded to 72 x 92 inside
-  variables = model.init(jax.random.key(0), jnp.ones((1, 32, 32, 3)))
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.ones((1, 32, 32, 3)))  # jitted: eager init is slow
   variables = jax.tree.map(lambda v: v + 0.1 * jax.random.normal(jax.random.key(1), v.shape), variables)
   apply = jax.jit(lambda a: model.apply(variables, a))
   full = np.zeros((72, 92, 3), np.float32)
