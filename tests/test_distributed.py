@@ -73,6 +73,18 @@ def test_two_processes_equal_one_process_with_the_same_devices(tmp_path, tfds_di
     for k in ("train/loss", "test/loss", "test/error"):
       assert x[k] == pytest.approx(y[k], rel=1e-5, abs=1e-6), k
 
+  # One process cannot continue the two processes' data stream: one clear message. Evaluating the
+  # checkpoint needs no data position and works with any number of processes.
+  more = [a.replace("epochs=2", "epochs=3") for a in ARGS]
+  alone = subprocess.run([sys.executable, "launch.py", *more, data, f"--workdir={wd}"], cwd=ROOT, env=_env(4),
+                         capture_output=True, text=True, timeout=300)
+  assert alone.returncode == 2 and "Traceback" not in alone.stderr, alone.stderr[-2000:]
+  assert ("was written by a run of 2 processes; this run has 1. Resume with 2 processes (--num_processes=2)"
+          in alone.stderr)
+  ev = subprocess.run([sys.executable, "launch.py", *ARGS, data, f"--workdir={wd}", "--mode=eval"], cwd=ROOT,
+                      env=_env(4), capture_output=True, text=True, timeout=300)
+  assert ev.returncode == 0 and f"test/error: {h2[-1]['test/error']:.4f}" in ev.stdout, ev.stderr[-2000:]
+
 
 @pytest.mark.parametrize("kwargs,message", [
     (dict(coordinator_address="localhost:1234"), "--coordinator_address also needs --num_processes, "

@@ -16,12 +16,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 import jaxcnn
+from jaxcnn.registry import ConfigError
 
 FORMAT_VERSION = 1
 
 
-class CheckpointFormatError(ValueError):
-  """A checkpoint written by an incompatible jaxcnn version."""
+class CheckpointFormatError(ConfigError):
+  """A checkpoint this run cannot continue: another jaxcnn format version, another number of processes."""
 
 
 def _stderr(message: str) -> None:
@@ -62,6 +63,8 @@ class Checkpointer:
     if not steps:
       raise FileNotFoundError(f"No checkpoint in {self.directory}")
     for s in steps:
+      if data_iter is not None:  # evaluation needs no data position: any process count reads the state
+        self._check_process_count(s)
       try:
         return (s, *self._restore(s, state_template, data_iter))
       except CheckpointFormatError:
@@ -95,6 +98,20 @@ class Checkpointer:
       raise CheckpointFormatError(f"Checkpoint {self.directory}/{step} has format version "
                                   f"{loop.get('format_version')}, this jaxcnn reads {FORMAT_VERSION}.")
     return restored["state"], loop
+
+  def _check_process_count(self, step: int) -> None:
+    """The input pipeline's position is saved per process (`process_<i>-of-<n>.json`): a run resumed with
+    another number of processes cannot continue the same data stream."""
+    import re
+    folder = os.path.join(self.directory, str(step), "data")
+    if not os.path.isdir(folder):
+      return
+    counts = {int(m.group(1)) for f in os.listdir(folder) if (m := re.fullmatch(r"process_\d+-of-(\d+)\.json", f))}
+    if counts and jax.process_count() not in counts:
+      n = counts.pop()
+      raise CheckpointFormatError(
+          f"Checkpoint step {step} in {self.directory} was written by a run of {n} processes; this run has "
+          f"{jax.process_count()}. Resume with {n} processes (--num_processes={n}), or start a new --workdir.")
 
   def _readable(self, step: int, data_iter=None) -> bool:
     """Whether checkpoint `step` reads without a template (so a failure with one is a mismatch)."""

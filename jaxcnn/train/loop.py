@@ -19,7 +19,7 @@ from jaxcnn import registry
 from jaxcnn.data import pipeline
 from jaxcnn.data.base import Dataset
 from jaxcnn.train import step as step_lib
-from jaxcnn.train.checkpoint import Checkpointer
+from jaxcnn.train.checkpoint import CheckpointFormatError, Checkpointer
 from jaxcnn.train.metrics_writer import MetricsWriter
 from jaxcnn.train.optimizer import make_optimizer, make_schedule
 from jaxcnn.train.parallel import AXIS, Parallel
@@ -148,6 +148,8 @@ class _Runtime:
       raise FileNotFoundError(no_checkpoint)
     try:
       step, state, _ = self.ckpt.restore(self.state, None)
+    except CheckpointFormatError:
+      raise
     except (ValueError, KeyError, TypeError) as e:
       raise registry.ConfigError(self._mismatch(self.ckpt.latest_step(), mode, e)) from None
     if step is None:
@@ -263,7 +265,8 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
                 f"({rt.num_train} train, " + ", ".join(f"{len(s)} {k}" for k, s in ds.evals.items()) +
                 f")  model [cyan]{config.model.name}[/cyan] ({num_params(state.params):,} params)")
   console.print(f"{par.num_devices} x {jax.devices()[0].platform} device(s), parallel={par.mode}, "
-                f"precision {config.get('precision', 'float32')}, "
+                + (f"over {jax.process_count()} processes, " if jax.process_count() > 1 else "")
+                + f"precision {config.get('precision', 'float32')}, "
                 f"global batch {rt.batch_size}, {spe} steps/epoch, {epochs} epochs, workdir {workdir}")
   if resumed is not None:
     console.print(f"[yellow]Resuming from checkpoint at step {start_step} "
