@@ -1,0 +1,118 @@
+"""COCO-style evaluation on the host: masks pasted back into the image, COCO-format ground truth and
+results (RLE masks), and pycocotools' `COCOeval` for bbox and segm AP, AP50, AP75 and per-size AP.
+
+  gt = ground_truth(examples, class_names)          # the eval split as a COCO dataset dict
+  res = results(image_ids, detections, height, width)  # the model's detections as COCO results
+  metrics = evaluate(gt, res)                        # {"bbox/AP": ..., "segm/AP50": ..., ...}
+
+pycocotools is the `coco` extra (`pip install -e ".[coco]"`; the `test` extra has it too).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def _mask_api():
+  try:
+    from pycocotools import mask as mask_api
+  except ImportError:
+    raise ImportError("COCO evaluation needs pycocotools: pip install -e \".[coco]\"") from None
+  return mask_api
+
+
+def paste_masks(masks, boxes, height: int, width: int, threshold: float = 0.5) -> np.ndarray:
+  """`[N, height, width]` bool: each `m x m` mask probability map `masks [N, m, m]` resampled into its box
+  `boxes [N, 4]` (bilinear, at pixel centres) and binarised at `threshold`, as in the paper's inference."""
+  masks, boxes = np.asarray(masks, np.float32), np.asarray(boxes, np.float32)
+  n, m = masks.shape[:2]
+  out = np.zeros((n, height, width), bool)
+  ys, xs = np.arange(height) + 0.5, np.arange(width) + 0.5
+  for i in range(n):
+    x1, y1, x2, y2 = boxes[i]
+    if x2 <= x1 or y2 <= y1:
+      continue
+    # Pixel centre -> mask coordinates (cell centres at 0.5 .. m - 0.5), clamped at the border cells.
+    u = np.clip((xs - x1) / (x2 - x1) * m - 0.5, 0, m - 1)
+    v = np.clip((ys - y1) / (y2 - y1) * m - 0.5, 0, m - 1)
+    u0, v0 = np.floor(u).astype(int), np.floor(v).astype(int)
+    u1, v1 = np.minimum(u0 + 1, m - 1), np.minimum(v0 + 1, m - 1)
+    fu, fv = u - u0, v - v0
+    p = masks[i]
+    val = ((1 - fv)[:, None] * ((1 - fu) * p[v0][:, u0] + fu * p[v0][:, u1])
+           + fv[:, None] * ((1 - fu) * p[v1][:, u0] + fu * p[v1][:, u1]))
+    inside = ((ys >= y1) & (ys < y2))[:, None] & ((xs >= x1) & (xs < x2))[None, :]
+    out[i] = inside & (val >= threshold)
+  return out
+
+
+def _rle(mask: np.ndarray) -> dict:
+  rle = _mask_api().encode(np.asfortranarray(mask.astype(np.uint8)))
+  rle["counts"] = rle["counts"].decode("ascii")
+  return rle
+
+
+def _xywh(box) -> list[float]:
+  x1, y1, x2, y2 = (float(v) for v in box)
+  return [x1, y1, x2 - x1, y2 - y1]
+
+
+def ground_truth(examples, class_names) -> dict:
+  """A COCO dataset dict from examples with `image_id`, `height`, `width`, `boxes [N, 4]` (x1, y1, x2,
+  y2), `labels [N]` (1-based) and `masks [N, H, W]`; categories 1..K named `class_names[1:]`."""
+  images, annotations = [], []
+  for ex in examples:
+    images.append({"id": int(ex["image_id"]), "height": int(ex["height"]), "width": int(ex["width"])})
+    for box, label, mask in zip(ex["boxes"], ex["labels"], ex["masks"]):
+      annotations.append({"id": len(annotations) + 1, "image_id": int(ex["image_id"]),
+                          "category_id": int(label), "bbox": _xywh(box), "area": float(np.sum(mask)),
+                          "segmentation": _rle(np.asarray(mask)), "iscrowd": 0})
+  return {"images": images, "annotations": annotations,
+          "categories": [{"id": k, "name": str(n)} for k, n in enumerate(class_names) if k > 0]}
+
+
+def results(image_ids, detections: dict, height: int, width: int) -> list[dict]:
+  """COCO results from a batch of fixed-size detections (`boxes [B, N, 4]`, `scores`, `classes`,
+  `valid [B, N]`, and `masks [B, N, m, m]` probabilities in each box, pasted back and binarised)."""
+  out = []
+  for b, image_id in enumerate(image_ids):
+    keep = np.flatnonzero(np.asarray(detections["valid"][b]))
+    if not len(keep):
+      continue
+    boxes = np.asarray(detections["boxes"][b])[keep]
+    pasted = (paste_masks(np.asarray(detections["masks"][b])[keep], boxes, height, width)
+              if "masks" in detections else [None] * len(keep))
+    for j, k in enumerate(keep):
+      r = {"image_id": int(image_id), "category_id": int(detections["classes"][b][k]),
+           "bbox": _xywh(boxes[j]), "score": float(detections["scores"][b][k])}
+      if pasted[j] is not None:
+        r["segmentation"] = _rle(pasted[j])
+      out.append(r)
+  return out
+
+
+def evaluate(gt: dict, res: list[dict], iou_types=("bbox", "segm")) -> dict[str, float]:
+  """pycocotools' COCOeval: `{"<type>/AP", "/AP50", "/AP75", "/APs", "/APm", "/APl"}` as fractions
+  (-1 where a size has no ground truth). Empty results give 0."""
+  from pycocotools.coco import COCO
+  from pycocotools.cocoeval import COCOeval
+  out = {}
+  with contextlib.redirect_stdout(io.StringIO()):
+    coco_gt = COCO()
+    coco_gt.dataset = gt
+    coco_gt.createIndex()
+    for kind in iou_types:
+      if not res:
+        out.update({f"{kind}/{n}": 0.0 for n in STAT_NAMES})
+        continue
+      coco_dt = coco_gt.loadRes([dict(r) for r in res])
+      ev = COCOeval(coco_gt, coco_dt, kind)
+      ev.evaluate()
+      ev.accumulate()
+      ev.summarize()
+      out.update({f"{kind}/{n}": float(v) for n, v in zip(STAT_NAMES, ev.stats[:6])})
+  return out
