@@ -4,3 +4,6 @@ from jaxcnn.detection.anchors import cell_anchors, grid_anchors, inside_image, n
 from jaxcnn.detection.boxes import area, clip, decode, encode, iou, xywh_to_xyxy, xyxy_to_xywh
 from jaxcnn.detection.nms import batched_nms, nms
 from jaxcnn.detection.roi_align import roi_align, roi_pool
+
+__all__ = ["area", "batched_nms", "cell_anchors", "clip", "decode", "encode", "grid_anchors", "inside_image",
+           "iou", "nms", "num_anchors", "roi_align", "roi_pool", "xywh_to_xyxy", "xyxy_to_xywh"]

@@ -19,14 +19,9 @@ import jax.numpy as jnp
 
 from jaxcnn.detection import boxes as box_ops
 from jaxcnn.detection.roi_align import roi_align
+from jaxcnn.detection.rpn import keep_random
 
 BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
-
-
-def _keep_random(member, limit, key):
-  priority = jnp.where(member, jax.random.uniform(key, member.shape), 2.0)
-  rank = jnp.argsort(jnp.argsort(priority, stable=True), stable=True)
-  return member & (rank < limit)
 
 
 def sample_rois(proposals, proposal_valid, gt_boxes, gt_classes, gt_valid, key, *, batch_size: int = 512,
@@ -41,8 +36,8 @@ def sample_rois(proposals, proposal_valid, gt_boxes, gt_classes, gt_valid, key, 
   bg = cand_valid & (best < foreground_iou)
   kf, kb = jax.random.split(key)
   num_fg = jnp.minimum(jnp.sum(fg), int(batch_size * positive_fraction))
-  fg = _keep_random(fg, num_fg, kf)
-  bg = _keep_random(bg, batch_size - num_fg, kb)
+  fg = keep_random(fg, num_fg, kf)
+  bg = keep_random(bg, batch_size - num_fg, kb)
   # Foreground first: sort by (not fg, not bg), stable.
   order = jnp.argsort(jnp.where(fg, 0, jnp.where(bg, 1, 2)), stable=True)[:batch_size]
   valid = (fg | bg)[order]

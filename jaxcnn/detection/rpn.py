@@ -62,16 +62,17 @@ def match(anchors, gt_boxes, gt_valid, image_hw, *, positive_iou: float = 0.7, n
   return jnp.where(inside, labels, IGNORED).astype(jnp.int32), matched
 
 
+def keep_random(member, limit, key):
+  """`member` restricted to `limit` (traced) of its True entries drawn uniformly at random: static shapes."""
+  priority = jnp.where(member, jax.random.uniform(key, member.shape), 2.0)
+  rank = jnp.argsort(jnp.argsort(priority, stable=True), stable=True)
+  return member & (rank < limit)
+
+
 def subsample(labels, key, batch_size: int = 256, positive_fraction: float = 0.5):
   """A random mini-batch of labelled anchors: at most `batch_size * positive_fraction` positives, negatives
   up to `batch_size` in all; the anchors left out become IGNORED."""
   kp, kn = jax.random.split(key)
-
-  def keep_random(member, limit, k):
-    priority = jnp.where(member, jax.random.uniform(k, member.shape), 2.0)
-    rank = jnp.argsort(jnp.argsort(priority, stable=True), stable=True)
-    return member & (rank < limit)
-
   pos = labels == POSITIVE
   num_pos = jnp.minimum(jnp.sum(pos), int(batch_size * positive_fraction))
   keep_pos = keep_random(pos, num_pos, kp)
