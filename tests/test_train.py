@@ -131,7 +131,7 @@ def test_eval_mode_reproduces_the_final_metrics(small_config, tmp_path):
   assert saved["final"]["epoch"] == 3
 
 
-@pytest.mark.parametrize("damage", ["truncated", "lost_file", "half_written", "data_position"])
+@pytest.mark.parametrize("damage", ["truncated", "lost_file", "half_written", "data_position", "every_one"])
 def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(small_config, tmp_path, damage, capsys):
   import shutil
   c = small_config
@@ -147,11 +147,12 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(small_config, 
     # A save cut off before orbax's commit: its temporary directory is never taken for a checkpoint.
     shutil.copytree(os.path.join(ckpts, "20"), os.path.join(ckpts, "30.orbax-checkpoint-tmp-1"))
     os.truncate(os.path.join(ckpts, "30.orbax-checkpoint-tmp-1", "state", "manifest.ocdbt"), 10)
-  elif damage == "truncated":  # a disk that filled up after the commit
-    for root, _, files in os.walk(os.path.join(ckpts, "20", "state")):
-      for f in files:
-        if f != "_METADATA":
-          os.truncate(os.path.join(root, f), 0)
+  elif damage in ("truncated", "every_one"):  # a disk that filled up after the commit
+    for step in ("20", "10") if damage == "every_one" else ("20",):
+      for root, _, files in os.walk(os.path.join(ckpts, step, "state")):
+        for f in files:
+          if f != "_METADATA":
+            os.truncate(os.path.join(root, f), 0)
   elif damage == "data_position":  # the input pipeline's saved position, cut short
     os.truncate(os.path.join(ckpts, "20", "data", "process_0-of-1.json"), 7)
   else:
@@ -162,6 +163,9 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(small_config, 
   out = console.export_text()
   if damage == "half_written":
     assert "Resuming from checkpoint at step 20" in out and "cannot be read" not in out
+  elif damage == "every_one":  # nothing readable: a fresh start, with a fresh input stream
+    assert "Falling back to step 10." in out and "No older checkpoint: starting from scratch." in out
+    assert "Resuming" not in out
   else:
     assert (f"warning: checkpoint step 20 in {ckpts} cannot be read" in out and
             f"moved it to {ckpts}.corrupt/20. Falling back to step 10." in out)

@@ -234,11 +234,12 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
   ds, task, par = rt.c.dataset, rt.c.task, rt.par
   epochs, spe = int(config.train.epochs), rt.steps_per_epoch
 
-  data_iter = pipeline.train_iterator(ds.train, ds.train_preprocess or ds.preprocess,
-                                      batch_size=rt.batch_size,
-                                      seed=config.seed, num_epochs=epochs,
-                                      num_threads=config.train.num_threads, augment=ds.augment,
-                                      **rt.proc)
+  def new_data_iter():
+    return pipeline.train_iterator(ds.train, ds.train_preprocess or ds.preprocess, batch_size=rt.batch_size,
+                                   seed=config.seed, num_epochs=epochs, num_threads=config.train.num_threads,
+                                   augment=ds.augment, **rt.proc)
+
+  data_iter = new_data_iter()
   plateau = None
   if config.schedule.name == "plateau":
     plateau = Plateau(config.optimizer.learning_rate, factor=config.schedule.factor,
@@ -254,6 +255,8 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
     if resumed is not None:
       state, loop = restored, saved_loop
       start_step = int(state.step)
+    else:  # every checkpoint was unreadable: a failed attempt may have moved the iterator
+      data_iter = new_data_iter()
     if plateau and "plateau" in loop:
       plateau.load_state_dict(loop["plateau"])
   # Process 0 writes metrics, reports and figures; every process takes part in the checkpoints.
@@ -308,7 +311,7 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
         progress.advance(bar)
         done = step + 1
         if done % 100 == 0 and done % spe:  # long epochs: stop soon after a NaN, not at the epoch's end
-          check_finite(jax.device_get({k: sums[k] for k in (FIRST_BAD_LOSS, FIRST_BAD_GRAD)}), spe, rt.ckpt)
+          check_finite(sums, spe, rt.ckpt)
         if done % spe == 0:
           epoch = done // spe
           host = jax.device_get(sums)
@@ -358,7 +361,7 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
           return None
         if stop["signal"] is not None:
           if sums is not None:  # never save a state that has gone NaN
-            check_finite(jax.device_get({k: sums[k] for k in (FIRST_BAD_LOSS, FIRST_BAD_GRAD)}), spe, rt.ckpt)
+            check_finite(sums, spe, rt.ckpt)
           loop["train_time_s"] = train_time_before + time.time() - t_start
           if rt.ckpt.latest_step() != done:  # not when the epoch's checkpoint was just written
             save(done, sums)
@@ -397,8 +400,9 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
 
 
 def check_finite(sums: dict, steps_per_epoch: int, ckpt: Checkpointer) -> None:
-  """Raises `NonFiniteLossError` naming the first step whose loss or gradients were NaN/Inf."""
-  bad_loss, bad_grad = int(sums[FIRST_BAD_LOSS]), int(sums[FIRST_BAD_GRAD])
+  """Raises `NonFiniteLossError` naming the first step whose loss or gradients were NaN/Inf (`sums`: the
+  accumulated step metrics, on the device or the host; only two integers are fetched)."""
+  bad_loss, bad_grad = (int(v) for v in jax.device_get((sums[FIRST_BAD_LOSS], sums[FIRST_BAD_GRAD])))
   if min(bad_loss, bad_grad) == step_lib.NEVER:
     return
   first, last = min(bad_loss, bad_grad), ckpt.latest_step()
