@@ -82,6 +82,11 @@ def test_overrides_reach_the_run_and_eval_mode(tmp_path, tfds_dir):
   assert ("--mode=eval: checkpoint step 24 in " in other.stderr and "does not fit this config's "
           "model/optimizer. It was trained with --config.model.filters=[4, 8, 4] (now (128, 256, 128))"
           in other.stderr), other.stderr
+  # The same when training resumes into that workdir with another model.
+  wider = launch("--config=experiments/fcn_ucr.py:ItalyPowerDemand,runlocal", "--config.train.epochs=3",
+                 f"--workdir={wd}", tfds_dir=tfds_dir)
+  assert wider.returncode == 2 and "Traceback" not in wider.stderr, wider.stderr[-3000:]
+  assert "--mode=train: checkpoint step 24 in " in wider.stderr and "--config.model.filters=[4, 8, 4]" in wider.stderr
   # Relaunching the finished run resumes at its last step and trains nothing more.
   again = launch("--config=experiments/fcn_ucr.py:ItalyPowerDemand,runlocal", "--config.model.filters=(4,8,4)",
                  "--config.train.epochs=2", "--config.optimizer.learning_rate=0.01", f"--workdir={wd}",

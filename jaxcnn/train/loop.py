@@ -250,8 +250,13 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
   start_step = 0
   resumed = None
   if rt.ckpt.latest_step() is not None:
-    resumed, restored, saved_loop = rt.ckpt.restore(
-        state, data_iter, warn=lambda m: console.print(m, style="red", markup=False))
+    try:
+      resumed, restored, saved_loop = rt.ckpt.restore(
+          state, data_iter, warn=lambda m: console.print(m, style="red", markup=False))
+    except CheckpointFormatError:
+      raise
+    except (ValueError, KeyError, TypeError) as e:  # readable, but another model: say which values differ
+      raise registry.ConfigError(rt._mismatch(rt.ckpt.latest_step(), "train", e)) from None
     if resumed is not None:
       state, loop = restored, saved_loop
       start_step = int(state.step)
