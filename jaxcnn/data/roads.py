@@ -110,15 +110,6 @@ def decode_mask(data: bytes, what: str) -> np.ndarray:
   return (grey > 127).astype(np.uint8)
 
 
-def _image_size(path: str) -> tuple[int, int]:
-  from PIL import Image
-  try:
-    with Image.open(path) as im:
-      return im.size[1], im.size[0]
-  except Exception as e:  # pylint: disable=broad-except
-    raise RoadDataError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
-
-
 def _files_key(splits) -> str:
   h = hashlib.sha256()
   for split in sorted(splits):
@@ -129,17 +120,15 @@ def _files_key(splits) -> str:
 
 def _examples(pairs):
   for i, (name, img, mask) in enumerate(pairs):
-    h, w = _image_size(img)
-    mh, mw = _image_size(mask)
-    if (h, w) != (mh, mw):
-      raise RoadDataError(f"{img} is {h}x{w} but its mask {mask} is {mh}x{mw}")
     with open(img, "rb") as f:
       image_bytes = f.read()
     with open(mask, "rb") as f:
       mask_bytes = f.read()
     # Decoded once here, so a truncated file fails the build (naming it), not an epoch of training.
-    decode_image(image_bytes, img)
-    decode_mask(mask_bytes, mask)
+    h, w = decode_image(image_bytes, img).shape[:2]
+    mh, mw = decode_mask(mask_bytes, mask).shape
+    if (h, w) != (mh, mw):
+      raise RoadDataError(f"{img} is {h}x{w} but its mask {mask} is {mh}x{mw}")
     yield i, {"image": image_bytes, "mask": mask_bytes, "name": name, "height": h, "width": w}
 
 
