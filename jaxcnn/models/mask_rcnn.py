@@ -97,9 +97,9 @@ class MaskRCNN(nn.Module):
       x = b(x, train=t)
     return x
 
-  def box_and_mask_heads(self, pooled, train: bool):
-    """RoI features `[N, P, P, C]` -> (class logits `[N, K+1]`, deltas `[N, K, 4]`, mask logits
-    `[N, 2P/2, 2P/2, K]`)."""
+  def box_head(self, pooled, train: bool):
+    """RoI features `[N, P, P, C]` -> (class logits `[N, K+1]`, deltas `[N, K, 4]`, the res5 map
+    `[N, P/2, P/2, 8 width]` that the mask branch reads)."""
     t = self._bn_train(train)
     x = pooled
     for b in self.res5:
@@ -107,9 +107,18 @@ class MaskRCNN(nn.Module):
     v = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     logits = self.cls_score(v).astype(jnp.float32)
     deltas = self.bbox_pred(v).astype(jnp.float32).reshape(v.shape[0], self.num_classes - 1, 4)
-    m = nn.relu(self.mask_up(x.astype(jnp.float32)))
-    masks = self.mask_pred(m).astype(jnp.float32)
-    return logits, deltas, masks
+    return logits, deltas, x
+
+  def mask_head(self, res5_map):
+    """The res5 map `[N, P/2, P/2, C]` -> mask logits `[N, P, P, K]`."""
+    m = nn.relu(self.mask_up(res5_map.astype(jnp.float32)))
+    return self.mask_pred(m).astype(jnp.float32)
+
+  def box_and_mask_heads(self, pooled, train: bool):
+    """RoI features `[N, P, P, C]` -> (class logits `[N, K+1]`, deltas `[N, K, 4]`, mask logits
+    `[N, P, P, K]`)."""
+    logits, deltas, x = self.box_head(pooled, train)
+    return logits, deltas, self.mask_head(x)
 
   def _anchors(self, feature_hw):
     return jnp.asarray(grid_anchors(feature_hw, 16, self.anchor_sizes, self.aspect_ratios))
@@ -173,7 +182,7 @@ class MaskRCNN(nn.Module):
         nms_threshold=self.rpn_nms))(obj, deltas)
     pooled = self._pool(feats, props)
     r = props.shape[1]
-    logits, box_deltas, _ = self.box_and_mask_heads(pooled.reshape((b * r,) + pooled.shape[2:]), False)
+    logits, box_deltas, _ = self.box_head(pooled.reshape((b * r,) + pooled.shape[2:]), False)
     probs = jax.nn.softmax(logits, -1).reshape(b, r, k + 1)[..., 1:]  # [B, R, K] foreground classes
     boxes = box_ops.clip(box_ops.decode(box_deltas.reshape(b, r, k, 4), props[:, :, None, :],
                                         roi_heads.BOX_WEIGHTS), hw[0], hw[1])
