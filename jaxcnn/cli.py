@@ -272,6 +272,22 @@ def main(argv) -> None:
       console.print(f"  {what:<12} {path}")
     return
 
+  if result.get("eval_splits") and config.task.name == "instance_segmentation":
+    from jaxcnn.train.report import coco_lines
+    console.print(f"[bold]Result[/bold] at the final epoch ({fin.get('epoch')}), COCO AP in %:")
+    for line in coco_lines(fin, result["eval_splits"]):
+      console.print("  " + line)
+    console.print(f"  published: {config.report.paper}")
+    console.print(f"  training time {result['wall_time_s']:.0f} s")
+    console.print("Wrote:")
+    for what, path in (("checkpoints", os.path.join(workdir, "checkpoints")),
+                       ("report", result["report"]), ("curves", os.path.join(workdir, "curves.png")),
+                       *((f"detections ({s})", os.path.join(workdir, f"detections_{s}.json"))
+                         for s in result["eval_splits"]),
+                       *(("figure", f) for f in result.get("figures", []))):
+      console.print(f"  {what:<17} {path}")
+    return
+
   unit = config.report.get("unit", "series")
   console.print(f"[bold]Result[/bold] on {result['dataset']} test split ({result['num_test']} {unit}):")
   paper = f"   paper ({result['paper']}): {_pct(result['paper_error'])}"

@@ -368,3 +368,21 @@ def test_box_and_mask_losses_on_hand_made_cases():
   mask_logits = jnp.zeros((4, 5, 5, 2)).at[0, ..., 0].set(50.0).at[2, ..., 1].set(-50.0)  # other classes
   m = roi_heads.mask_loss(mask_logits, classes, jnp.ones((4, 5, 5)), valid)
   np.testing.assert_allclose(m, math.log(2), rtol=1e-6)  # logit 0 everywhere on the own class's mask
+
+
+def test_mask_targets_from_box_crops_agree_with_the_full_masks():
+  # COCO-sized images keep each mask as a 56 x 56 crop of its box; the targets cut from the crops must
+  # be those cut from the full masks (up to the crop's resolution at the mask's edges).
+  from jaxcnn.data import shapes_instances as S
+  _, ids, _, boxes = S.render(np.random.default_rng(3), 128, 6)
+  full = S.instance_masks(ids, len(boxes)).astype(np.float32)
+  crops = roi_heads.crop_masks(full, boxes, 56)
+  assert crops.shape == (len(boxes), 56, 56) and crops.dtype == np.uint8
+  rng = np.random.default_rng(0)
+  matched = rng.integers(0, len(boxes), 40)
+  jitter = rng.uniform(-0.2, 0.2, (40, 4)) * np.tile(boxes[matched, 2:] - boxes[matched, :2], 2)
+  rois = (boxes[matched] + jitter).astype(np.float32)  # RoIs around (and beyond) their boxes
+  a = np.asarray(roi_heads.mask_targets(full, rois, matched, 14))
+  b = np.asarray(roi_heads.mask_targets_from_crops(crops, boxes, rois, matched, 14))
+  assert a.sum() > 1000
+  assert np.mean(a != b) < 0.02, np.mean(a != b)

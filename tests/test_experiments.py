@@ -18,6 +18,7 @@ VARIANTS = {
     "char_cnn": ["ag_news,runlocal", "ag_news_subset,large,runlocal"],
     "unet_roads": ["resize,dice,runlocal"],  # the default variant: test_segmentation's CLI test
     "ucr_benchmark": ["tcn,runlocal"],  # every (data set, seed) run is an fcn_ucr run: two of each
+    "mask_rcnn": ["shapes,runlocal"],
 }
 
 
@@ -58,6 +59,8 @@ def test_runlocal(name, arg, tfds_dir, tmp_path):
     return check_benchmark(c, tmp_path)
   result = loop.train_and_evaluate(c, str(tmp_path))  # 8 devices, jit
   assert result["epochs_done"] == 1
+  if name == "mask_rcnn":
+    return check_mask_rcnn(c, result, tmp_path)
   if name == "unet_roads":
     assert 0.0 <= result["final"]["validation/iou"] <= 1.0
     assert os.path.exists(result["figures"][0])
@@ -113,3 +116,34 @@ def check_benchmark(c, tmp_path):
   c.benchmark.datasets = "GunPoint,GunPointt"
   with pytest.raises(Exception, match="GunPointt"):
     run_benchmark(c, str(tmp_path / "bad"))
+
+
+def check_mask_rcnn(c, result, tmp_path):
+  """COCO AP at the end of training, the detections JSON, the report; `--mode=eval` on 1 device (jit)
+  and on 8 (pmap) gathers the same detections of the same images as training's 8-device evaluation."""
+  import json
+  import jax
+  final = result["final"]
+  for kind in ("bbox", "segm"):
+    for stat in ("AP", "AP50", "AP75", "APs"):
+      assert 0.0 <= final[f"val/{kind}/{stat}"] <= 1.0
+  with open(tmp_path / "detections_val.json") as f:
+    dets = json.load(f)
+  assert {d["image_id"] for d in dets} <= set(range(1, 9)) and len(dets) > 0
+  assert {d["category_id"] for d in dets} <= {1, 2, 3, 4}
+  assert all(len(d["bbox"]) == 4 and "counts" in d["segmentation"] for d in dets)
+  assert final["val/detections_per_image"] == len(dets) / 8
+  text = open(result["report"]).read()
+  assert "| val | segm |" in text and os.path.exists(tmp_path / "detections_val.png")
+  by_image = lambda ds: {i: sorted((d["category_id"], d["score"]) for d in ds if d["image_id"] == i)  # noqa: E731
+                         for i in range(1, 9)}
+  for devices, parallel in ((jax.devices()[:1], "jit"), (jax.devices(), "pmap")):
+    c.parallel = parallel
+    ev = loop.evaluate_checkpoint(c, str(tmp_path), devices=devices)
+    with open(tmp_path / "detections_val.json") as f:
+      again = json.load(f)
+    a, b = by_image(dets), by_image(again)
+    for i in a:  # the same detections per image (scores to float rounding)
+      assert [k for k, _ in a[i]] == [k for k, _ in b[i]], (parallel, i)
+      np.testing.assert_allclose([s for _, s in a[i]], [s for _, s in b[i]], atol=1e-4)
+    np.testing.assert_allclose(ev["val/segm/AP"], final["val/segm/AP"], atol=1e-3)

@@ -1,5 +1,5 @@
 """Mask R-CNN (C4) end to end on synthetic scenes: the losses at initialisation, gradients into every
-part, a few optimiser steps that fit two images, and static-shape detections."""
+part, an overfit run on two images that reaches a high COCO AP, and static-shape detections."""
 import math
 
 import jax
@@ -9,6 +9,8 @@ import optax
 import pytest
 
 from jaxcnn.data import shapes_instances as S
+from jaxcnn.detection import coco
+from jaxcnn.tasks.instance_segmentation import InstanceSegmentation
 from jaxcnn.models.mask_rcnn import mask_rcnn_r50_c4, mask_rcnn_small
 
 SIZE, MAX = 64, 4
@@ -18,7 +20,7 @@ SIZE, MAX = 64, 4
 def batch():
   rng = np.random.default_rng(0)
   rows = []
-  for _ in range(2):
+  for _ in range(2):  # 2 and 4 instances
     img, ids, labels, boxes = S.render(rng, SIZE, MAX)
     n = len(labels)
     b, c = np.zeros((MAX, 4), np.float32), np.zeros(MAX, np.int32)
@@ -35,7 +37,7 @@ def model_and_vars(batch):
   return model, jax.jit(lambda x: model.init(jax.random.key(0), x))(batch["x"])
 
 
-def test_initial_losses_gradients_everywhere_and_a_few_steps_fit_two_images(batch, model_and_vars):
+def test_initial_losses_gradients_everywhere_and_an_overfit_run_reaches_a_high_coco_ap(batch, model_and_vars):
   model, v = model_and_vars
   tx = optax.adam(2e-3)
 
@@ -43,6 +45,7 @@ def test_initial_losses_gradients_everywhere_and_a_few_steps_fit_two_images(batc
   def step(params, opt, key):
     def loss_fn(p):
       out = model.apply({**v, "params": p}, batch["x"], targets=batch, key=key, train=True)
+      out = {k: jnp.mean(x) for k, x in out.items()}  # per-image [B] -> the batch mean
       return out["loss"], out
     (_, out), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
     norms = {name: jnp.sqrt(sum(jnp.sum(jnp.square(a)) for a in jax.tree.leaves(part))) for name, part in g.items()}
@@ -51,7 +54,7 @@ def test_initial_losses_gradients_everywhere_and_a_few_steps_fit_two_images(batc
 
   params, opt = v["params"], tx.init(v["params"])
   history = []
-  for i in range(60):
+  for i in range(150):
     params, opt, out, norms = step(params, opt, jax.random.key(i))
     history.append({k: float(x) for k, x in out.items()})
     if i == 0:  # untrained: uniform class probabilities, logits 0 for objectness and masks
@@ -65,9 +68,19 @@ def test_initial_losses_gradients_everywhere_and_a_few_steps_fit_two_images(batc
       for name, n in norms.items():  # every part of the network gets a gradient
         assert np.isfinite(float(n)) and float(n) > 0, name
   last = history[-1]
-  assert last["loss"] < 0.5 * first["loss"], (first, last)
+  assert last["loss"] < 0.2 * first["loss"], (first, last)
   for k in ("rpn_cls", "cls", "mask"):
-    assert last[k] < 0.7 * first[k], (k, first[k], last[k])
+    assert last[k] < 0.5 * first[k], (k, first[k], last[k])
+  # The overfit network finds the two images' 6 instances: COCO AP of its own detections (in
+  # development: segm AP50 0.92 and AP 0.69-0.81 after 120-200 steps; the untrained one scores 0).
+  x = batch["x"]
+  det = jax.device_get(jax.jit(lambda p: model.apply({**v, "params": p}, x))(params))
+  det["row_mask"] = np.ones(len(x), bool)
+  gt = coco.ground_truth([dict(image_id=i + 1, height=SIZE, width=SIZE, boxes=batch["gt_boxes"][i][ok],
+                               labels=batch["gt_classes"][i][ok], masks=batch["gt_masks"][i][ok])
+                          for i, ok in enumerate(batch["gt_valid"])], ["background", *S.CLASSES])
+  ap = InstanceSegmentation(len(S.CLASSES) + 1).evaluate(gt, [det], split="train")
+  assert ap["segm/AP50"] >= 0.75 and ap["segm/AP"] >= 0.45 and ap["bbox/AP50"] >= 0.75, ap
 
 
 def test_detections_have_static_shapes(batch, model_and_vars):

@@ -24,27 +24,19 @@ INPUTS = {
 SAME_CODE = {"vgg13": "vgg11", "vgg16": "vgg11", "vgg19": "vgg11", "vgg13_bn": "vgg11_bn",
              "vgg16_bn": "vgg11_bn", "vgg19_bn": "vgg11_bn", "resnet34": "resnet18", "resnet101": "resnet50",
              "resnet152": "resnet50", "cifar_resnet32": "cifar_resnet20", "cifar_resnet44": "cifar_resnet20",
-             "cifar_resnet56": "cifar_resnet20", "cifar_resnet110": "cifar_resnet20"}
+             "cifar_resnet56": "cifar_resnet20", "cifar_resnet110": "cifar_resnet20",
+             "mask_rcnn_r50_c4": "mask_rcnn_small", "mask_rcnn_r101_c4": "mask_rcnn_small"}
 KW = {"c3d": dict(width=8, fc_units=64), "unet": dict(depth=2, features=8), "alexnet": dict(fc_units=64),
       "vgg11": dict(fc_units=64), "vgg11_bn": dict(fc_units=64)}
 
 
 def test_every_registered_model_is_covered():
-  assert set(registry.MODELS.names()) == set(INPUTS) | set(SAME_CODE)
+  assert set(registry.MODELS.names()) == set(INPUTS) | set(SAME_CODE) | {"mask_rcnn_small"}
 
 
 def _compute_dtypes(jaxpr) -> list[str]:
   """Input dtypes of every convolution and matmul, through nested jaxprs (jit, custom_jvp, ...)."""
-  out = []
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name in ("conv_general_dilated", "dot_general"):
-      out.append("/".join(str(v.aval.dtype) for v in eqn.invars))
-    for p in eqn.params.values():
-      for sub in (p if isinstance(p, (list, tuple)) else [p]):
-        inner = getattr(sub, "jaxpr", sub)
-        if hasattr(inner, "eqns"):
-          out += _compute_dtypes(inner)
-  return out
+  return ["/".join(str(v.aval.dtype) for v in eqn.invars) for eqn in _eqns(jaxpr)]
 
 
 @pytest.mark.parametrize("name", sorted(INPUTS))
@@ -88,3 +80,37 @@ def test_model_dtype_is_set_through_precision(small_config):
   c.model.dtype = "bfloat16"
   with pytest.raises(registry.ConfigError, match="use --config.precision=bfloat16"):
     loop.check_config(c)
+
+
+def test_mask_rcnn_bfloat16_backbone_and_heads_float32_roi_align():
+  """Mask R-CNN: every convolution (backbone, RPN, res5 head, mask branch) and the box head's dense
+  layers run in bfloat16; RoIAlign's bilinear weights and the box arithmetic stay float32 by design
+  (sub-pixel box coordinates of a 1333-pixel image need more than bfloat16's 8 bits), so its einsums
+  are the float32 matmuls; losses and detection scores are float32."""
+  m16 = registry.MODELS.build("mask_rcnn_small", num_classes=5, dtype="bfloat16")
+  x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+  variables = jax.eval_shape(lambda x: m16.init(jax.random.PRNGKey(0), jnp.zeros(x.shape, x.dtype)), x)
+  assert {str(v.dtype) for v in jax.tree.leaves(variables)} == {"float32"}
+  closed = jax.make_jaxpr(lambda v, x: m16.apply(v, x, train=False))(variables, x)
+  convs, dots = [], []
+  for eqn in _eqns(closed.jaxpr):
+    kind = "/".join(str(v.aval.dtype) for v in eqn.invars)
+    (convs if eqn.primitive.name == "conv_general_dilated" else dots).append(kind)
+  assert convs and set(convs) == {"bfloat16/bfloat16"}, convs
+  assert dots.count("bfloat16/bfloat16") >= 2  # class scores and box deltas
+  # the rest: RoIAlign's separable einsums (two per pooling: rows, then columns) in float32
+  assert set(dots) == {"bfloat16/bfloat16", "float32/float32"}, dots
+  out = jax.eval_shape(lambda v, x: m16.apply(v, x, train=False), variables, x)
+  assert out["scores"].dtype == out["boxes"].dtype == out["masks"].dtype == jnp.float32
+
+
+def _eqns(jaxpr):
+  """Every convolution and matmul equation, through nested jaxprs."""
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name in ("conv_general_dilated", "dot_general"):
+      yield eqn
+    for p in eqn.params.values():
+      for sub in (p if isinstance(p, (list, tuple)) else [p]):
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          yield from _eqns(inner)

@@ -1,4 +1,5 @@
 """Data sets (TFDS builders in array_record format, no TensorFlow) and grain input pipelines."""
+from jaxcnn.data import coco_format  # noqa: F401
 from jaxcnn.data import images  # noqa: F401
 from jaxcnn.data import mnist  # noqa: F401
 from jaxcnn.data import moving_shapes  # noqa: F401

@@ -43,6 +43,9 @@ class Dataset:
   # command line (text data sets) or an RGB uint8 image `[H, W, 3]` (segmentation); None when the data
   # set has no such input.
   encode: Callable[[Any], dict[str, np.ndarray]] | None = None
+  # Instance segmentation: the COCO-format ground truth (`images`, `annotations`, `categories`) of an eval
+  # split, its `images` in the split's order (what COCO evaluation scores the detections against).
+  coco_ground_truth: Callable[[str], dict] | None = None
 
   def example(self) -> dict[str, np.ndarray]:
     """One preprocessed training example (used to initialise models)."""

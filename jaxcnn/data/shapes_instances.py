@@ -144,8 +144,24 @@ def shapes_instances(size: int = 128, max_instances: int = 6, num_train: int = 2
     return {"x": x.astype(np.float32), "gt_boxes": boxes, "gt_classes": classes, "gt_masks": masks,
             "gt_valid": np.arange(max_instances) < n}
 
+  gt_cache = {}
+
+  def coco_ground_truth(split: str) -> dict:
+    if split not in gt_cache:
+      from jaxcnn.detection import coco
+      source = {"train": splits["train"], "val": splits["val"]}[split]
+
+      def examples():
+        for i in range(len(source)):
+          ex = source[i]
+          n = len(ex["labels"])
+          yield {"image_id": i + 1, "height": size, "width": size, "boxes": ex["boxes"], "labels": ex["labels"],
+                 "masks": instance_masks(np.asarray(ex["instance_ids"]), n)}
+      gt_cache[split] = coco.ground_truth(examples(), ["background", *CLASSES])
+    return gt_cache[split]
+
   return Dataset(name="shapes_instances", train=splits["train"], evals={"val": splits["val"]},
-                 preprocess=preprocess, num_classes=len(CLASSES) + 1,
+                 preprocess=preprocess, num_classes=len(CLASSES) + 1, coco_ground_truth=coco_ground_truth,
                  class_names=["background", *CLASSES],
                  info=dict(size=size, max_instances=max_instances, num_train=num_train, num_val=num_val,
                            seed=seed, mean=mean.tolist(), std=std.tolist(),

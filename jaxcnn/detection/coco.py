@@ -5,7 +5,7 @@ results (RLE masks), and pycocotools' `COCOeval` for bbox and segm AP, AP50, AP7
   res = results(image_ids, detections, height, width)  # the model's detections as COCO results
   metrics = evaluate(gt, res)                        # {"bbox/AP": ..., "segm/AP50": ..., ...}
 
-pycocotools is the `coco` extra (`pip install -e ".[coco]"`; the `test` extra has it too).
+pycocotools is a requirement of jaxcnn.
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def _mask_api():
   try:
     from pycocotools import mask as mask_api
   except ImportError:
-    raise ImportError("COCO evaluation needs pycocotools: pip install -e \".[coco]\"") from None
+    raise ImportError("COCO evaluation needs pycocotools (a jaxcnn requirement): pip install "
+                      "'pycocotools>=2.0.8'") from None
   return mask_api
 
 

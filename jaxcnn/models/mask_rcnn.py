@@ -7,20 +7,22 @@ res5 (stride 2, 2048 channels) turns it into 7x7; global average pooling feeds t
 and the class-specific box regressor, and the 7x7 res5 map feeds the mask branch (a 2x2 stride-2
 transposed convolution to 14x14x256, ReLU, and a 1x1 convolution to K masks with per-pixel sigmoids).
 
-`model.apply(variables, images, targets=batch, key=key, train=True)` returns the losses
-`{"rpn_cls", "rpn_box", "cls", "box", "mask", "loss"}` (L = the sum); without `targets` it returns the
+`model.apply(variables, images, targets=batch, key=key, train=True)` returns the per-image losses
+`{"rpn_cls", "rpn_box", "cls", "box", "mask", "loss"}`, each `[B]` (L = the sum; the trainer weights out
+the padding rows of a batch and averages), and `fg_rois [B]`; without `targets` it returns the
 detections (`boxes`, `scores`, `classes`, `valid`, `masks` `[B, detections_per_image, m, m]` mask
 probabilities in each box). BatchNorm is frozen by default (`frozen_bn`: it normalises with its running
 statistics and never updates them, as the paper does with batches of 2 images per GPU; its scale and
 shift still train unless the optimizer freezes them, which Detectron does for pre-trained backbones).
 
-Every size is a field, so the same module is the paper's ResNet-50-C4 on COCO (`mask_rcnn_r50_c4`) and
-a small network for the synthetic shapes on a CPU (`mask_rcnn_small`). Not registered yet: the training
-task, COCO evaluation and configs that make it a `launch.py` experiment come next (issue 9).
+Every size is a field, so the same module is the paper's ResNet-50-C4 on COCO (`mask_rcnn_r50_c4`,
+`mask_rcnn_r101_c4`) and a small network for the synthetic shapes on a CPU (`mask_rcnn_small`), all
+registered; `experiments/mask_rcnn.py` trains them with the `instance_segmentation` task.
 """
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Sequence
 
 import flax.linen as nn
@@ -34,6 +36,7 @@ from jaxcnn.detection.anchors import grid_anchors, num_anchors
 from jaxcnn.detection.nms import batched_nms
 from jaxcnn.detection.roi_align import roi_align
 from jaxcnn.models.common import HE_FAN_OUT, batch_norm_def, cast
+from jaxcnn.registry import MODELS
 
 
 class MaskRCNN(nn.Module):
@@ -81,7 +84,7 @@ class MaskRCNN(nn.Module):
     k = self.num_classes - 1
     self.cls_score = nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01), dtype=self.dtype)
     self.bbox_pred = nn.Dense(4 * k, kernel_init=nn.initializers.normal(0.001), dtype=self.dtype)
-    self.mask_up = ConvTranspose(self.mask_channels, 2, stride=2, kernel_init=HE_FAN_OUT)
+    self.mask_up = ConvTranspose(self.mask_channels, 2, stride=2, kernel_init=HE_FAN_OUT)  # input dtype
     self.mask_pred = Conv(k, 1, kernel_init=nn.initializers.normal(0.001), dtype=self.dtype)
 
   # ---------------------------------------------------------------------------------------------- parts
@@ -111,7 +114,7 @@ class MaskRCNN(nn.Module):
 
   def mask_head(self, res5_map):
     """The res5 map `[N, P/2, P/2, C]` -> mask logits `[N, P, P, K]`."""
-    m = nn.relu(self.mask_up(res5_map.astype(jnp.float32)))
+    m = nn.relu(self.mask_up(cast(res5_map, self.dtype)))
     return self.mask_pred(m).astype(jnp.float32)
 
   def box_and_mask_heads(self, pooled, train: bool):
@@ -167,12 +170,15 @@ class MaskRCNN(nn.Module):
     box_t = jax.vmap(roi_heads.box_targets)(rois, gt_boxes, matched)
     cls, box = jax.vmap(roi_heads.box_head_losses)(logits, box_deltas, classes, box_t, valid)
     m = mask_logits.shape[2]
-    mask_t = jax.vmap(lambda g, rr, mm: roi_heads.mask_targets(g, rr, mm, m))(t["gt_masks"], rois, matched)
+    if "gt_mask_crops" in t:  # large images: each mask stored as a fixed-size crop of its box
+      mask_t = jax.vmap(lambda c, g, rr, mm: roi_heads.mask_targets_from_crops(c, g, rr, mm, m))(
+          t["gt_mask_crops"], gt_boxes, rois, matched)
+    else:
+      mask_t = jax.vmap(lambda g, rr, mm: roi_heads.mask_targets(g, rr, mm, m))(t["gt_masks"], rois, matched)
     mask = jax.vmap(roi_heads.mask_loss)(mask_logits, classes, mask_t, valid)
-    out = {"rpn_cls": jnp.mean(rpn_cls), "rpn_box": jnp.mean(rpn_box), "cls": jnp.mean(cls),
-           "box": jnp.mean(box), "mask": jnp.mean(mask)}
+    out = {"rpn_cls": rpn_cls, "rpn_box": rpn_box, "cls": cls, "box": box, "mask": mask}
     out["loss"] = sum(out.values())
-    out["fg_rois"] = jnp.mean(jnp.sum(valid & (classes > 0), axis=1).astype(jnp.float32))
+    out["fg_rois"] = jnp.sum(valid & (classes > 0), axis=1).astype(jnp.float32)
     return out
 
   def _detect(self, feats, obj, deltas, anchors, hw):
@@ -207,17 +213,42 @@ class MaskRCNN(nn.Module):
             "masks": jax.nn.sigmoid(own)}
 
 
-def mask_rcnn_r50_c4(num_classes: int = 81, axis_name: str | None = None, dtype: str | None = None,
-                     **overrides) -> MaskRCNN:
-  """The paper's ResNet-50-C4 Mask R-CNN (COCO: 80 classes + background)."""
-  return MaskRCNN(num_classes=num_classes, axis_name=axis_name, dtype=dtype, **overrides)
+R50_C4 = dict(stage_sizes=(3, 4, 6, 3), block="bottleneck", width=64)
+SMALL = dict(block="basic", width=16, stage_sizes=(1, 1, 1, 1), anchor_sizes=(16, 32, 64), rpn_channels=64,
+             rpn_batch=128, pre_nms_train=600, post_nms_train=128, pre_nms_test=600, post_nms_test=100,
+             roi_batch=64, mask_channels=32, detections_per_image=20)
 
 
-def mask_rcnn_small(num_classes: int = 5, width: int = 16, stage_sizes: Sequence[int] = (1, 1, 1, 1),
-                    anchor_sizes: Sequence[float] = (16, 32, 64), axis_name: str | None = None,
-                    dtype: str | None = None, **overrides) -> MaskRCNN:
-  """A small C4 Mask R-CNN (basic blocks, `width` filters in res2) for the synthetic shapes on a CPU."""
-  defaults = dict(rpn_channels=64, rpn_batch=128, pre_nms_train=600, post_nms_train=128, pre_nms_test=600,
-                  post_nms_test=100, roi_batch=64, mask_channels=32, detections_per_image=20)
-  return MaskRCNN(num_classes=num_classes, block="basic", width=width, stage_sizes=stage_sizes,
-                  anchor_sizes=anchor_sizes, axis_name=axis_name, dtype=dtype, **{**defaults, **overrides})
+def _builder(name: str, defaults: dict, doc: str):
+  """A registered constructor whose keywords are MaskRCNN's fields (so the registry can name a wrong
+  `--config.model.<key>`), with `defaults` for this variant."""
+  fields = [f for f in MaskRCNN.__dataclass_fields__ if f not in ("parent", "name")]
+
+  def build(**kwargs) -> MaskRCNN:
+    unknown = sorted(set(kwargs) - set(fields))
+    if unknown:
+      raise TypeError(f"{name} does not take {unknown}; it accepts {', '.join(fields)}")
+    kwargs.setdefault("num_classes", 81)
+    return MaskRCNN(**{**defaults, **kwargs})
+
+  def default(f):
+    if f in defaults:
+      return defaults[f]
+    d = MaskRCNN.__dataclass_fields__[f].default
+    return 81 if f == "num_classes" else d
+  build.__signature__ = inspect.Signature(
+      [inspect.Parameter(f, inspect.Parameter.KEYWORD_ONLY, default=default(f)) for f in fields])
+  build.__name__, build.__doc__ = name, doc
+  MODELS.register(name)(build)
+  return build
+
+
+mask_rcnn_r50_c4 = _builder(
+    "mask_rcnn_r50_c4", R50_C4,
+    "The paper's ResNet-50-C4 Mask R-CNN (COCO: 80 classes + background; anchors 32..512 x 3 ratios).")
+mask_rcnn_r101_c4 = _builder("mask_rcnn_r101_c4", {**R50_C4, "stage_sizes": (3, 4, 23, 3)},
+                             "The ResNet-101-C4 Mask R-CNN.")
+mask_rcnn_small = _builder(
+    "mask_rcnn_small", SMALL,
+    "A small C4 Mask R-CNN (basic blocks, `width` filters in res2, anchors 16/32/64) for the synthetic "
+    "shapes on a CPU.")

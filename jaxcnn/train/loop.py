@@ -98,6 +98,10 @@ def build_components(config) -> Components:
   mk = functools.partial(registry.MODELS.build, config.model.name, num_classes=dataset.num_classes,
                          dtype=compute_dtype(config), **_kwargs(config.model))
   task = registry.TASKS.build(config.task.name, num_classes=dataset.num_classes, **_kwargs(config.task))
+  if getattr(task, "host_eval", False) and dataset.coco_ground_truth is None:
+    raise registry.ConfigError(f"task {config.task.name!r} scores detections against COCO-format ground "
+                               f"truth, which data set {config.dataset.name!r} does not provide (use an "
+                               "instance-segmentation data set: shapes_instances or coco)")
   return Components(dataset, mk(axis_name=AXIS), mk(axis_name=None), task)
 
 
@@ -138,6 +142,8 @@ class _Runtime:
     self._eval_cache: dict[str, list] = {}
     self._predict_fn = None
     self._host_eval_cache: dict[str, list] = {}
+    self._predict_step = None
+    self._coco_gt: dict[str, dict] = {}
 
   def restore_latest(self, mode: str):
     """`(step, state)` of the newest checkpoint, for `--mode=<mode>`; a clear error when there is none."""
@@ -198,8 +204,9 @@ class _Runtime:
                     "labels": np.concatenate(labels).astype(int).tolist()}
     return out
 
-  def evaluate(self, dstate) -> dict[str, float]:
-    """Metrics on every eval split, as `{"<split>/<metric>": value}`."""
+  def evaluate(self, dstate, *, write: bool = False) -> dict[str, float]:
+    """Metrics on every eval split, as `{"<split>/<metric>": value}`. `write`: tasks that evaluate on
+    the host (COCO) also write their results files into the workdir (process 0)."""
     out = {}
     ds = self.c.dataset
     for split, source in ds.evals.items():
@@ -207,6 +214,9 @@ class _Runtime:
         batches = pipeline.eval_batches(source, ds.preprocess, batch_size=self.eval_batch_size,
                                         **self.proc)
         self._eval_cache[split] = [self.par.put_batch(b) for b in batches]
+      if getattr(self.c.task, "host_eval", False):
+        out.update({f"{split}/{k}": v for k, v in self._host_evaluate(dstate, split, write).items()})
+        continue
       sums = None
       for b in self._eval_cache[split]:
         m = self.par.eval_step(dstate, b)
@@ -214,6 +224,18 @@ class _Runtime:
       for k, v in self.c.task.summarize(jax.device_get(sums)).items():
         out[f"{split}/{k}"] = v
     return out
+
+
+  def _host_evaluate(self, dstate, split: str, write: bool) -> dict:
+    """A task's host-side evaluation (instance segmentation: COCO AP) of one eval split."""
+    task, ds = self.c.task, self.c.dataset
+    if self._predict_step is None:
+      self._predict_step = self.par.predictor(task.predict_body(self.c.init_model))
+    if split not in self._coco_gt:
+      self._coco_gt[split] = ds.coco_ground_truth(split)
+    detections = [self._predict_step(dstate, b) for b in self._eval_cache[split]]
+    return task.evaluate(self._coco_gt[split], detections, split=split, workdir=self.workdir,
+                         write=write and jax.process_index() == 0)
 
 
 def _console():
@@ -339,7 +361,7 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
           improves = key != "final" and key in record and (best is None or record[key] < best)
           if (epoch % config.train.eval_every_epochs == 0 or epoch == epochs
               or (improves and config.train.eval_on_improvement)):
-            record.update(rt.evaluate(dstate))
+            record.update(rt.evaluate(dstate, write=True))
             if key != "final" and (best is None or record[key] < best):
               # Confusion matrices of up to 50 classes are kept for the report (ImageNet's are not).
               loop["selected"] = {k: v for k, v in record.items()
@@ -398,7 +420,9 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
   with open(os.path.join(workdir, "result.json"), "w") as f:
     json.dump(result, f, indent=1)
   history = MetricsWriter.read(writer.path)
-  if getattr(task, "headline", None):  # segmentation: overlay figures of the first eval split
+  if getattr(task, "host_eval", False):  # instance segmentation: detections on the first eval images
+    result["figures"] = write_detection_figure(rt, par.get_state(dstate), workdir)
+  elif getattr(task, "headline", None):  # segmentation: overlay figures of the first eval split
     result["figures"] = write_overlays(rt, par.get_state(dstate), workdir)
   result["report"] = write_report(workdir, config, result, history, task=task)
   return result
@@ -477,11 +501,38 @@ def write_overlays(rt: "_Runtime", state, workdir: str, split: str | None = None
   return [segment.overlay_figure(panels, os.path.join(workdir, f"overlays_{split}.png"))]
 
 
+def write_detection_figure(rt: "_Runtime", state, workdir: str, split: str | None = None) -> list[str]:
+  """The first `config.predict.overlays` images of an eval split with the detections scoring at least
+  `config.predict.score_threshold` (masks pasted and binarised at 0.5) and the ground-truth boxes
+  dashed, as `workdir/detections_<split>.png`."""
+  from jaxcnn.detection import coco, draw
+  ds = rt.c.dataset
+  split = split or next(iter(ds.evals))
+  source = ds.evals[split]
+  n = min(int(rt.config.predict.overlays), len(source))
+  if n == 0:
+    return []
+  examples = [ds.preprocess(source[i]) for i in range(n)]
+  det = _apply_fn(rt.c.init_model, state)(np.stack([e["x"] for e in examples]))
+  thr = float(rt.config.predict.get("score_threshold", 0.5))
+  panels = []
+  for i, ex in enumerate(examples):
+    keep = np.flatnonzero(np.asarray(det["valid"][i]) & (np.asarray(det["scores"][i]) >= thr))
+    h, w = ex["x"].shape[:2]
+    boxes = np.asarray(det["boxes"][i])[keep]
+    masks = coco.paste_masks(np.asarray(det["masks"][i])[keep], boxes, h, w)
+    gt = np.asarray(ex["gt_boxes"])[np.asarray(ex["gt_valid"], bool)]
+    panels.append((_denormalize(ex["x"], ds.info), boxes, np.asarray(det["classes"][i])[keep],
+                   np.asarray(det["scores"][i])[keep], masks, list(ds.class_names),
+                   f"{split} #{i}: {len(keep)} found, {len(gt)} true", gt))
+  return [draw.detections_figure(panels, os.path.join(workdir, f"detections_{split}.png"))]
+
+
 def evaluate_checkpoint(config, workdir: str, *, devices=None) -> dict:
   """`--mode=eval`: the latest checkpoint in `workdir` on every eval split."""
   rt = _Runtime(config, workdir, devices)
   step, state = rt.restore_latest("eval")
-  metrics = rt.evaluate(rt.par.put_state(state))
+  metrics = rt.evaluate(rt.par.put_state(state), write=True)
   rt.ckpt.close()
   return {"step": step, "data": rt.c.dataset.info.get("note"), "class_names": list(rt.c.dataset.class_names),
           **metrics}

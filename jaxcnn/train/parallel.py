@@ -86,6 +86,29 @@ class Parallel:
       metrics = jax.tree.map(lambda x: x[0], metrics)
     return state, metrics
 
+  def predictor(self, body):
+    """`(state, batch) -> outputs` of a per-row body (not reduced over devices, e.g. detections), as
+    numpy arrays of the whole global batch on every process, rows in the global batch's order."""
+    from jax.experimental import multihost_utils
+    if self.mode == "jit":
+      f = jax.jit(jax.shard_map(body, mesh=self.mesh, in_specs=(P(), P(AXIS)), out_specs=P(AXIS),
+                                check_vma=False))
+
+      def run(state, batch):
+        out = f(state, batch)
+        if jax.process_count() == 1:
+          return jax.device_get(out)
+        return multihost_utils.process_allgather(out, tiled=True)
+      return run
+    f = jax.pmap(body, axis_name=AXIS, devices=self.devices)
+
+    def run_pmap(state, batch):
+      out = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), jax.device_get(f(state, batch)))
+      if jax.process_count() == 1:
+        return out
+      return multihost_utils.process_allgather(out, tiled=True)
+    return run_pmap
+
   def eval_step(self, state, batch):
     metrics = self._eval(state, batch)
     if self.mode == "pmap":

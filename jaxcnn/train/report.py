@@ -134,7 +134,79 @@ def confusion_table(names, matrix) -> list[str]:
           *[f"| **{n}** | " + " | ".join(map(str, row)) + " |" for n, row in zip(names, matrix, strict=True)]]
 
 
+COCO_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def coco_lines(final: dict, splits: list[str]) -> list[str]:
+  """A markdown table of bbox and segm AP (COCOeval's 6 numbers, in %) for every eval split."""
+  lines = ["| split | type | " + " | ".join(COCO_COLUMNS) + " |", "|---" * (len(COCO_COLUMNS) + 2) + "|"]
+  for split in splits:
+    for kind in ("segm", "bbox"):
+      vals = [final.get(f"{split}/{kind}/{c}") for c in COCO_COLUMNS]
+      lines.append(f"| {split} | {kind} | " + " | ".join(
+          "n/a" if v is None or v < 0 else f"{100 * v:.1f}" for v in vals) + " |")
+  return lines
+
+
+def plot_instance_curves(history: list[dict], path: str, split: str, metrics) -> str | None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  tr = [h for h in history if "train/loss" in h]
+  if not tr:
+    return None
+  ev = [h for h in history if any(f"{split}/{m}" in h for m in metrics)]
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  epochs = [h["epoch"] for h in tr]
+  for k in ("loss", "rpn_cls", "rpn_box", "cls", "box", "mask"):
+    if f"train/{k}" in tr[0]:
+      axes[0].plot(epochs, [h[f"train/{k}"] for h in tr], label=k, lw=2 if k == "loss" else 1)
+  axes[0].set(title="training losses (per image)", xlabel="epoch", yscale="log")
+  axes[0].legend(fontsize=8)
+  for m in metrics:
+    axes[1].plot([h["epoch"] for h in ev], [h.get(f"{split}/{m}") for h in ev], "o-", label=f"{split} {m}")
+  axes[1].set(title="COCO AP", xlabel="epoch", ylim=(0, 1))
+  axes[1].legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def write_instance_report(workdir: str, config, result: dict, history: list[dict], task) -> str:
+  final = result["final"]
+  splits = result["eval_splits"]
+  lines = [
+      f"# {config.get('experiment', 'jaxcnn run')}", "",
+      f"Data set `{result['dataset']}` ({result['num_train']} train images, " +
+      ", ".join(f"{n} {s}" for s, n in result["eval_sizes"].items()) + f"), model `{config.model.name}` "
+      f"({result['num_params']:,} parameters), {result['epochs_done']} epochs of "
+      f"{result['steps_per_epoch']} steps at global batch {result['batch_size']}, "
+      f"{result['wall_time_s']:.0f} s training on {versions()['backend']}.", "",
+      *([f"Data: {result['data_note']}", ""] if result.get("data_note") else []),
+      f"COCO AP (pycocotools, IoU .50:.95, in %) at the final epoch ({final.get('epoch')}); masks pasted "
+      f"into their boxes and binarised at {task.mask_threshold}:", "",
+      *coco_lines(final, splits), "",
+      f"Published: {config.report.paper}", ""]
+  png = plot_instance_curves(history, os.path.join(workdir, "curves.png"), splits[0], task.curve_metrics)
+  if png:
+    lines += ["![training curves](curves.png)", ""]
+  for fig in result.get("figures", []):
+    lines += [f"![{os.path.basename(fig)}]({os.path.basename(fig)})", "",
+              "Detections scoring at least `config.predict.score_threshold`; ground-truth boxes dashed.", ""]
+  lines += [f"Detections (COCO results format): " + ", ".join(f"`detections_{s}.json`" for s in splits), "",
+            "## Config", "", "```", str(config), "```", "", "## Versions", "",
+            "```", json.dumps(versions(), indent=1), "```", ""]
+  path = os.path.join(workdir, "report.md")
+  with open(path, "w") as f:
+    f.write("\n".join(lines))
+  return path
+
+
 def write_report(workdir: str, config, result: dict, history: list[dict], task=None) -> str:
+  if getattr(task, "host_eval", False):
+    return write_instance_report(workdir, config, result, history, task)
   if getattr(task, "headline", None):
     return write_segmentation_report(workdir, config, result, history, task)
   sel, final = result["selected"], result["final"]

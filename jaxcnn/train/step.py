@@ -48,10 +48,14 @@ def train_step(state: TrainState, batch, *, model, task, tx: optax.GradientTrans
   count = jnp.maximum(jax.lax.psum(jnp.sum(weights), axis_name), 1.0)
   rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), jax.lax.axis_index(axis_name))
 
+  # Tasks whose model computes its own losses (Mask R-CNN samples anchors and RoIs against the ground
+  # truth) pass the batch and a key to it: `task.train_inputs(batch, rng)` -> extra keyword arguments.
+  extra = task.train_inputs(batch, rng) if hasattr(task, "train_inputs") else {}
+
   def loss_fn(params):
     logits, new_vars = model.apply(
         {"params": params, "batch_stats": state.batch_stats}, batch["x"], train=True,
-        mask=model_mask(batch), rngs={"dropout": rng}, mutable=["batch_stats"])
+        mask=model_mask(batch), rngs={"dropout": rng}, mutable=["batch_stats"], **extra)
     # This device's share of the global mean loss; the psum of the gradients adds the shares up.
     return jnp.sum(task.loss(logits, batch) * weights) / count, (logits, new_vars)
 

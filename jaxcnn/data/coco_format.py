@@ -1,0 +1,211 @@
+"""COCO-format instance segmentation from your own files: COCO 2017 itself, or any data set annotated in
+COCO's format (LVIS-style exports of CVAT, Label Studio, Roboflow, ...).
+
+`--config.dataset.manual_dir=DIR` with the COCO layout:
+
+  DIR/annotations/instances_<split>.json     # images, annotations (polygons or RLE), categories
+  DIR/<split>/<file_name>                     # the images named by the JSON's `file_name`
+
+Each image is resized so its short side is `min_size` and its long side at most `max_size` (the paper:
+800 / 1333), then padded at the bottom and right to a fixed `pad_to x pad_to` so every step has one
+shape (jit, TPU). Annotations become `max_instances` padded ground-truth rows: boxes (x1, y1, x2, y2 in
+input pixels), classes (1..K: the JSON's categories in id order; 0 is the background) and each mask as a
+`mask_size x mask_size` crop of its box (`gt_mask_crops`; full-image masks of 100 instances at 1333 x
+800 would take 100 MB per image). Crowd regions (`iscrowd: 1`) and boxes under one pixel are not
+training targets (Detectron's rule); training images without any target are skipped. Training flips
+images horizontally at random (the paper's only augmentation).
+
+Evaluation scores detections against the split's JSON itself (crowd regions included, as COCOeval
+expects), in original image coordinates (`image_scale` maps them back), with the JSON's image and
+category ids, so `detections_<split>.json` can be submitted to the COCO server or any COCO tool.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import io
+import os
+
+import numpy as np
+
+from jaxcnn.data.base import Dataset, DatasetError
+from jaxcnn.registry import DATASETS
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def resize_scale(height: int, width: int, min_size: int, max_size: int) -> float:
+  """Detectron's ResizeShortestEdge: short side to `min_size` unless the long side would pass `max_size`."""
+  scale = min_size / min(height, width)
+  if max(height, width) * scale > max_size:
+    scale = max_size / max(height, width)
+  return scale
+
+
+def resize_and_pad(rgb: np.ndarray, min_size: int, max_size: int, pad_to: int,
+                   mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tuple[np.ndarray, float, tuple[int, int]]:
+  """`(x [pad_to, pad_to, 3] float32 normalised, scale, (h, w) of the image inside x)`."""
+  from PIL import Image
+  h, w = rgb.shape[:2]
+  scale = resize_scale(h, w, min_size, max_size)
+  nh, nw = min(pad_to, int(round(h * scale))), min(pad_to, int(round(w * scale)))
+  if (nh, nw) != (h, w):
+    rgb = np.asarray(Image.fromarray(np.asarray(rgb, np.uint8)).resize((nw, nh), Image.BILINEAR))
+  x = np.zeros((pad_to, pad_to, 3), np.float32)  # padding is 0 after normalisation: the mean colour
+  x[:nh, :nw] = (rgb.astype(np.float32) / 255.0 - mean) / std
+  return x, scale, (nh, nw)
+
+
+def read_rgb(path: str) -> np.ndarray:
+  from PIL import Image
+  try:
+    with Image.open(path) as im:
+      return np.asarray(im.convert("RGB"))
+  except (OSError, ValueError) as e:
+    raise DatasetError(f"{path}: cannot decode the image ({e})") from None
+
+
+class _Split:
+  """Random access to a split's images: `{"index", "image_id", "path", "height", "width"}`."""
+
+  def __init__(self, rows):
+    self.rows = rows
+
+  def __len__(self):
+    return len(self.rows)
+
+  def __getitem__(self, i):
+    return self.rows[i]
+
+
+@functools.lru_cache(maxsize=4)
+def _load_json(path: str):
+  from pycocotools.coco import COCO
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):
+      return COCO(path)
+  except (ValueError, KeyError, TypeError) as e:
+    raise DatasetError(f"{path} is not a COCO instances file ({type(e).__name__}: {e})") from None
+
+
+def _find(root: str, split: str):
+  ann = os.path.join(root, "annotations", f"instances_{split}.json")
+  images = os.path.join(root, split)
+  if not os.path.isfile(ann):
+    have = sorted(os.listdir(os.path.join(root, "annotations"))) if os.path.isdir(
+        os.path.join(root, "annotations")) else []
+    raise DatasetError(f"{ann} not found: the coco data set reads DIR/annotations/instances_<split>.json "
+                       f"and DIR/<split>/ images (split {split!r}; annotations/ has "
+                       f"{', '.join(have) or 'nothing'}). Set --config.dataset.train_split / eval_split.")
+  if not os.path.isdir(images):
+    raise DatasetError(f"{images} not found: the images of split {split!r} go in DIR/{split}/")
+  return ann, images
+
+
+def _targets(coco, image_id: int, category_index: dict) -> list[dict]:
+  """The training targets of an image: non-crowd annotations with a box of at least one pixel."""
+  out = []
+  for a in coco.imgToAnns.get(image_id, []):
+    x, y, w, h = a["bbox"]
+    if a.get("iscrowd", 0) or w < 1 or h < 1 or a["category_id"] not in category_index:
+      continue
+    out.append(a)
+  return out
+
+
+@DATASETS.register("coco")
+def coco(manual_dir: str | None = None, train_split: str = "train2017", eval_split: str = "val2017",
+         min_size: int = 800, max_size: int = 1333, pad_to: int = 1344, max_instances: int = 100,
+         mask_size: int = 56, flip: bool = True) -> Dataset:
+  """COCO-format instance segmentation from `manual_dir` (see the module docstring for the layout)."""
+  if not manual_dir:
+    raise DatasetError("the coco data set is read from your copy: pass --config.dataset.manual_dir=DIR "
+                       "(DIR/annotations/instances_train2017.json, DIR/train2017/, ...); "
+                       "experiments/mask_rcnn.py:shapes needs no data")
+  root = os.path.expanduser(manual_dir)
+  if not os.path.isdir(root):
+    raise DatasetError(f"--config.dataset.manual_dir={manual_dir} does not exist.")
+  if pad_to % 32 or pad_to < max_size and pad_to < min_size:
+    raise DatasetError(f"pad_to={pad_to} must be a multiple of 32 that holds the resized images "
+                       f"(min_size={min_size}, max_size={max_size})")
+  if max_instances < 1 or mask_size < 4:
+    raise DatasetError(f"max_instances={max_instances} must be >= 1 and mask_size={mask_size} >= 4")
+  splits, apis = {}, {}
+  for name in (train_split, eval_split):
+    ann, folder = _find(root, name)
+    apis[name] = _load_json(ann)
+  categories = sorted(apis[train_split].loadCats(apis[train_split].getCatIds()), key=lambda c: c["id"])
+  if not categories:
+    raise DatasetError(f"instances_{train_split}.json has no categories")
+  category_index = {c["id"]: k for k, c in enumerate(categories, start=1)}
+  for name in (train_split, eval_split):
+    api = apis[name]
+    folder = os.path.join(root, name)
+    ids = sorted(api.getImgIds())
+    if name == train_split:  # Detectron: training skips images without a usable annotation
+      ids = [i for i in ids if _targets(api, i, category_index)]
+    if not ids:
+      raise DatasetError(f"split {name!r} has no images" + (" with annotations" if name == train_split else ""))
+    splits[name] = _Split([{"index": k, "image_id": i, "path": os.path.join(folder, api.imgs[i]["file_name"]),
+                            "height": api.imgs[i]["height"], "width": api.imgs[i]["width"], "split": name}
+                           for k, i in enumerate(ids)])
+
+  from jaxcnn.detection.roi_heads import crop_masks
+
+  def preprocess(row):
+    api = apis[row["split"]]
+    rgb = read_rgb(row["path"])
+    if rgb.shape[:2] != (row["height"], row["width"]):
+      raise DatasetError(f"{row['path']} is {rgb.shape[1]}x{rgb.shape[0]} but its annotation says "
+                         f"{row['width']}x{row['height']}")
+    x, scale, (nh, nw) = resize_and_pad(rgb, min_size, max_size, pad_to)
+    anns = _targets(api, row["image_id"], category_index)[:max_instances]
+    n = len(anns)
+    boxes = np.zeros((max_instances, 4), np.float32)
+    classes = np.zeros((max_instances,), np.int32)
+    crops = np.zeros((max_instances, mask_size, mask_size), np.uint8)
+    if n:
+      orig = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                       for a in anns], np.float32)
+      boxes[:n] = orig * scale
+      classes[:n] = [category_index[a["category_id"]] for a in anns]
+      crops[:n] = crop_masks(np.stack([api.annToMask(a) for a in anns]), orig, mask_size)
+    return {"x": x, "gt_boxes": boxes, "gt_classes": classes, "gt_mask_crops": crops,
+            "gt_valid": np.arange(max_instances) < n, "image_scale": np.float32(scale),
+            "image_hw": np.array([nh, nw], np.int32)}
+
+  def augment(ex, rng: np.random.Generator):
+    if not flip or rng.uniform() >= 0.5:
+      return ex
+    ex = dict(ex)
+    w = int(ex["image_hw"][1])
+    x = ex["x"].copy()
+    x[:, :w] = x[:, :w][:, ::-1]
+    boxes = ex["gt_boxes"].copy()
+    boxes[:, 0], boxes[:, 2] = w - ex["gt_boxes"][:, 2], w - ex["gt_boxes"][:, 0]
+    ex["gt_boxes"] = np.where(ex["gt_valid"][:, None], boxes, 0.0).astype(np.float32)
+    ex["x"], ex["gt_mask_crops"] = x, ex["gt_mask_crops"][:, :, ::-1].copy()
+    return ex
+
+  def encode(rgb):
+    x, scale, _ = resize_and_pad(np.asarray(rgb), min_size, max_size, pad_to)
+    return {"x": x, "image_scale": np.float32(scale)}
+
+  def coco_ground_truth(split: str) -> dict:
+    name = {"train": train_split, "val": eval_split}.get(split, split)
+    api = apis[name]
+    images = [api.imgs[r["image_id"]] for r in splits[name].rows]
+    keep = {im["id"] for im in images}
+    # copies: COCOeval turns polygons into RLE in place
+    return copy.deepcopy({"images": images, "categories": categories,
+                          "annotations": [a for a in api.dataset["annotations"] if a["image_id"] in keep]})
+
+  names = ["background", *(c["name"] for c in categories)]
+  return Dataset(name="coco", train=splits[train_split], evals={"val": splits[eval_split]},
+                 preprocess=preprocess, num_classes=len(names), class_names=names,
+                 augment=augment if flip else None, encode=encode, coco_ground_truth=coco_ground_truth,
+                 info=dict(mean=IMAGENET_MEAN.tolist(), std=IMAGENET_STD.tolist(),
+                           note=f"COCO format from {manual_dir} ({train_split}: {len(splits[train_split])} "
+                                f"images with annotations, {eval_split}: {len(splits[eval_split])})"))

@@ -1,0 +1,139 @@
+"""Instance segmentation (Mask R-CNN): the model computes its own losses; evaluation is COCO's AP.
+
+Training: the model samples anchors and RoIs against the ground truth, so the train step passes it the
+batch and a key (`train_inputs`) and it returns per-image losses `{"rpn_cls", "rpn_box", "cls", "box",
+"mask", "loss", "fg_rois"}`, each `[batch]`. The loss is L = L_rpn_cls + L_rpn_box + L_cls + L_box +
+L_mask (He et al. 2017), averaged over the real images of the global batch.
+
+Evaluation runs on the host (`evaluate`): the model's fixed-size detections (boxes, scores, classes,
+validity, `m x m` mask probabilities) of every eval image are gathered from all devices and processes,
+mapped back to the original image size (`image_scale` in the batch: input pixels per original pixel),
+the masks pasted into their boxes and binarised at 0.5, and scored with pycocotools against the data
+set's COCO-format ground truth: bbox and segm AP (IoU .50:.95), AP50, AP75 and AP for small / medium /
+large objects. The detections of the last evaluation are written as COCO results JSON
+(`workdir/detections_<split>.json`, with the data set's own image ids).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcnn.registry import TASKS, ConfigError
+
+LOSSES = ("rpn_cls", "rpn_box", "cls", "box", "mask")
+
+
+def _coco():
+  from jaxcnn.detection import coco
+  coco._mask_api()  # a clear error now, not after an hour of training, when pycocotools is missing
+  return coco
+
+
+@TASKS.register("instance_segmentation")
+class InstanceSegmentation:
+  """Mask R-CNN's multi-task loss and COCO evaluation (`headline`: the mask AP)."""
+
+  headline = "segm/AP"
+  host_eval = True
+  curve_metrics = ("segm/AP", "segm/AP50", "bbox/AP", "bbox/AP50")
+
+  def __init__(self, num_classes: int, mask_threshold: float = 0.5, write_results: bool = True):
+    if num_classes < 2:
+      raise ConfigError(f"instance segmentation needs at least one object class besides the background; "
+                        f"the data set has num_classes={num_classes}")
+    if not 0 < mask_threshold < 1:
+      raise ConfigError(f"config.task.mask_threshold={mask_threshold} must be in (0, 1)")
+    self.num_classes, self.mask_threshold, self.write_results = num_classes, mask_threshold, write_results
+    _coco()
+
+  # ------------------------------------------------------------------------------------------ training
+  @staticmethod
+  def train_inputs(batch, rng) -> dict:
+    """What the model needs besides the images to compute its losses."""
+    return {"targets": batch, "key": rng}
+
+  @staticmethod
+  def _check(outputs):
+    if not isinstance(outputs, dict) or "loss" not in outputs:
+      raise ValueError("the instance_segmentation task needs a model that returns its per-image losses "
+                       "({'loss': [batch], ...}) when called with targets=batch (e.g. mask_rcnn_small); "
+                       f"this model returned {type(outputs).__name__}")
+
+  def loss(self, outputs, batch) -> jnp.ndarray:
+    """Per-image loss `[batch]`."""
+    del batch
+    self._check(outputs)
+    return outputs["loss"]
+
+  def metric_sums(self, outputs, batch, weights, *, confusion: bool = False) -> dict:
+    del batch, confusion
+    self._check(outputs)
+    w = weights.astype(jnp.float32)
+    sums = {k: jnp.sum(outputs[k] * w) for k in ("loss", *LOSSES, "fg_rois") if k in outputs}
+    sums["count"] = jnp.sum(w)
+    return sums
+
+  @staticmethod
+  def summarize(sums) -> dict:
+    count = max(float(sums["count"]), 1.0)
+    return {k: float(sums[k]) / count for k in ("loss", *LOSSES, "fg_rois") if k in sums}
+
+  # -------------------------------------------------------------------------------------- evaluation
+  @staticmethod
+  def predict_body(model):
+    """The per-device inference body `(state, batch) -> detections` (rows of the batch, not summed)."""
+    def body(state, batch):
+      det = model.apply({"params": state.params, "batch_stats": state.batch_stats}, batch["x"],
+                        train=False)
+      det = {k: det[k] for k in ("boxes", "scores", "classes", "valid", "masks")}
+      det["row_mask"] = batch["mask"]
+      if "image_scale" in batch:
+        det["image_scale"] = batch["image_scale"]
+      return det
+    return body
+
+  def results(self, gt: dict, detections: list[dict]) -> list[dict]:
+    """COCO results of gathered detection batches (the rows with `row_mask`, in the order of
+    `gt["images"]`), in original image coordinates and with the data set's image and category ids."""
+    coco = _coco()
+    images, out, pos = gt["images"], [], 0
+    # Model class k (1..K) is the data set's k-th category (COCO's ids are 1..90 with gaps).
+    category_ids = [c["id"] for c in gt["categories"]]
+    for det in detections:
+      rows = np.flatnonzero(np.asarray(det["row_mask"]))
+      for r in rows:
+        if pos >= len(images):
+          raise ValueError(f"more evaluated images than the ground truth has ({len(images)})")
+        img = images[pos]
+        pos += 1
+        keep = np.flatnonzero(np.asarray(det["valid"][r]))
+        if not len(keep):
+          continue
+        scale = float(det["image_scale"][r]) if "image_scale" in det else 1.0
+        boxes = np.asarray(det["boxes"][r], np.float64)[keep] / scale
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, img["width"])
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, img["height"])
+        masks = coco.paste_masks(np.asarray(det["masks"][r])[keep], boxes, img["height"], img["width"],
+                                 self.mask_threshold)
+        for j, k in enumerate(keep):
+          x1, y1, x2, y2 = (float(v) for v in boxes[j])
+          out.append({"image_id": img["id"], "category_id": category_ids[int(det["classes"][r][k]) - 1],
+                      "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                      "score": round(float(det["scores"][r][k]), 5), "segmentation": coco._rle(masks[j])})
+    if pos != len(images):
+      raise ValueError(f"evaluated {pos} images but the ground truth has {len(images)}")
+    return out
+
+  def evaluate(self, gt: dict, detections: list[dict], *, split: str, workdir: str | None = None,
+               write: bool = False) -> dict:
+    """COCO metrics of gathered detection batches; writes the results JSON when `write`."""
+    res = self.results(gt, detections)
+    metrics = _coco().evaluate(gt, res)
+    metrics["detections_per_image"] = len(res) / max(len(gt["images"]), 1)
+    if write and workdir and self.write_results:
+      with open(os.path.join(workdir, f"detections_{split}.json"), "w") as f:
+        json.dump(res, f)
+    return metrics
