@@ -191,6 +191,18 @@ def main(argv) -> None:
         console.print(f"  #{r['index']}: true {r['true']}, predicted {r['predicted']}")
       console.print(f"Wrote {out['path']}")
       return
+    if FLAGS.mode == "predict" and FLAGS.input_dir and config.task.name == "instance_segmentation":
+      out = loop.predict_instances(config, workdir, FLAGS.input_dir, FLAGS.output_dir)
+      console.print(f"Checkpoint step {out['step']} in {workdir}: {len(out['images'])} image(s) -> "
+                    f"{out['output_dir']} (score >= {out['score_threshold']})")
+      for r in out["images"]:
+        counts = {c: r["classes"].count(c) for c in sorted(set(r["classes"]))}
+        found = ", ".join(f"{n} {c}" for c, n in counts.items()) or "nothing"
+        console.print(f"  {os.path.basename(r['image'])} ({r['height']}x{r['width']}): "
+                      f"{found}")
+      console.print(f"Wrote <name>_detections.png, detections.json (COCO results) and images.json in "
+                    f"{out['output_dir']}")
+      return
     if FLAGS.mode == "predict" and FLAGS.input_dir:
       out = loop.predict_images(config, workdir, FLAGS.input_dir, FLAGS.mask_dir, FLAGS.output_dir)
       console.print(f"Checkpoint step {out['step']} in {workdir}: {len(out['images'])} image(s) -> "

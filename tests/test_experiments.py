@@ -147,3 +147,26 @@ def check_mask_rcnn(c, result, tmp_path):
       assert [k for k, _ in a[i]] == [k for k, _ in b[i]], (parallel, i)
       np.testing.assert_allclose([s for _, s in a[i]], [s for _, s in b[i]], atol=1e-4)
     np.testing.assert_allclose(ev["val/segm/AP"], final["val/segm/AP"], atol=1e-3)
+  # --mode=predict on a folder of images of other sizes: COCO results in each image's own pixels
+  from PIL import Image
+  from jaxcnn.data import shapes_instances as S
+  folder = tmp_path / "images"
+  folder.mkdir()
+  for i, (h, w) in enumerate(((48, 100), (120, 70))):
+    Image.fromarray(S.render(np.random.default_rng(i), 128, 3)[0][:h, :w]).save(folder / f"im{i}.png")
+  c.predict.score_threshold = 0.0
+  out = loop.predict_instances(c, str(tmp_path), str(folder))
+  with open(os.path.join(out["output_dir"], "detections.json")) as f:
+    dets = json.load(f)
+  with open(os.path.join(out["output_dir"], "images.json")) as f:
+    listing = json.load(f)["images"]
+  assert [(im["file_name"], im["height"], im["width"]) for im in listing] == [("im0.png", 48, 100),
+                                                                           ("im1.png", 120, 70)]
+  for im, row in zip(listing, out["images"]):
+    mine = [d for d in dets if d["image_id"] == im["id"]]
+    assert len(mine) == row["detections"] > 0  # threshold 0: every valid detection is drawn
+    for d in mine:
+      x, y, bw, bh = d["bbox"]
+      assert x >= 0 and y >= 0 and x + bw <= im["width"] + 1e-3 and y + bh <= im["height"] + 1e-3
+      assert d["segmentation"]["size"] == [im["height"], im["width"]]
+    assert os.path.getsize(row["overlay"]) > 1000

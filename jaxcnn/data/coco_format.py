@@ -206,6 +206,6 @@ def coco(manual_dir: str | None = None, train_split: str = "train2017", eval_spl
   return Dataset(name="coco", train=splits[train_split], evals={"val": splits[eval_split]},
                  preprocess=preprocess, num_classes=len(names), class_names=names,
                  augment=augment if flip else None, encode=encode, coco_ground_truth=coco_ground_truth,
-                 info=dict(mean=IMAGENET_MEAN.tolist(), std=IMAGENET_STD.tolist(),
+                 info=dict(mean=IMAGENET_MEAN.tolist(), std=IMAGENET_STD.tolist(), categories=categories,
                            note=f"COCO format from {manual_dir} ({train_split}: {len(splits[train_split])} "
                                 f"images with annotations, {eval_split}: {len(splits[eval_split])})"))

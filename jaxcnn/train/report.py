@@ -195,7 +195,7 @@ def write_instance_report(workdir: str, config, result: dict, history: list[dict
   for fig in result.get("figures", []):
     lines += [f"![{os.path.basename(fig)}]({os.path.basename(fig)})", "",
               "Detections scoring at least `config.predict.score_threshold`; ground-truth boxes dashed.", ""]
-  lines += [f"Detections (COCO results format): " + ", ".join(f"`detections_{s}.json`" for s in splits), "",
+  lines += ["Detections (COCO results format): " + ", ".join(f"`detections_{s}.json`" for s in splits), "",
             "## Config", "", "```", str(config), "```", "", "## Versions", "",
             "```", json.dumps(versions(), indent=1), "```", ""]
   path = os.path.join(workdir, "report.md")
