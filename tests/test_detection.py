@@ -177,6 +177,10 @@ def test_roi_align_matches_bilinear_sampling(aligned, s, scale):
   got = jax.jit(det.roi_align, static_argnums=(2, 3, 4, 5))(f, boxes.astype(np.float32), (4, 3), scale, s,
                                                              aligned)
   np.testing.assert_allclose(got, np_roi_align(f, boxes, (4, 3), scale, s, aligned), rtol=1e-4, atol=1e-5)
+  # in chunks of 4 boxes (9 = 4 + 4 + 1, the last chunk padded): the same numbers
+  chunked = jax.jit(functools.partial(det.roi_align, chunk=4), static_argnums=(2, 3, 4, 5))(
+      f, boxes.astype(np.float32), (4, 3), scale, s, aligned)
+  np.testing.assert_allclose(chunked, got, rtol=1e-6, atol=1e-7)
 
 
 def test_roi_align_of_a_linear_map_is_its_value_at_the_bin_centres():

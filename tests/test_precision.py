@@ -25,13 +25,14 @@ SAME_CODE = {"vgg13": "vgg11", "vgg16": "vgg11", "vgg19": "vgg11", "vgg13_bn": "
              "vgg16_bn": "vgg11_bn", "vgg19_bn": "vgg11_bn", "resnet34": "resnet18", "resnet101": "resnet50",
              "resnet152": "resnet50", "cifar_resnet32": "cifar_resnet20", "cifar_resnet44": "cifar_resnet20",
              "cifar_resnet56": "cifar_resnet20", "cifar_resnet110": "cifar_resnet20",
-             "mask_rcnn_r50_c4": "mask_rcnn_small", "mask_rcnn_r101_c4": "mask_rcnn_small"}
+             "mask_rcnn_r50_c4": "mask_rcnn_small", "mask_rcnn_r101_c4": "mask_rcnn_small",
+             "mask_rcnn_r50_fpn": "mask_rcnn_small_fpn", "mask_rcnn_r101_fpn": "mask_rcnn_small_fpn"}
 KW = {"c3d": dict(width=8, fc_units=64), "unet": dict(depth=2, features=8), "alexnet": dict(fc_units=64),
       "vgg11": dict(fc_units=64), "vgg11_bn": dict(fc_units=64)}
 
 
 def test_every_registered_model_is_covered():
-  assert set(registry.MODELS.names()) == set(INPUTS) | set(SAME_CODE) | {"mask_rcnn_small"}
+  assert set(registry.MODELS.names()) == set(INPUTS) | set(SAME_CODE) | set(MASK_RCNN)
 
 
 def _compute_dtypes(jaxpr) -> list[str]:
@@ -82,12 +83,16 @@ def test_model_dtype_is_set_through_precision(small_config):
     loop.check_config(c)
 
 
-def test_mask_rcnn_bfloat16_backbone_and_heads_float32_roi_align():
-  """Mask R-CNN: every convolution (backbone, RPN, res5 head, mask branch) and the box head's dense
-  layers run in bfloat16; RoIAlign's bilinear weights and the box arithmetic stay float32 by design
+MASK_RCNN = ("mask_rcnn_small", "mask_rcnn_small_fpn")  # traced below
+
+
+@pytest.mark.parametrize("name", MASK_RCNN)
+def test_mask_rcnn_bfloat16_backbone_and_heads_float32_roi_align(name):
+  """Mask R-CNN (C4 and FPN): every convolution (backbone, FPN, RPN, res5 head, mask branch) and the box
+  head's dense layers run in bfloat16; RoIAlign's bilinear weights and the box arithmetic stay float32 by design
   (sub-pixel box coordinates of a 1333-pixel image need more than bfloat16's 8 bits), so its einsums
   are the float32 matmuls; losses and detection scores are float32."""
-  m16 = registry.MODELS.build("mask_rcnn_small", num_classes=5, dtype="bfloat16")
+  m16 = registry.MODELS.build(name, num_classes=5, dtype="bfloat16")
   x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
   variables = jax.eval_shape(lambda x: m16.init(jax.random.PRNGKey(0), jnp.zeros(x.shape, x.dtype)), x)
   assert {str(v.dtype) for v in jax.tree.leaves(variables)} == {"float32"}

@@ -37,7 +37,7 @@ def _bin_weights(start, extent, bins: int, samples: int, size: int):
 
 
 def roi_align(features, boxes, output_size=(7, 7), spatial_scale: float = 1.0, sampling_ratio: int = 2,
-              aligned: bool = True):
+              aligned: bool = True, chunk: int | None = None):
   """`[R, out_h, out_w, C]` RoIAlign features of `boxes [R, 4]` on `features [H, W, C]`.
 
   Args:
@@ -46,9 +46,19 @@ def roi_align(features, boxes, output_size=(7, 7), spatial_scale: float = 1.0, s
       different number of samples, which static shapes cannot express).
     aligned: shift by half a cell (Detectron2's ROIAlignV2, the default there); False is the original
       Mask R-CNN operator, which also enlarges boxes smaller than one cell to one cell.
+    chunk: pool `chunk` boxes at a time (`lax.map`) when there are more: the intermediate of the first
+      product is `[R, out_h, W, C]` (1000 proposals on COCO's 84 x 84 x 1024 res4 map: 4.8 GB at once,
+      0.6 GB in chunks of 128). Same result.
   """
   if sampling_ratio < 1:
     raise ValueError(f"sampling_ratio={sampling_ratio} must be >= 1 (static shapes: no adaptive 0)")
+  r = boxes.shape[0]
+  if chunk is not None and r > chunk:
+    pad = -r % chunk
+    padded = jnp.concatenate([boxes, jnp.zeros((pad, 4), boxes.dtype)]) if pad else boxes
+    out = jax.lax.map(lambda b: roi_align(features, b, output_size, spatial_scale, sampling_ratio, aligned),
+                      padded.reshape(-1, chunk, 4))
+    return out.reshape((-1,) + out.shape[2:])[:r]
   oh, ow = output_size
   h, w = features.shape[:2]
   offset = 0.5 if aligned else 0.0

@@ -28,6 +28,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxcnn.conv import BasicBlock, BottleneckBlock, Conv, ConvTranspose, max_pool
 from jaxcnn.detection import boxes as box_ops
@@ -57,6 +58,7 @@ class MaskRCNN(nn.Module):
   roi_positive_fraction: float = 0.25
   pooler_resolution: int = 14
   sampling_ratio: int = 2
+  roi_chunk: int = 128                    # RoIAlign pools this many RoIs at a time (memory)
   mask_channels: int = 256
   score_threshold: float = 0.05
   test_nms: float = 0.5
@@ -129,23 +131,47 @@ class MaskRCNN(nn.Module):
   def _pool(self, feats, rois):
     """`[B, R, P, P, C]` RoIAlign of every image's RoIs on its C4 map (stride 16)."""
     p = (self.pooler_resolution,) * 2
-    return jax.vmap(lambda f, r: roi_align(f, r, p, 1 / 16, self.sampling_ratio))(feats, rois)
+    return jax.vmap(lambda f, r: roi_align(f, r, p, 1 / 16, self.sampling_ratio, chunk=self.roi_chunk))(
+        feats, rois)
 
   # ------------------------------------------------------------------------------------------ forward
   def __call__(self, x, *, targets=None, key=None, train: bool = False, mask=None):
     del mask  # every image of a batch has the same size here; padding rows have no valid boxes
     feats = self.features(x, train)
-    obj, deltas = self.rpn_head(feats.astype(jnp.float32))
-    anchors = self._anchors(feats.shape[1:3])
+    obj, deltas, anchors = self._rpn(feats)
     hw = x.shape[1:3]
     if targets is None:
-      return self._detect(feats, obj, deltas, anchors, hw)
+      return self._detect(feats, obj, deltas, anchors, hw, x.shape[0])
     if key is None:
       raise ValueError("training Mask R-CNN samples anchors and RoIs: pass key=jax.random.key(...)")
-    return self._losses(feats, obj, deltas, anchors, hw, targets, key, train)
+    return self._losses(feats, obj, deltas, anchors, hw, targets, key, train, x.shape[0])
 
-  def _losses(self, feats, obj, deltas, anchors, hw, t, key, train):
-    b = feats.shape[0]
+  # The variant's parts (C4 here; FPN overrides them): the RPN over the feature map(s), and the heads on
+  # RoIs `[B, R, 4]`.
+  def _rpn(self, feats):
+    """`(objectness [B, A], deltas [B, A, 4], anchors [A, 4])`."""
+    obj, deltas = self.rpn_head(feats.astype(jnp.float32))
+    return obj, deltas, self._anchors(feats.shape[1:3])
+
+  def _heads(self, feats, rois, train: bool):
+    """Training: `(class logits [B, R, K+1], deltas [B, R, K, 4], mask logits [B, R, m, m, K])`."""
+    b, r = rois.shape[:2]
+    pooled = self._pool(feats, rois)
+    logits, deltas, masks = self.box_and_mask_heads(pooled.reshape((b * r,) + pooled.shape[2:]), train)
+    return (logits.reshape(b, r, -1), deltas.reshape(b, r, -1, 4), masks.reshape((b, r) + masks.shape[1:]))
+
+  def _box_outputs(self, feats, rois):
+    """Inference, box head only: `(class logits [B, R, K+1], deltas [B, R, K, 4])`."""
+    b, r = rois.shape[:2]
+    pooled = self._pool(feats, rois)
+    logits, deltas, _ = self.box_head(pooled.reshape((b * r,) + pooled.shape[2:]), False)
+    return logits.reshape(b, r, -1), deltas.reshape(b, r, -1, 4)
+
+  def _mask_outputs(self, feats, boxes):
+    """Inference, the mask branch on the final boxes `[B, N, 4]`: `[B, N, m, m, K]` logits."""
+    return self._heads(feats, boxes, False)[2]
+
+  def _losses(self, feats, obj, deltas, anchors, hw, t, key, train, b):
     k_rpn, k_roi = jax.random.split(key)
     gt_boxes, gt_classes, gt_valid = t["gt_boxes"], t["gt_classes"], t["gt_valid"]
     if "mask" in t:  # padding rows of a batch contribute nothing
@@ -160,13 +186,7 @@ class MaskRCNN(nn.Module):
     rois, classes, matched, valid = jax.vmap(functools.partial(
         roi_heads.sample_rois, batch_size=self.roi_batch, positive_fraction=self.roi_positive_fraction))(
         props, props_ok, gt_boxes, gt_classes, gt_valid, jax.random.split(k_roi, b))
-    pooled = self._pool(feats, rois)
-    r = rois.shape[1]
-    logits, box_deltas, mask_logits = self.box_and_mask_heads(pooled.reshape((b * r,) + pooled.shape[2:]),
-                                                               train)
-    logits = logits.reshape(b, r, -1)
-    box_deltas = box_deltas.reshape(b, r, -1, 4)
-    mask_logits = mask_logits.reshape((b, r) + mask_logits.shape[1:])
+    logits, box_deltas, mask_logits = self._heads(feats, rois, train)
     box_t = jax.vmap(roi_heads.box_targets)(rois, gt_boxes, matched)
     cls, box = jax.vmap(roi_heads.box_head_losses)(logits, box_deltas, classes, box_t, valid)
     m = mask_logits.shape[2]
@@ -181,15 +201,14 @@ class MaskRCNN(nn.Module):
     out["fg_rois"] = jnp.sum(valid & (classes > 0), axis=1).astype(jnp.float32)
     return out
 
-  def _detect(self, feats, obj, deltas, anchors, hw):
-    b, k = feats.shape[0], self.num_classes - 1
+  def _detect(self, feats, obj, deltas, anchors, hw, b):
+    k = self.num_classes - 1
     props, _, props_ok = jax.vmap(lambda o, d: rpn.proposals(
         anchors, o, d, hw, pre_nms_topk=self.pre_nms_test, post_nms_topk=self.post_nms_test,
         nms_threshold=self.rpn_nms))(obj, deltas)
-    pooled = self._pool(feats, props)
     r = props.shape[1]
-    logits, box_deltas, _ = self.box_head(pooled.reshape((b * r,) + pooled.shape[2:]), False)
-    probs = jax.nn.softmax(logits, -1).reshape(b, r, k + 1)[..., 1:]  # [B, R, K] foreground classes
+    logits, box_deltas = self._box_outputs(feats, props)
+    probs = jax.nn.softmax(logits, -1)[..., 1:]  # [B, R, K] foreground classes
     boxes = box_ops.clip(box_ops.decode(box_deltas.reshape(b, r, k, 4), props[:, :, None, :],
                                         roi_heads.BOX_WEIGHTS), hw[0], hw[1])
     n = self.detections_per_image
@@ -204,13 +223,139 @@ class MaskRCNN(nn.Module):
 
     det_boxes, det_scores, det_classes, det_valid = jax.vmap(per_image)(boxes, probs, props_ok)
     # The mask branch runs on the final boxes (the paper's inference), for the predicted class only.
-    pooled = self._pool(feats, det_boxes)
-    _, _, mask_logits = self.box_and_mask_heads(pooled.reshape((b * n,) + pooled.shape[2:]), False)
-    mask_logits = mask_logits.reshape((b, n) + mask_logits.shape[1:])
+    mask_logits = self._mask_outputs(feats, det_boxes)
     own = jnp.take_along_axis(mask_logits, jnp.maximum(det_classes - 1, 0)[:, :, None, None, None],
                               axis=4)[..., 0]
     return {"boxes": det_boxes, "scores": det_scores, "classes": det_classes, "valid": det_valid,
             "masks": jax.nn.sigmoid(own)}
+
+
+class MaskRCNNFPN(MaskRCNN):
+  """Mask R-CNN with a Feature Pyramid Network (Lin et al. 2017; the paper's best variant).
+
+  The ResNet's C2-C5 (strides 4-32) go through 1x1 lateral convolutions to `fpn_channels`, a top-down
+  pathway (nearest-neighbour 2x upsampling + addition) and 3x3 output convolutions: P2-P5, and P6 = P5
+  subsampled by 2 (for the RPN only). The RPN head (shared over levels) has one anchor size per level
+  (`anchor_sizes[l]` on P(l+2): 32 on P2 ... 512 on P6) x `aspect_ratios`. Each RoI is pooled from level
+  k = floor(4 + log2(sqrt(wh) / 224)) clamped to P2-P5 (Eq. 1 of Lin et al.): 7x7 for the box head (two
+  1024-d fully connected layers) and 14x14 for the mask head (four 3x3 convolutions of 256, a 2x2
+  stride-2 transposed convolution, 1x1 to K masks of 28x28).
+
+  Static shapes: every RoI is pooled on all four levels and the one of its level kept (4x the RoIAlign
+  work, no gather of variable-size groups); the proposals are the top `pre_nms_*` anchors over all levels
+  then NMS (Detectron2 takes the top-k of each level first, then NMS per level).
+  """
+  anchor_sizes: Sequence[float] = (32, 64, 128, 256, 512)
+  fpn_channels: int = 256
+  box_fc: int = 1024
+  mask_convs: int = 4
+  pre_nms_train: int = 4000
+  post_nms_train: int = 1000
+  pre_nms_test: int = 2000
+  post_nms_test: int = 1000
+
+  def setup(self):
+    if self.block not in ("basic", "bottleneck"):
+      raise ValueError(f"block must be 'basic' or 'bottleneck', got {self.block!r}")
+    if len(self.stage_sizes) != 4 or len(self.anchor_sizes) != 5:
+      raise ValueError(f"FPN needs stage_sizes for res2-res5 ({tuple(self.stage_sizes)}) and one anchor size "
+                       f"per level P2-P6 ({tuple(self.anchor_sizes)})")
+    self._norm = batch_norm_def(self.axis_name)
+    conv = functools.partial(Conv, dtype=self.dtype, kernel_init=HE_FAN_OUT)
+    block = BasicBlock if self.block == "basic" else BottleneckBlock
+    self.conv1 = conv(self.width, 7, stride=2, padding=3, use_bias=False)
+    self.norm1 = self._norm()
+    self.stages = [[block(self.width * 2 ** s, stride=2 if s > 0 and i == 0 else 1, conv=conv, norm=self._norm)
+                    for i in range(self.stage_sizes[s])] for s in range(4)]
+    fan_in = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")  # Detectron2's c2_xavier_fill
+    self.lateral = [Conv(self.fpn_channels, 1, dtype=self.dtype, kernel_init=fan_in) for _ in range(4)]
+    self.output = [Conv(self.fpn_channels, 3, dtype=self.dtype, kernel_init=fan_in) for _ in range(4)]
+    self.rpn_head = rpn.RPNHead(len(self.aspect_ratios), self.fpn_channels, dtype=self.dtype)
+    k = self.num_classes - 1
+    self.fc1 = nn.Dense(self.box_fc, dtype=self.dtype, kernel_init=fan_in)
+    self.fc2 = nn.Dense(self.box_fc, dtype=self.dtype, kernel_init=fan_in)
+    self.cls_score = nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01), dtype=self.dtype)
+    self.bbox_pred = nn.Dense(4 * k, kernel_init=nn.initializers.normal(0.001), dtype=self.dtype)
+    self.mask_fcn = [conv(self.mask_channels, 3) for _ in range(self.mask_convs)]
+    self.mask_up = ConvTranspose(self.mask_channels, 2, stride=2, kernel_init=HE_FAN_OUT)  # input dtype
+    self.mask_pred = Conv(k, 1, kernel_init=nn.initializers.normal(0.001), dtype=self.dtype)
+
+  def features(self, x, train: bool):
+    """`(P2, P3, P4, P5, P6)`, strides 4 to 64, `fpn_channels` each."""
+    t = self._bn_train(train)
+    x = nn.relu(self.norm1(self.conv1(cast(x, self.dtype)), train=t))
+    x = max_pool(x, 3, 2, padding=1)
+    c = []
+    for stage in self.stages:
+      for b in stage:
+        x = b(x, train=t)
+      c.append(x)
+    p = self.lateral[3](c[3])
+    outs = [self.output[3](p)]
+    for level in (2, 1, 0):  # top-down: upsample the coarser map, add the lateral
+      up = jnp.repeat(jnp.repeat(p, 2, axis=1), 2, axis=2)
+      p = self.lateral[level](c[level]) + up
+      outs.insert(0, self.output[level](p))
+    return tuple(outs) + (outs[-1][:, ::2, ::2],)
+
+  def _rpn(self, feats):
+    objs, deltas, anchors = [], [], []
+    for level, f in enumerate(feats):
+      o, d = self.rpn_head(f.astype(jnp.float32))
+      objs.append(o)
+      deltas.append(d)
+      anchors.append(grid_anchors(f.shape[1:3], 2 ** (level + 2), (self.anchor_sizes[level],),
+                                  self.aspect_ratios))
+    return jnp.concatenate(objs, 1), jnp.concatenate(deltas, 1), jnp.asarray(np.concatenate(anchors))
+
+  def _pool_levels(self, feats, rois, resolution: int):
+    """`[B, R, P, P, C]`: each RoI pooled from its pyramid level (P2-P5)."""
+    w = rois[..., 2] - rois[..., 0]
+    h = rois[..., 3] - rois[..., 1]
+    level = jnp.floor(4 + jnp.log2(jnp.sqrt(jnp.maximum(w * h, 1e-6)) / 224 + 1e-8))
+    level = jnp.clip(level, 2, 5).astype(jnp.int32)
+    p = (resolution,) * 2
+    out = 0.0
+    for lv in range(2, 6):
+      pooled = jax.vmap(lambda f, r: roi_align(f, r, p, 1 / 2 ** lv, self.sampling_ratio, chunk=self.roi_chunk))(
+          feats[lv - 2], rois)
+      out = out + jnp.where((level == lv)[..., None, None, None], pooled.astype(jnp.float32), 0.0)
+    return out
+
+  def box_head(self, pooled, train: bool):
+    """RoI features `[N, 7, 7, C]` -> (class logits `[N, K+1]`, deltas `[N, K, 4]`, None)."""
+    del train
+    v = pooled.reshape(pooled.shape[0], -1)
+    v = nn.relu(self.fc2(nn.relu(self.fc1(cast(v, self.dtype)))))
+    logits = self.cls_score(v).astype(jnp.float32)
+    deltas = self.bbox_pred(v).astype(jnp.float32).reshape(v.shape[0], self.num_classes - 1, 4)
+    return logits, deltas, None
+
+  def mask_head(self, pooled):
+    """RoI features `[N, 14, 14, C]` -> mask logits `[N, 28, 28, K]`."""
+    m = cast(pooled, self.dtype)
+    for c in self.mask_fcn:
+      m = nn.relu(c(m))
+    return self.mask_pred(nn.relu(self.mask_up(m))).astype(jnp.float32)
+
+  def box_and_mask_heads(self, pooled, train: bool):
+    raise NotImplementedError("FPN pools RoIs separately for its box (7x7) and mask (14x14) heads")
+
+  def _box_outputs(self, feats, rois):
+    b, r = rois.shape[:2]
+    pooled = self._pool_levels(feats, rois, self.pooler_resolution // 2)
+    logits, deltas, _ = self.box_head(pooled.reshape((b * r,) + pooled.shape[2:]), False)
+    return logits.reshape(b, r, -1), deltas.reshape(b, r, -1, 4)
+
+  def _mask_outputs(self, feats, boxes):
+    b, n = boxes.shape[:2]
+    pooled = self._pool_levels(feats, boxes, self.pooler_resolution)
+    masks = self.mask_head(pooled.reshape((b * n,) + pooled.shape[2:]))
+    return masks.reshape((b, n) + masks.shape[1:])
+
+  def _heads(self, feats, rois, train: bool):
+    logits, deltas = self._box_outputs(feats, rois)
+    return logits, deltas, self._mask_outputs(feats, rois)
 
 
 R50_C4 = dict(stage_sizes=(3, 4, 6, 3), block="bottleneck", width=64)
@@ -219,22 +364,22 @@ SMALL = dict(block="basic", width=16, stage_sizes=(1, 1, 1, 1), anchor_sizes=(16
              roi_batch=64, mask_channels=32, detections_per_image=20)
 
 
-def _builder(name: str, defaults: dict, doc: str):
-  """A registered constructor whose keywords are MaskRCNN's fields (so the registry can name a wrong
+def _builder(name: str, defaults: dict, doc: str, cls=MaskRCNN):
+  """A registered constructor whose keywords are `cls`'s fields (so the registry can name a wrong
   `--config.model.<key>`), with `defaults` for this variant."""
-  fields = [f for f in MaskRCNN.__dataclass_fields__ if f not in ("parent", "name")]
+  fields = [f for f in cls.__dataclass_fields__ if f not in ("parent", "name")]
 
   def build(**kwargs) -> MaskRCNN:
     unknown = sorted(set(kwargs) - set(fields))
     if unknown:
       raise TypeError(f"{name} does not take {unknown}; it accepts {', '.join(fields)}")
     kwargs.setdefault("num_classes", 81)
-    return MaskRCNN(**{**defaults, **kwargs})
+    return cls(**{**defaults, **kwargs})
 
   def default(f):
     if f in defaults:
       return defaults[f]
-    d = MaskRCNN.__dataclass_fields__[f].default
+    d = cls.__dataclass_fields__[f].default
     return 81 if f == "num_classes" else d
   build.__signature__ = inspect.Signature(
       [inspect.Parameter(f, inspect.Parameter.KEYWORD_ONLY, default=default(f)) for f in fields])
@@ -248,6 +393,16 @@ mask_rcnn_r50_c4 = _builder(
     "The paper's ResNet-50-C4 Mask R-CNN (COCO: 80 classes + background; anchors 32..512 x 3 ratios).")
 mask_rcnn_r101_c4 = _builder("mask_rcnn_r101_c4", {**R50_C4, "stage_sizes": (3, 4, 23, 3)},
                              "The ResNet-101-C4 Mask R-CNN.")
+mask_rcnn_r50_fpn = _builder(
+    "mask_rcnn_r50_fpn", R50_C4,
+    "The paper's ResNet-50-FPN Mask R-CNN (P2-P6, anchors 32..512 one per level x 3 ratios, 2-fc box head, "
+    "28x28 masks).", cls=MaskRCNNFPN)
+mask_rcnn_r101_fpn = _builder("mask_rcnn_r101_fpn", {**R50_C4, "stage_sizes": (3, 4, 23, 3)},
+                              "The ResNet-101-FPN Mask R-CNN.", cls=MaskRCNNFPN)
+mask_rcnn_small_fpn = _builder(
+    "mask_rcnn_small_fpn", {**SMALL, "anchor_sizes": (8, 16, 32, 64, 128), "fpn_channels": 32, "box_fc": 128,
+                            "pre_nms_train": 1000, "post_nms_train": 128, "pre_nms_test": 1000},
+    "A small FPN Mask R-CNN for the synthetic shapes on a CPU.", cls=MaskRCNNFPN)
 mask_rcnn_small = _builder(
     "mask_rcnn_small", SMALL,
     "A small C4 Mask R-CNN (basic blocks, `width` filters in res2, anchors 16/32/64) for the synthetic "
