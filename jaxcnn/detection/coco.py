@@ -32,11 +32,18 @@ def paste_masks(masks, boxes, height: int, width: int, threshold: float = 0.5) -
   masks, boxes = np.asarray(masks, np.float32), np.asarray(boxes, np.float32)
   n, m = masks.shape[:2]
   out = np.zeros((n, height, width), bool)
-  ys, xs = np.arange(height) + 0.5, np.arange(width) + 0.5
+  if masks.shape[2] != m:
+    raise ValueError(f"masks must be square [N, m, m], got {masks.shape}")
   for i in range(n):
     x1, y1, x2, y2 = boxes[i]
     if x2 <= x1 or y2 <= y1:
       continue
+    # Only the pixels whose centres fall in the box (the rest stay False): box-sized work per mask.
+    c0, c1 = max(int(np.floor(x1 - 0.5)), 0), min(int(np.ceil(x2 + 0.5)), width)
+    r0, r1 = max(int(np.floor(y1 - 0.5)), 0), min(int(np.ceil(y2 + 0.5)), height)
+    if c1 <= c0 or r1 <= r0:
+      continue
+    ys, xs = np.arange(r0, r1) + 0.5, np.arange(c0, c1) + 0.5
     # Pixel centre -> mask coordinates (cell centres at 0.5 .. m - 0.5), clamped at the border cells.
     u = np.clip((xs - x1) / (x2 - x1) * m - 0.5, 0, m - 1)
     v = np.clip((ys - y1) / (y2 - y1) * m - 0.5, 0, m - 1)
@@ -47,7 +54,7 @@ def paste_masks(masks, boxes, height: int, width: int, threshold: float = 0.5) -
     val = ((1 - fv)[:, None] * ((1 - fu) * p[v0][:, u0] + fu * p[v0][:, u1])
            + fv[:, None] * ((1 - fu) * p[v1][:, u0] + fu * p[v1][:, u1]))
     inside = ((ys >= y1) & (ys < y2))[:, None] & ((xs >= x1) & (xs < x2))[None, :]
-    out[i] = inside & (val >= threshold)
+    out[i, r0:r1, c0:c1] = inside & (val >= threshold)
   return out
 
 

@@ -95,7 +95,7 @@ class InstanceSegmentation:
       return det
     return body
 
-  def results(self, gt: dict, detections: list[dict]) -> list[dict]:
+  def results(self, gt: dict, detections) -> list[dict]:
     """COCO results of gathered detection batches (the rows with `row_mask`, in the order of
     `gt["images"]`), in original image coordinates and with the data set's image and category ids."""
     coco = _coco()
@@ -127,9 +127,10 @@ class InstanceSegmentation:
       raise ValueError(f"evaluated {pos} images but the ground truth has {len(images)}")
     return out
 
-  def evaluate(self, gt: dict, detections: list[dict], *, split: str, workdir: str | None = None,
+  def evaluate(self, gt: dict, detections, *, split: str, workdir: str | None = None,
                write: bool = False) -> dict:
-    """COCO metrics of gathered detection batches; writes the results JSON when `write`."""
+    """COCO metrics of gathered detection batches (any iterable: a generator keeps one batch in memory);
+    writes the results JSON when `write`."""
     res = self.results(gt, detections)
     metrics = _coco().evaluate(gt, res)
     metrics["detections_per_image"] = len(res) / max(len(gt["images"]), 1)
