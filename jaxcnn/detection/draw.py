@@ -41,13 +41,14 @@ def draw(ax, image, boxes, classes, scores, masks, class_names, *, fontsize: flo
 
 
 def detections_png(image, boxes, classes, scores, masks, class_names, path: str) -> str:
-  """One image with its detections, at (about) its own size in pixels."""
+  """One image with its detections, at its own size in pixels (small images enlarged to 512 pixels on
+  the long side, so that the labels can be read)."""
   plt = _plt()
   h, w = np.asarray(image).shape[:2]
-  dpi = 100
-  fig = plt.figure(figsize=(max(w, 64) / dpi, max(h, 64) / dpi), dpi=dpi)
+  dpi, zoom = 100, max(1.0, 512 / max(h, w))
+  fig = plt.figure(figsize=(w * zoom / dpi, h * zoom / dpi), dpi=dpi)
   ax = fig.add_axes([0, 0, 1, 1])
-  draw(ax, image, boxes, classes, scores, masks, class_names, fontsize=max(6, min(h, w) / 60))
+  draw(ax, image, boxes, classes, scores, masks, class_names, fontsize=max(7, min(h, w) * zoom / 80))
   fig.savefig(path, dpi=dpi)
   plt.close(fig)
   return path
@@ -64,6 +65,6 @@ def detections_figure(panels, path: str, cols: int = 4) -> str:
   for ax in list(axes.flat)[len(panels):]:
     ax.axis("off")
   fig.tight_layout()
-  fig.savefig(path, dpi=80)
+  fig.savefig(path, dpi=80, bbox_inches="tight")
   plt.close(fig)
   return path
