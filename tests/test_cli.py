@@ -28,7 +28,8 @@ def launch(*args, devices=1, tfds_dir=None):
     (["--config.model.name=fcnn"], "Unknown model name 'fcnn'. Did you mean: fcn? Available models: alexnet, c3d"),
     (["--config.dataset.name=mnistt"], "Unknown dataset name 'mnistt'. Did you mean: mnist? Available datasets:"),
     (["--config.task.name=segmentaton"],
-     "Unknown task name 'segmentaton'. Did you mean: segmentation? Available tasks: classification"),
+     "Unknown task name 'segmentaton'. Did you mean: segmentation, instance_segmentation? Available tasks: "
+     "classification, instance_segmentation, segmentation"),
     (["--config=experiments/fcn_ucr.py:GunPint"],
      "UCR/UEA data set 'GunPint' not found in"),
     (["--config.dataset.manual_dir=/no/such/dir"], "--config.dataset.manual_dir=/no/such/dir does not exist"),

@@ -18,7 +18,7 @@ VARIANTS = {
     "char_cnn": ["ag_news,runlocal", "ag_news_subset,large,runlocal"],
     "unet_roads": ["resize,dice,runlocal"],  # the default variant: test_segmentation's CLI test
     "ucr_benchmark": ["tcn,runlocal"],  # every (data set, seed) run is an fcn_ucr run: two of each
-    "mask_rcnn": ["shapes,runlocal"],
+    "mask_rcnn": ["shapes,fpn,runlocal"],  # FPN here; the C4 network trains in test_mask_rcnn.py
 }
 
 

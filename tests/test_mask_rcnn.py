@@ -40,7 +40,10 @@ def model_and_vars(batch):
 
 # (model, Adam steps): in development the C4 network reached segm AP50 0.92 / AP 0.69-0.81 after 120-200
 # steps, the FPN one AP50 1.0 / AP 0.86 after 80 (and AP 1.0 after 160); the untrained ones score 0.
-@pytest.mark.parametrize("name,steps", [("mask_rcnn_small", 150), ("mask_rcnn_small_fpn", 80)])
+# The FPN case is slow (`pytest -m slow`): its training path runs by default in test_experiments.py
+# (shapes,fpn,runlocal on 8 devices).
+@pytest.mark.parametrize("name,steps", [("mask_rcnn_small", 150),
+                                        pytest.param("mask_rcnn_small_fpn", 80, marks=pytest.mark.slow)])
 def test_initial_losses_gradients_everywhere_and_an_overfit_run_reaches_a_high_coco_ap(batch, name, steps):
   model = registry.MODELS.build(name, num_classes=len(S.CLASSES) + 1)
   v = jax.jit(lambda x: model.init(jax.random.key(0), x))(batch["x"])
@@ -70,8 +73,11 @@ def test_initial_losses_gradients_everywhere_and_an_overfit_run_reaches_a_high_c
       assert first["fg_rois"] >= 2  # the ground-truth boxes at least are foreground RoIs
       np.testing.assert_allclose(first["loss"], sum(first[k] for k in ("rpn_cls", "rpn_box", "cls", "box",
                                                                         "mask")), rtol=1e-6)
-      for name, n in norms.items():  # every part of the network gets a gradient
-        assert np.isfinite(float(n)) and float(n) > 0, name
+      for part, n in norms.items():  # every part of the network gets a gradient
+        if part == "output_3":  # FPN on 64² images: P5 / P6 hold only anchors of 64 and 128 pixels, all
+          assert float(n) == 0  # crossing the border (ignored), and no RoI is large enough for level 5
+          continue
+        assert np.isfinite(float(n)) and float(n) > 0, part
   last = history[-1]
   assert last["loss"] < 0.2 * first["loss"], (first, last)
   for k in ("rpn_cls", "cls", "mask"):
