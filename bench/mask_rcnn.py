@@ -12,7 +12,8 @@ the head `detections_per_image` detections), so the time does not depend on the 
 
 - `small`: experiments/mask_rcnn.py:shapes (mask_rcnn_small, 128 x 128);
 - `r50_c4`: the paper's ResNet-50-C4 at its test size (short side 800, long side at most 1333; the input
-  padded to 1344 x 1344 as in experiments/mask_rcnn.py:coco_r50_c4), 1000 proposals, 100 detections.
+  padded to 1344 x 1344 as in experiments/mask_rcnn.py:coco_r50_c4), 1000 proposals, 100 detections;
+- `r50_fpn`: ResNet-50-FPN at the same size.
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-VARIANTS = {"small": ("mask_rcnn_small", 128, 5, 128, 128), "r50_c4": ("mask_rcnn_r50_c4", 1344, 81, 800, 1333)}
+VARIANTS = {"small": ("mask_rcnn_small", 128, 5, 128, 128), "r50_c4": ("mask_rcnn_r50_c4", 1344, 81, 800, 1333),
+            "r50_fpn": ("mask_rcnn_r50_fpn", 1344, 81, 800, 1333)}
 
 
 def measure(variant: str, runs: int) -> dict:
@@ -71,7 +73,7 @@ def measure(variant: str, runs: int) -> dict:
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--variants", default="small,r50_c4")
+  p.add_argument("--variants", default="small,r50_c4,r50_fpn")
   p.add_argument("--runs", type=int, default=3)
   p.add_argument("--out", default=os.path.join(ROOT, "bench", "mask_rcnn.md"))
   p.add_argument("--one", help=argparse.SUPPRESS)

@@ -34,6 +34,8 @@ SCRIPTS = [
      "images/s: jaxcnn vs PyTorch CPU, input pipeline rate", "[unet.md](unet.md)"),
     ("ucr_cost", "the full UCR/UEA benchmark's cost: each model's step and evaluation time on every shipped "
      "data set x epochs x seeds", "[ucr_cost.md](ucr_cost.md)"),
+    ("mask_rcnn", "Mask R-CNN inference time per image (small at 128², ResNet-50-C4 and -FPN at the paper's "
+     "800 x 1333), host post-processing, compile time, peak memory", "[mask_rcnn.md](mask_rcnn.md)"),
 ]
 BEGIN, END = "<!-- index:begin -->", "<!-- index:end -->"
 

@@ -516,7 +516,9 @@ def write_detection_figure(rt: "_Runtime", state, workdir: str, split: str | Non
   if n == 0:
     return []
   examples = [ds.preprocess(source[i]) for i in range(n)]
-  det = _apply_fn(rt.c.init_model, state)(np.stack([e["x"] for e in examples]))
+  apply = _apply_fn(rt.c.init_model, state)  # one image at a time: the program --mode=predict runs
+  dets = [apply(e["x"][None]) for e in examples]
+  det = {k: np.concatenate([d[k] for d in dets]) for k in dets[0]}
   thr = float(rt.config.predict.get("score_threshold", 0.5))
   panels = []
   for i, ex in enumerate(examples):
