@@ -479,14 +479,18 @@ def _denormalize(x: np.ndarray, info: dict) -> np.ndarray:
   return ((x * std + mean) * 255).clip(0, 255).astype(np.uint8)
 
 
+def _figure_split(rt: "_Runtime", split: str | None):
+  """`(data set, split name, its source, number of images to draw)`: the first eval split by default."""
+  ds = rt.c.dataset
+  split = split or next(iter(ds.evals))
+  return ds, split, ds.evals[split], min(int(rt.config.predict.overlays), len(ds.evals[split]))
+
+
 def write_overlays(rt: "_Runtime", state, workdir: str, split: str | None = None) -> list[str]:
   """The first `config.predict.overlays` images of an eval split: image, road probability and the
   TP/FN/FP overlay, as `workdir/overlays_<split>.png`."""
   from jaxcnn import segment
-  ds = rt.c.dataset
-  split = split or next(iter(ds.evals))
-  source = ds.evals[split]
-  n = min(int(rt.config.predict.overlays), len(source))
+  ds, split, source, n = _figure_split(rt, split)
   if n == 0:
     return []
   apply = _apply_fn(rt.c.init_model, state)
@@ -509,10 +513,7 @@ def write_detection_figure(rt: "_Runtime", state, workdir: str, split: str | Non
   `config.predict.score_threshold` (masks pasted and binarised at 0.5) and the ground-truth boxes
   dashed, as `workdir/detections_<split>.png`."""
   from jaxcnn.detection import coco, draw
-  ds = rt.c.dataset
-  split = split or next(iter(ds.evals))
-  source = ds.evals[split]
-  n = min(int(rt.config.predict.overlays), len(source))
+  ds, split, source, n = _figure_split(rt, split)
   if n == 0:
     return []
   examples = [ds.preprocess(source[i]) for i in range(n)]

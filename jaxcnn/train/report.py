@@ -97,17 +97,23 @@ def plot_curves(history: list[dict], path: str) -> str | None:
   return path
 
 
-def write_segmentation_report(workdir: str, config, result: dict, history: list[dict], task) -> str:
-  final = result["final"]
-  splits = result["eval_splits"]
-  lines = [
+def _image_run_header(config, result: dict) -> list[str]:
+  """The title and the run's data, model, schedule and time (image tasks' reports)."""
+  return [
       f"# {config.get('experiment', 'jaxcnn run')}", "",
       f"Data set `{result['dataset']}` ({result['num_train']} train images, " +
       ", ".join(f"{n} {s}" for s, n in result["eval_sizes"].items()) + f"), model `{config.model.name}` "
       f"({result['num_params']:,} parameters), {result['epochs_done']} epochs of "
       f"{result['steps_per_epoch']} steps at global batch {result['batch_size']}, "
       f"{result['wall_time_s']:.0f} s training on {versions()['backend']}.", "",
-      *([f"Data: {result['data_note']}", ""] if result.get("data_note") else []),
+      *([f"Data: {result['data_note']}", ""] if result.get("data_note") else [])]
+
+
+def write_segmentation_report(workdir: str, config, result: dict, history: list[dict], task) -> str:
+  final = result["final"]
+  splits = result["eval_splits"]
+  lines = [
+      *_image_run_header(config, result),
       f"Metrics at the final epoch ({final.get('epoch')}), over all pixels of each split, road probability "
       f"threshold 0.5; relaxed breakeven with a {task.relax}-pixel slack; patch F1 with "
       f"{task.patch_size}x{task.patch_size} patches, road when > {task.patch_fraction:.0%} road pixels.", "",
@@ -178,13 +184,7 @@ def write_instance_report(workdir: str, config, result: dict, history: list[dict
   final = result["final"]
   splits = result["eval_splits"]
   lines = [
-      f"# {config.get('experiment', 'jaxcnn run')}", "",
-      f"Data set `{result['dataset']}` ({result['num_train']} train images, " +
-      ", ".join(f"{n} {s}" for s, n in result["eval_sizes"].items()) + f"), model `{config.model.name}` "
-      f"({result['num_params']:,} parameters), {result['epochs_done']} epochs of "
-      f"{result['steps_per_epoch']} steps at global batch {result['batch_size']}, "
-      f"{result['wall_time_s']:.0f} s training on {versions()['backend']}.", "",
-      *([f"Data: {result['data_note']}", ""] if result.get("data_note") else []),
+      *_image_run_header(config, result),
       f"COCO AP (pycocotools, IoU .50:.95, in %) at the final epoch ({final.get('epoch')}); masks pasted "
       f"into their boxes and binarised at {task.mask_threshold}:", "",
       *coco_lines(final, splits), "",
