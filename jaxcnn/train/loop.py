@@ -723,6 +723,7 @@ def predict_instances(config, workdir: str, input_dir: str, output_dir: str | No
   apply = _apply_fn(rt.c.init_model, state)
   names = list(ds.class_names)
   categories = ds.info.get("categories") or [{"id": k, "name": n} for k, n in enumerate(names) if k]
+  by_id = {c["id"]: j for j, c in enumerate(categories, start=1)}  # category id -> model class
   thr = float(config.predict.get("score_threshold", 0.5))
   rows, results, listing = [], [], []
   t0 = time.time()
@@ -739,7 +740,6 @@ def predict_instances(config, workdir: str, input_dir: str, output_dir: str | No
     shown = [r for r in res if r["score"] >= thr]
     boxes = np.array([[x, y, x + bw, y + bh] for x, y, bw, bh in (r["bbox"] for r in shown)]).reshape(-1, 4)
     masks = np.stack([coco._mask_api().decode(r["segmentation"]).astype(bool) for r in shown]) if shown else None
-    by_id = {c["id"]: j for j, c in enumerate(categories, start=1)}
     classes = [by_id[r["category_id"]] for r in shown]
     png = draw.detections_png(rgb, boxes, classes, [r["score"] for r in shown], masks, names,
                               os.path.join(output_dir, f"{name}_detections.png"))
