@@ -2,6 +2,7 @@
 
   pip install -e ".[bench]"            # adds PyTorch (CPU is enough)
   python bench/conv_types.py           # writes bench/README.md (the table between the markers)
+  JAXCNN_CPU_CONVOLUTIONS=eigen python bench/conv_types.py   # the table with XLA's Eigen kernels
 
 For every type the same shapes and the same weights go to
 - jaxcnn: the default path (`jaxcnn.conv.conv(..., impl="auto")`, `conv_transpose`, ...);
@@ -25,10 +26,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from jaxcnn import xla_setup  # noqa: E402
 from jaxcnn.conv import conv, conv_transpose  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BEGIN, END = "<!-- conv_types:begin -->", "<!-- conv_types:end -->"
+EIGEN = xla_setup.eigen_convolutions()
+MARK = "conv_types_eigen" if EIGEN else "conv_types"
+BEGIN, END = f"<!-- {MARK}:begin -->", f"<!-- {MARK}:end -->"
 
 # name, input [N, *spatial, C], kernel [*k, I, O], conv kwargs, what it stands for
 CASES = [
@@ -141,8 +145,11 @@ def table(rows, torch_version, threads) -> str:
       cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
   except (OSError, StopIteration):
     pass
-  lines = [f"Measured on {os.cpu_count()} CPU cores ({cpu}), jax {jax.__version__}, PyTorch "
-           f"{torch_version} ({threads} threads), float32, milliseconds (min of runs).", "",
+  kernels = ("Eigen (`JAXCNN_CPU_CONVOLUTIONS=eigen`)" if EIGEN else
+             "YNNPACK (jaxlib's default)")
+  lines = [f"Measured on {os.cpu_count()} CPU cores ({cpu}), jax {jax.__version__}, XLA:CPU convolution "
+           f"kernels: {kernels}, PyTorch {torch_version} ({threads} threads), float32, milliseconds "
+           "(min of runs).", "",
            "| type (stands for) | fwd jaxcnn | fwd XLA | fwd PyTorch | **fwd ratio** | fwd+bwd jaxcnn "
            "| fwd+bwd XLA | fwd+bwd PyTorch | **fwd+bwd ratio** | max rel. diff |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -153,13 +160,13 @@ def table(rows, torch_version, threads) -> str:
         f"{r['fb_torch']:.1f} | **{r['fb_auto'] / r['fb_torch']:.2f}** | {r['err_auto']:.0e} |")
   lines += ["", "Ratio = jaxcnn time / PyTorch time: below 1, jaxcnn is faster. \"XLA\" is the same "
             "convolution through `jax.lax.conv_general_dilated` and XLA's own derivatives "
-            "(`impl=\"lax\"`), the path jaxcnn had before."]
+            "(`impl=\"lax\"`)."]
   return "\n".join(lines)
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--reps", type=int, default=7)
+  parser.add_argument("--reps", type=int, default=10)
   parser.add_argument("--out", default=os.path.join(HERE, "README.md"))
   args = parser.parse_args()
   md = table(*run(args.reps))

@@ -44,6 +44,10 @@ def define_flags(default_config: str) -> None:
                       "(any size; overlapping tiles of --config.predict.tile pixels).")
   flags.DEFINE_string("mask_dir", None, "--mode=predict (segmentation): ground-truth masks with the "
                       "images' file names; adds TP/FN/FP colours and metrics.")
+  flags.DEFINE_enum("cpu_convolutions", None, ("ynnpack", "eigen"), "On CPU, the kernels that run "
+                    "the convolutions: ynnpack (jaxlib's default, one thread each) or eigen (XLA's "
+                    "multi-threaded Eigen kernels; faster for some models, slower for others: see "
+                    "jaxcnn/xla_setup.py). Default: $JAXCNN_CPU_CONVOLUTIONS, else ynnpack.")
   flags.DEFINE_string("output_dir", None, "--mode=predict (segmentation): where the probability masks, "
                       "overlays and metrics.json go (default: workdir/predictions).")
   flags.DEFINE_bool("distributed", False, "Join a multi-process run, letting JAX detect the cluster "
@@ -148,7 +152,16 @@ def main(argv) -> None:
   from absl import logging
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.ERROR)  # TFDS and JAX log at INFO/WARNING about normal things
-  from jaxcnn import distributed
+  from jaxcnn import distributed, xla_setup
+  if FLAGS.cpu_convolutions is not None:  # before anything starts a JAX backend
+    try:
+      xla_setup.configure(FLAGS.cpu_convolutions)
+    except ValueError as e:
+      usage_error(str(e))
+    if FLAGS.cpu_convolutions == "ynnpack" and xla_setup.eigen_convolutions():
+      usage_error(f"--cpu_convolutions=ynnpack, but XLA_FLAGS already sends convolutions to Eigen "
+                  f"({xla_setup.ENV}={os.environ.get(xla_setup.ENV)!r} or {xla_setup.FLAG} in "
+                  "XLA_FLAGS): unset it or drop the flag")
   try:
     distributed.initialize(auto=FLAGS.distributed, coordinator_address=FLAGS.coordinator_address,
                            num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)

@@ -42,6 +42,7 @@ def launch(*args, devices=1, tfds_dir=None):
     (["--coordinator_address=localhost:1234"],
      "--coordinator_address also needs --num_processes, --process_id: pass all three"),
     (["--config.precision=float16"], "config.precision='float16' is not one of float32, bfloat16"),
+    (["--cpu_convolutions=onednn"], "flag --cpu_convolutions=onednn: value should be one of <ynnpack|eigen>"),
 ])
 def test_mistakes_give_one_message_and_exit_code_2(args, message, tfds_dir):
   r = launch(*args, tfds_dir=tfds_dir)
@@ -72,8 +73,9 @@ def test_overrides_reach_the_run_and_eval_mode(tmp_path, tfds_dir):
   hist = [json.loads(line) for line in open(os.path.join(wd, "metrics.jsonl"))]
   assert hist[0]["lr"] == pytest.approx(0.01)
   assert "test error at the epoch of lowest train/loss" in r.stdout and "report.md" in r.stdout
+  # Evaluated with the other CPU convolution kernels (Eigen's): the same accuracy.
   ev = launch("--config=experiments/fcn_ucr.py:ItalyPowerDemand,runlocal", "--config.model.filters=(4,8,4)",
-              "--mode=eval", f"--workdir={wd}", tfds_dir=tfds_dir)
+              "--mode=eval", f"--workdir={wd}", "--cpu_convolutions=eigen", tfds_dir=tfds_dir)
   assert ev.returncode == 0, ev.stderr[-3000:]
   assert f"test/accuracy: {res['final']['test/accuracy']:.4f}" in ev.stdout
   # The checkpoint of another model: the message lists the values it was trained with.

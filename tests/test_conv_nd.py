@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxcnn import xla_setup
 from jaxcnn.conv import Conv, causal_conv, conv, convolve, output_size, resolve_padding
 
 
@@ -68,18 +69,21 @@ def test_same_padding_output_is_ceil_n_over_s():
   assert y.shape == (1, 4, 4, 1)
 
 
+@pytest.mark.parametrize("eigen", [True, False], ids=["eigen", "ynnpack"])
 @pytest.mark.parametrize("size,ks,stride,padding,dilation,groups,cin,cout",
                          [c for c in CASES if len(c[0]) > 1])
 def test_fast_path_derivatives_equal_xla_convolution(size, ks, stride, padding, dilation, groups, cin,
-                                                     cout):
-  """The default path (3D as 2D sums forward, lead-taps derivatives) is the same function as XLA's
+                                                     cout, eigen, monkeypatch):
+  """The default path under either XLA:CPU convolution kernel (Eigen: pre-padded XLA convolution, 3D as
+  2D sums; YNNPACK: 3D as 2D sums forward, lead-taps derivatives) is the same function as XLA's
   convolution: values, reverse-mode gradients and forward-mode tangents."""
+  monkeypatch.setattr(xla_setup, "eigen_convolutions", lambda: eigen)
   rng = np.random.default_rng(1)
   x = jnp.asarray(rng.normal(size=(2, *size, cin)), jnp.float32)
   w = jnp.asarray(rng.normal(size=(*ks, cin // groups, cout)), jnp.float32)
   kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
   loss = lambda impl: lambda x, w: jnp.sum(jnp.sin(conv(x, w, impl=impl, **kw)))
-  impls = ("auto", "lead_taps") + (("depthwise_taps",) if groups == cin else ())
+  impls = ("auto", "lead_taps", "prepadded") + (("depthwise_taps",) if groups == cin else ())
   for impl in impls:
     for a, b in zip(jax.grad(loss(impl), argnums=(0, 1))(x, w), jax.grad(loss("lax"), argnums=(0, 1))(x, w)):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
@@ -91,7 +95,9 @@ def test_fast_path_derivatives_equal_xla_convolution(size, ks, stride, padding, 
   np.testing.assert_allclose(t_auto, t_lax, rtol=1e-4, atol=1e-4)
 
 
-def test_second_derivatives_through_the_fast_path():
+@pytest.mark.parametrize("eigen", [True, False], ids=["eigen", "ynnpack"])
+def test_second_derivatives_through_the_fast_path(eigen, monkeypatch):
+  monkeypatch.setattr(xla_setup, "eigen_convolutions", lambda: eigen)
   rng = np.random.default_rng(2)
   x = jnp.asarray(rng.normal(size=(1, 5, 6, 2)), jnp.float32)
   w = jnp.asarray(rng.normal(size=(3, 3, 2, 2)), jnp.float32)

@@ -24,8 +24,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcnn import xla_setup
+
 Padding = str | int | Sequence[tuple[int, int]]
 
+IMPLS = ("auto", "lax", "prepadded", "as_2d", "lead_taps", "depthwise_taps", "pointwise")
 _DEFAULT_IMPL = contextvars.ContextVar("jaxcnn_conv_impl", default="auto")
 
 
@@ -33,8 +36,8 @@ _DEFAULT_IMPL = contextvars.ContextVar("jaxcnn_conv_impl", default="auto")
 def default_impl(impl: str) -> Iterator[None]:
   """Within the block, `conv(..., impl="auto")` means `impl`. Only affects tracing (what XLA is given):
   `jaxcnn.arithmetic` traces with "lax" so that every convolution is one operation it can measure."""
-  if impl not in ("auto", "lax", "as_2d", "lead_taps", "depthwise_taps"):
-    raise ValueError(f"unknown impl {impl!r}: use 'auto', 'lax', 'as_2d' or 'lead_taps'")
+  if impl not in IMPLS:
+    raise ValueError(f"unknown impl {impl!r}: use one of {', '.join(IMPLS)}")
   token = _DEFAULT_IMPL.set(impl)
   try:
     yield
@@ -112,6 +115,15 @@ def _conv_lax(x, kernel, strides, pads, dilations, groups):
       dimension_numbers=_dimension_numbers(x.ndim - 2), feature_group_count=groups)
 
 
+def _conv_prepadded(x, kernel, strides, pads, dilations, groups):
+  """XLA's convolution of the explicitly zero-padded input, itself unpadded: XLA:CPU's derivatives
+  of a padded convolution leave its fast path for some paddings (a 2x2 kernel with padding 1: 70x
+  slower), and the 3x3 'SAME' case is as fast either way."""
+  if any(p != (0, 0) for p in pads):
+    x = jnp.pad(x, [(0, 0), *pads, (0, 0)])
+  return _conv_lax(x, kernel, strides, ((0, 0),) * len(pads), dilations, groups)
+
+
 def _conv3d_as_2d(x, kernel, strides, pads, dilations, groups):
   """3D convolution as a sum over kernel depth of 2D convolutions with depth folded into the batch.
 
@@ -128,8 +140,8 @@ def _conv3d_as_2d(x, kernel, strides, pads, dilations, groups):
   for i in range(kd):
     start = i * dd
     xs = jax.lax.slice_in_dim(xp, start, start + (out_depth - 1) * sd + 1, stride=sd, axis=1)
-    yi = _conv_lax(xs.reshape((b * out_depth,) + xs.shape[2:]), kernel[i], strides[1:], pads[1:],
-                   dilations[1:], groups)
+    yi = _conv_prepadded(xs.reshape((b * out_depth,) + xs.shape[2:]), kernel[i], strides[1:],
+                         pads[1:], dilations[1:], groups)
     y = yi if y is None else y + yi
   return y.reshape((b, out_depth) + y.shape[1:])
 
@@ -240,11 +252,15 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
       (atrous convolution): the window covers `d (k - 1) + 1` inputs with `k` weights.
     padding: see the module docstring.
     groups: feature groups. `groups == in_channels` is a depthwise convolution.
-    impl: "auto" (on CPU the fastest formulation measured, numerically the same convolution: XLA's
-      2D convolution, 3D as a sum of 2D convolutions forward, derivatives through one 1D convolution
-      with the leading kernel taps gathered into channels; depthwise as a sum of shifted inputs times
-      per-channel weights; see bench/README.md; other 1D and any GPU/TPU backend: "lax"), "lax" (XLA's N-d
-      convolution and its own derivatives), "as_2d" (3D only) or "lead_taps".
+    impl: "auto" (on CPU the fastest formulation measured, numerically the same convolution; see
+      bench/README.md). With XLA:CPU's Eigen convolutions (set by `import jaxcnn`, jaxcnn/xla_setup.py):
+      XLA's own convolution of the zero-padded input, 3D as a sum of 2D convolutions. With its
+      single-threaded YNNPACK ones (jaxlib's default): 3D as a sum of 2D convolutions forward,
+      derivatives through one 1D convolution with the leading kernel taps gathered into channels.
+      Either way depthwise as a sum of shifted inputs times per-channel weights and 1x1 as a matrix
+      product; any GPU/TPU backend: "lax". Or one formulation by name: "lax" (XLA's N-d convolution
+      and its own derivatives), "prepadded", "as_2d" (3D only), "lead_taps", "depthwise_taps",
+      "pointwise".
   Returns:
     `[batch, *out_spatial, out_channels]`, `out = floor((n + lo + hi - d (k - 1) - 1) / s) + 1` per axis.
   """
@@ -263,6 +279,12 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
     elif (impl == "auto" and groups == 1 and all(k == 1 for k in kernel.shape[:n])
           and all(p == (0, 0) for p in pads) and all(s == 1 for s in strides)):
       impl = "pointwise"  # a 1x1 convolution is a matrix product over the channels
+    elif impl == "auto" and xla_setup.eigen_convolutions():
+      # XLA's multi-threaded Eigen convolution (jaxcnn/xla_setup.py): its own 1D/2D convolution and
+      # derivatives are the fastest measured, except with more padding than "SAME" (the transposed
+      # convolution's phases: 380 ms, pre-padded 24 ms); 3D as sums of 2D ones (3x faster).
+      over = any(lo + hi > (k - 1) * d for (lo, hi), k, d in zip(pads, kernel.shape[:n], dilations))
+      impl = "as_2d" if n == 3 else ("prepadded" if over else "lax")
     elif impl == "auto" and n == 1:
       impl = "lax"
   pads = tuple(tuple(p) for p in pads)
@@ -278,13 +300,14 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
     y = _conv_lead_taps(x, kernel, strides, pads, dilations, groups)
   elif impl == "lax":
     y = _conv_lax(x, kernel, strides, pads, dilations, groups)
+  elif impl == "prepadded":
+    y = _conv_prepadded(x, kernel, strides, pads, dilations, groups)
   elif impl == "as_2d":
     if n != 3:
       raise ValueError(f"impl='as_2d' is for 3D convolutions; this one has {n} spatial axes")
     y = _conv3d_as_2d(x, kernel, strides, pads, dilations, groups)
   else:
-    raise ValueError(f"unknown impl {impl!r}: use 'auto', 'lax', 'as_2d', 'lead_taps' or "
-                     "'depthwise_taps'")
+    raise ValueError(f"unknown impl {impl!r}: use one of {', '.join(IMPLS)}")
   if bias is not None:
     y = y + bias.astype(y.dtype)
   return y

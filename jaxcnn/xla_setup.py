@@ -1,0 +1,105 @@
+"""Which kernels run XLA:CPU's convolutions: YNNPACK (jaxlib's default) or Eigen (`eigen`).
+
+jaxlib 0.10 hands every CPU convolution to a YNNPACK fusion (`__ynn_fusion` in the optimised HLO), and
+that fusion runs on one thread: on 2 cores a ResNet 3x3 convolution (64 -> 64 maps, 56x56, batch 16)
+took 44 ms with a process CPU time equal to its wall time, while XLA's dots used both cores. With
+`--xla_cpu_experimental_ynn_fusion_type=-individual_convolution` the same convolution goes to XLA's
+multi-threaded Eigen kernel: 26 ms (PyTorch CPU: 22-25 ms). Only convolutions change: YNNPACK keeps the
+dots, reductions and element-wise fusions. Results are the same convolutions to float rounding.
+
+A whole train step is another matter: YNNPACK's one-thread convolutions run side by side with other
+independent operations (a layer's input and weight gradients), so whole models gain less than single
+convolutions, and some lose. Measured on 2 cores (bench/README.md): U-Net roads and ResNet for series
+train 1.3x faster with Eigen, ResNet-20 about the same, ResNet-50 at 224x224 and C3D 10-15 % slower.
+So it is a per-run choice, off by default:
+
+  python launch.py --config=experiments/unet_roads.py --cpu_convolutions=eigen
+  JAXCNN_CPU_CONVOLUTIONS=eigen python my_script.py      # any program that imports jaxcnn
+
+XLA reads its flags once, when JAX starts its backend, so the choice must come before any JAX
+computation. `configure("eigen")` appends the flag to `XLA_FLAGS` unless the user set the flag
+themselves (their value wins); it refuses, with the reason, when the backend has started already or
+when jaxlib is not a version known to have the flag (0.10.x, 0.11.x: XLA aborts on an unknown flag).
+
+`jaxcnn.conv.conv(impl="auto")` asks `eigen_convolutions()` which kernels run, and picks its CPU
+formulation for them (XLA's own convolution under Eigen; the reformulations of bench/README.md under
+YNNPACK).
+"""
+from __future__ import annotations
+
+import os
+
+FLAG = "--xla_cpu_experimental_ynn_fusion_type"
+VALUE = "-individual_convolution"
+ENV = "JAXCNN_CPU_CONVOLUTIONS"
+KERNELS = ("ynnpack", "eigen")
+# jaxlib versions (major, minor) whose XLA knows the flag and its `individual_convolution` type.
+KNOWN_JAXLIB = ((0, 10), (0, 11))
+
+
+def _jaxlib_version() -> tuple[int, int] | None:
+  try:
+    from jaxlib import version
+    major, minor = version.__version__.split(".")[:2]
+    return int(major), int(minor)
+  except Exception:  # noqa: BLE001 - no jaxlib, or a version string we cannot read: leave XLA alone
+    return None
+
+
+def _backends_started() -> bool:
+  try:
+    from jax._src import xla_bridge
+    return bool(xla_bridge.backends_are_initialized())
+  except Exception:  # noqa: BLE001 - private API moved: assume started, so nothing is changed
+    return True
+
+
+def configure(kernels: str, environ=None) -> bool:
+  """Make XLA:CPU run convolutions with `kernels` ("ynnpack" or "eigen"); True if XLA_FLAGS changed.
+
+  "ynnpack" is jaxlib's default and changes nothing. Raises ValueError for another name or when the
+  flag cannot take effect (see the module docstring).
+  """
+  if kernels not in KERNELS:
+    raise ValueError(f"unknown CPU convolution kernels {kernels!r} (--cpu_convolutions / {ENV}): use "
+                     f"one of {', '.join(KERNELS)}")
+  environ = os.environ if environ is None else environ
+  flags = environ.get("XLA_FLAGS", "")
+  if kernels == "ynnpack" or FLAG in flags:
+    return False
+  version = _jaxlib_version()
+  if version not in KNOWN_JAXLIB:
+    raise ValueError(f"cpu_convolutions='eigen' needs the XLA flag {FLAG}, known in jaxlib 0.10-0.11; "
+                     f"this jaxlib is {version}: leave the default ('ynnpack')")
+  if _backends_started():
+    raise ValueError("cpu_convolutions='eigen' must be chosen before JAX starts its backend (XLA "
+                     "reads its flags once): set JAXCNN_CPU_CONVOLUTIONS=eigen in the environment, or "
+                     "call jaxcnn.xla_setup.configure('eigen') before the first JAX computation")
+  environ["XLA_FLAGS"] = f"{flags} {FLAG}={VALUE}".strip()
+  return True
+
+
+def configure_from_environment(environ=None) -> bool:
+  """`configure` with `JAXCNN_CPU_CONVOLUTIONS` (default "ynnpack"); called by `import jaxcnn`."""
+  environ = os.environ if environ is None else environ
+  return configure(environ.get(ENV, "ynnpack"), environ)
+
+
+def eigen_convolutions(flags: str | None = None) -> bool:
+  """Whether XLA:CPU runs convolutions with Eigen (multi-threaded), judged from `XLA_FLAGS`.
+
+  The flag's value is either a list of signed items (`-individual_convolution`: YNNPACK off for
+  convolutions) or an exact list of fusion types (convolutions go to YNNPACK only if it names
+  `individual_convolution`). Without the flag, jaxlib's default (YNNPACK) is assumed.
+  """
+  flags = os.environ.get("XLA_FLAGS", "") if flags is None else flags
+  value = None
+  for item in flags.split():
+    if item.startswith(FLAG + "="):
+      value = item[len(FLAG) + 1:]  # the last one wins, as in XLA's parser
+  if value is None:
+    return False
+  items = [v for v in value.split(",") if v]
+  if any(v[0] in "+-" for v in items):
+    return "-individual_convolution" in items
+  return "individual_convolution" not in items

@@ -1,0 +1,94 @@
+"""The choice of XLA:CPU's convolution kernels: YNNPACK (jaxlib's default) or Eigen's multi-threaded ones."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jaxcnn import xla_setup
+
+FLAG = "--xla_cpu_experimental_ynn_fusion_type"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+PROBE = """
+import os, jax, jax.numpy as jnp
+from jaxcnn import xla_setup
+from jaxcnn.conv import conv
+x, w = jnp.ones((16, 56, 56, 64)), jnp.ones((3, 3, 64, 64))  # YNNPACK takes convolutions this big
+hlo = jax.jit(lambda x, w: conv(x, w, impl="lax")).lower(x, w).compile().as_text()
+dot = jax.jit(lambda a, b: a @ b).lower(jnp.ones((64, 64)), jnp.ones((64, 64))).compile().as_text()
+print(os.environ.get("XLA_FLAGS", ""), "|", xla_setup.eigen_convolutions(),
+      "|", "__ynn_fusion" in hlo, "|", "__ynn_fusion" in dot)
+"""
+
+
+@pytest.mark.parametrize("kernels", ["ynnpack", "eigen"])
+def test_the_environment_choice_reaches_the_compiled_convolution(kernels):
+  """JAXCNN_CPU_CONVOLUTIONS=eigen at `import jaxcnn`: the compiled convolution is XLA's own (Eigen),
+  not a YNNPACK fusion, the user's other flags are kept, and dots stay YNNPACK's."""
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+         "JAXCNN_CPU_CONVOLUTIONS": kernels, "JAX_PLATFORMS": "cpu"}
+  out = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=ROOT, capture_output=True,
+                       text=True, check=True).stdout.strip().splitlines()[-1]
+  flags, eigen, conv_ynn, dot_ynn = [v.strip() for v in out.split("|")]
+  assert "--xla_force_host_platform_device_count=2" in flags.split()
+  assert (f"{FLAG}=-individual_convolution" in flags.split()) == (kernels == "eigen")
+  assert eigen == str(kernels == "eigen")
+  assert conv_ynn == str(kernels == "ynnpack")  # jaxlib 0.10's default sends convolutions to YNNPACK
+  assert dot_ynn == "True"
+
+
+@pytest.mark.parametrize("environ,appended", [
+    ({}, True),
+    ({"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, True),
+    ({"XLA_FLAGS": f"{FLAG}="}, False),  # the user's own value wins
+    ({"XLA_FLAGS": f"{FLAG}=+individual_convolution"}, False),
+])
+def test_configure_appends_only_when_the_user_did_not_choose(environ, appended, monkeypatch):
+  monkeypatch.setattr(xla_setup, "_backends_started", lambda: False)
+  monkeypatch.setattr(xla_setup, "_jaxlib_version", lambda: (0, 10))
+  before = environ.get("XLA_FLAGS", "")
+  assert xla_setup.configure("eigen", environ) is appended
+  if appended:
+    assert environ["XLA_FLAGS"].split() == before.split() + [f"{FLAG}=-individual_convolution"]
+  else:
+    assert environ.get("XLA_FLAGS", "") == before
+  assert not xla_setup.configure("ynnpack", {})  # the default changes nothing
+
+
+@pytest.mark.parametrize("started,version,message", [
+    (True, (0, 10), "cpu_convolutions='eigen' must be chosen before JAX starts its backend"),
+    (False, (0, 9), "known in jaxlib 0.10-0.11"),
+    (False, (1, 0), "known in jaxlib 0.10-0.11"),
+    (False, None, "known in jaxlib 0.10-0.11"),
+])
+def test_configure_refuses_when_the_flag_cannot_take_effect(started, version, message, monkeypatch):
+  """A started backend has read its flags already; an unknown jaxlib may not know the flag (XLA aborts
+  on unknown flags). Either way: a clear error, XLA_FLAGS untouched."""
+  monkeypatch.setattr(xla_setup, "_backends_started", lambda: started)
+  monkeypatch.setattr(xla_setup, "_jaxlib_version", lambda: version)
+  environ = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  with pytest.raises(ValueError, match=message):
+    xla_setup.configure("eigen", environ)
+  assert environ == {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+
+
+def test_unknown_kernels_name_is_an_error():
+  with pytest.raises(ValueError, match="unknown CPU convolution kernels 'onednn'.*ynnpack, eigen"):
+    xla_setup.configure_from_environment({"JAXCNN_CPU_CONVOLUTIONS": "onednn"})
+
+
+@pytest.mark.parametrize("flags,eigen", [
+    ("", False),  # jaxlib's default: YNNPACK
+    ("--xla_force_host_platform_device_count=8", False),
+    (f"{FLAG}=-individual_convolution", True),
+    (f"{FLAG}=-individual_dot,-individual_convolution", True),
+    (f"{FLAG}=-individual_dot", False),
+    (f"{FLAG}=+individual_convolution", False),
+    (f"{FLAG}=", True),  # exact, empty list: no YNNPACK at all
+    (f"{FLAG}=individual_dot,reduce", True),
+    (f"{FLAG}=individual_convolution", False),
+    (f"{FLAG}=-individual_convolution {FLAG}=individual_convolution", False),  # the last one wins
+])
+def test_eigen_convolutions_reads_the_flag_as_xla_does(flags, eigen):
+  assert xla_setup.eigen_convolutions(flags) is eigen
