@@ -73,6 +73,7 @@ def test_overrides_reach_the_run_and_eval_mode(tmp_path, tfds_dir):
   hist = [json.loads(line) for line in open(os.path.join(wd, "metrics.jsonl"))]
   assert hist[0]["lr"] == pytest.approx(0.01)
   assert "test error at the epoch of lowest train/loss" in r.stdout and "report.md" in r.stdout
+  assert '"cpu_convolutions": "ynnpack"' in open(os.path.join(wd, "report.md")).read()  # jaxlib's default
   # Evaluated with the other CPU convolution kernels (Eigen's): the same accuracy.
   ev = launch("--config=experiments/fcn_ucr.py:ItalyPowerDemand,runlocal", "--config.model.filters=(4,8,4)",
               "--mode=eval", f"--workdir={wd}", "--cpu_convolutions=eigen", tfds_dir=tfds_dir)

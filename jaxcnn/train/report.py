@@ -16,11 +16,14 @@ def versions() -> dict[str, str]:
   import tensorflow_datasets
 
   import jaxcnn
+  from jaxcnn import xla_setup
   return {"jaxcnn": jaxcnn.__version__, "jax": jax.__version__, "flax": flax.__version__,
           "optax": optax.__version__, "orbax-checkpoint": orbax.checkpoint.__version__,
           "tensorflow-datasets": tensorflow_datasets.__version__,
           "grain": getattr(grain, "__version__", "?"), "python": platform.python_version(),
-          "backend": f"{jax.default_backend()} x {jax.device_count()}"}
+          "backend": f"{jax.default_backend()} x {jax.device_count()}",
+          **({"cpu_convolutions": "eigen" if xla_setup.eigen_convolutions() else "ynnpack"}
+             if jax.default_backend() == "cpu" else {})}
 
 
 def _pct(v):
