@@ -37,6 +37,10 @@ KERNELS = ("ynnpack", "eigen")
 KNOWN_JAXLIB = ((0, 10), (0, 11))
 
 
+class KernelsError(ValueError):
+  """A CPU convolution kernels choice that cannot be honoured (the message says why and what to do)."""
+
+
 def _jaxlib_version() -> tuple[int, int] | None:
   try:
     from jaxlib import version
@@ -61,7 +65,7 @@ def configure(kernels: str, environ=None) -> bool:
   flag cannot take effect (see the module docstring).
   """
   if kernels not in KERNELS:
-    raise ValueError(f"unknown CPU convolution kernels {kernels!r} (--cpu_convolutions / {ENV}): use "
+    raise KernelsError(f"unknown CPU convolution kernels {kernels!r} (--cpu_convolutions / {ENV}): use "
                      f"one of {', '.join(KERNELS)}")
   environ = os.environ if environ is None else environ
   flags = environ.get("XLA_FLAGS", "")
@@ -69,10 +73,10 @@ def configure(kernels: str, environ=None) -> bool:
     return False
   version = _jaxlib_version()
   if version not in KNOWN_JAXLIB:
-    raise ValueError(f"cpu_convolutions='eigen' needs the XLA flag {FLAG}, known in jaxlib 0.10-0.11; "
+    raise KernelsError(f"cpu_convolutions='eigen' needs the XLA flag {FLAG}, known in jaxlib 0.10-0.11; "
                      f"this jaxlib is {version}: leave the default ('ynnpack')")
   if _backends_started():
-    raise ValueError("cpu_convolutions='eigen' must be chosen before JAX starts its backend (XLA "
+    raise KernelsError("cpu_convolutions='eigen' must be chosen before JAX starts its backend (XLA "
                      "reads its flags once): set JAXCNN_CPU_CONVOLUTIONS=eigen in the environment, or "
                      "call jaxcnn.xla_setup.configure('eigen') before the first JAX computation")
   environ["XLA_FLAGS"] = f"{flags} {FLAG}={VALUE}".strip()
