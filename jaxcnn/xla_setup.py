@@ -4,13 +4,14 @@ jaxlib 0.10 hands every CPU convolution to a YNNPACK fusion (`__ynn_fusion` in t
 that fusion runs on one thread: on 2 cores a ResNet 3x3 convolution (64 -> 64 maps, 56x56, batch 16)
 took 44 ms with a process CPU time equal to its wall time, while XLA's dots used both cores. With
 `--xla_cpu_experimental_ynn_fusion_type=-individual_convolution` the same convolution goes to XLA's
-multi-threaded Eigen kernel: 26 ms (PyTorch CPU: 22-25 ms). Only convolutions change: YNNPACK keeps the
+multi-threaded Eigen kernel: 23-26 ms (PyTorch CPU: 22-25 ms). Only convolutions change: YNNPACK keeps the
 dots, reductions and element-wise fusions. Results are the same convolutions to float rounding.
 
 A whole train step is another matter: YNNPACK's one-thread convolutions run side by side with other
 independent operations (a layer's input and weight gradients), so whole models gain less than single
-convolutions, and some lose. Measured on 2 cores (bench/README.md): U-Net roads and ResNet for series
-train 1.3x faster with Eigen, ResNet-20 about the same, ResNet-50 at 224x224 and C3D 10-15 % slower.
+convolutions, and some lose. Measured on 2 cores (bench/README.md): U-Net roads trains 1.3x and
+ResNet for series 1.7x faster with Eigen, ResNet-20 about the same, ResNet-50 at 224x224 and C3D
+10-15 % slower.
 So it is a per-run choice, off by default:
 
   python launch.py --config=experiments/unet_roads.py --cpu_convolutions=eigen
@@ -61,12 +62,12 @@ def _backends_started() -> bool:
 def configure(kernels: str, environ=None) -> bool:
   """Make XLA:CPU run convolutions with `kernels` ("ynnpack" or "eigen"); True if XLA_FLAGS changed.
 
-  "ynnpack" is jaxlib's default and changes nothing. Raises ValueError for another name or when the
-  flag cannot take effect (see the module docstring).
+  "ynnpack" is jaxlib's default and changes nothing. Raises KernelsError (a ValueError) for another
+  name or when the flag cannot take effect (see the module docstring).
   """
   if kernels not in KERNELS:
-    raise KernelsError(f"unknown CPU convolution kernels {kernels!r} (--cpu_convolutions / {ENV}): use "
-                     f"one of {', '.join(KERNELS)}")
+    raise KernelsError(f"unknown CPU convolution kernels {kernels!r} (--cpu_convolutions / {ENV}): "
+                       f"use one of {', '.join(KERNELS)}")
   environ = os.environ if environ is None else environ
   flags = environ.get("XLA_FLAGS", "")
   if kernels == "ynnpack" or FLAG in flags:
@@ -74,11 +75,11 @@ def configure(kernels: str, environ=None) -> bool:
   version = _jaxlib_version()
   if version not in KNOWN_JAXLIB:
     raise KernelsError(f"cpu_convolutions='eigen' needs the XLA flag {FLAG}, known in jaxlib 0.10-0.11; "
-                     f"this jaxlib is {version}: leave the default ('ynnpack')")
+                       f"this jaxlib is {version}: leave the default ('ynnpack')")
   if _backends_started():
     raise KernelsError("cpu_convolutions='eigen' must be chosen before JAX starts its backend (XLA "
-                     "reads its flags once): set JAXCNN_CPU_CONVOLUTIONS=eigen in the environment, or "
-                     "call jaxcnn.xla_setup.configure('eigen') before the first JAX computation")
+                       "reads its flags once): set JAXCNN_CPU_CONVOLUTIONS=eigen in the environment, or "
+                       "call jaxcnn.xla_setup.configure('eigen') before the first JAX computation")
   environ["XLA_FLAGS"] = f"{flags} {FLAG}={VALUE}".strip()
   return True
 

@@ -253,8 +253,9 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
     padding: see the module docstring.
     groups: feature groups. `groups == in_channels` is a depthwise convolution.
     impl: "auto" (on CPU the fastest formulation measured, numerically the same convolution; see
-      bench/README.md). With XLA:CPU's Eigen convolutions (set by `import jaxcnn`, jaxcnn/xla_setup.py):
-      XLA's own convolution of the zero-padded input, 3D as a sum of 2D convolutions. With its
+      bench/README.md). With XLA:CPU's Eigen convolutions (`JAXCNN_CPU_CONVOLUTIONS=eigen` or
+      `launch.py --cpu_convolutions=eigen`, jaxcnn/xla_setup.py): XLA's own convolution (of the
+      zero-padded input where the padding exceeds "SAME"), 3D as a sum of 2D convolutions. With its
       single-threaded YNNPACK ones (jaxlib's default): 3D as a sum of 2D convolutions forward,
       derivatives through one 1D convolution with the leading kernel taps gathered into channels.
       Either way depthwise as a sum of shifted inputs times per-channel weights and 1x1 as a matrix
@@ -282,7 +283,7 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
     elif impl == "auto" and xla_setup.eigen_convolutions():
       # XLA's multi-threaded Eigen convolution (jaxcnn/xla_setup.py): its own 1D/2D convolution and
       # derivatives are the fastest measured, except with more padding than "SAME" (the transposed
-      # convolution's phases: 380 ms, pre-padded 24 ms); 3D as sums of 2D ones (3x faster).
+      # convolution's phases: 318 ms, pre-padded 20 ms); 3D as sums of 2D ones (114 -> 27 ms).
       over = any(lo + hi > (k - 1) * d for (lo, hi), k, d in zip(pads, kernel.shape[:n], dilations))
       impl = "as_2d" if n == 3 else ("prepadded" if over else "lax")
     elif impl == "auto" and n == 1:
