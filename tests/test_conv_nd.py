@@ -40,6 +40,9 @@ CASES = [  # spatial size, kernel, stride, padding, dilation, groups, cin, cout
     ((7, 6, 5), (3, 2, 3), (2, 1, 2), [(1, 2), (0, 1), (2, 0)], (1, 2, 1), 1, 2, 2),
     ((6, 6, 6), (3, 3, 3), (1, 2, 1), "VALID", (2, 1, 1), 2, 4, 4),
     ((5, 6, 5), (3, 2, 3), (2, 1, 1), "SAME", (1, 1, 2), 3, 3, 3),  # depthwise 3D
+    ((11,), (1,), (3,), "VALID", (1,), 1, 3, 2),  # 1x1 ("pointwise"), strided
+    ((9, 8), (1, 1), (2, 3), "VALID", (1, 1), 1, 3, 4),
+    ((7, 6, 5), (1, 1, 1), (1, 2, 1), "SAME", (1, 1, 1), 1, 2, 3),
 ]
 
 
@@ -83,7 +86,9 @@ def test_fast_path_derivatives_equal_xla_convolution(size, ks, stride, padding, 
   w = jnp.asarray(rng.normal(size=(*ks, cin // groups, cout)), jnp.float32)
   kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
   loss = lambda impl: lambda x, w: jnp.sum(jnp.sin(conv(x, w, impl=impl, **kw)))
-  impls = ("auto", "lead_taps", "prepadded") + (("depthwise_taps",) if groups == cin else ())
+  impls = ("auto", "lead_taps", "prepadded") + (("depthwise", "depthwise_taps") if groups == cin else ())
+  if groups == 1 and all(k == 1 for k in ks) and padding in ("SAME", "VALID"):
+    impls += ("pointwise",)
   for impl in impls:
     for a, b in zip(jax.grad(loss(impl), argnums=(0, 1))(x, w), jax.grad(loss("lax"), argnums=(0, 1))(x, w)):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
@@ -104,6 +109,25 @@ def test_second_derivatives_through_the_fast_path(eigen, monkeypatch):
   hvp = lambda impl: jax.jvp(jax.grad(lambda w: jnp.sum(jnp.tanh(conv(x, w, impl=impl)))), (w,),
                              (jnp.ones_like(w),))[1]
   np.testing.assert_allclose(hvp("auto"), hvp("lax"), rtol=1e-4, atol=1e-4)
+  # the depthwise path's JVP rule (optimisation barrier; Eigen: the grouped-convolution weight tangent),
+  # differentiated twice, in both arguments
+  xd = jnp.asarray(rng.normal(size=(2, 6, 5, 3)), jnp.float32)
+  wd = jnp.asarray(rng.normal(size=(3, 3, 1, 6)), jnp.float32)
+  f = lambda impl: lambda x, w: jnp.sum(jnp.tanh(conv(x, w, groups=3, stride=(2, 1), impl=impl)) ** 2)
+  hvp2 = lambda impl: jax.jvp(jax.grad(f(impl), argnums=(0, 1)), (xd, wd),
+                              (jnp.ones_like(xd), jnp.ones_like(wd)))[1]
+  for a, b in zip(hvp2("auto"), hvp2("lax")):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_named_formulations_refuse_convolutions_they_do_not_compute():
+  x, w = jnp.ones((1, 6, 6, 4)), jnp.ones((3, 3, 4, 4))
+  with pytest.raises(ValueError, match="impl='pointwise' is for 1x1 kernels"):
+    conv(x, w, impl="pointwise")
+  with pytest.raises(ValueError, match="impl='depthwise' needs groups == in_channels"):
+    conv(x, w, impl="depthwise")
+  with pytest.raises(ValueError, match="impl='as_2d' is for 3D"):
+    conv(x, w, impl="as_2d")
 
 
 def test_convolve_3d_formula_direct_loop():
