@@ -31,7 +31,7 @@ SCRIPTS = [
     ("char_cnn", "char-CNN (small) training examples/s: jaxcnn vs PyTorch CPU, input pipeline rate",
      "[char_cnn.md](char_cnn.md)"),
     ("unet", "U-Net (roads default: depth 4, 16 maps, 256² crops, batch 8) forward and training-step "
-     "images/s: jaxcnn vs PyTorch CPU, input pipeline rate", "[unet.md](unet.md)"),
+     "images/s: jaxcnn vs PyTorch CPU, input pipeline rate", "[unet.md](unet.md), Eigen: [unet_eigen.md](unet_eigen.md)"),
     ("ucr_cost", "the full UCR/UEA benchmark's cost: each model's step and evaluation time on every shipped "
      "data set x epochs x seeds", "[ucr_cost.md](ucr_cost.md)"),
     ("mask_rcnn", "Mask R-CNN inference time per image (small at 128², ResNet-50-C4 and -FPN at the paper's "
@@ -62,8 +62,8 @@ def main():
       continue
     print(f"== bench/{name}.py", flush=True)
     t = time.time()
-    # conv_types: one table per XLA:CPU convolution kernel (jaxcnn/xla_setup.py)
-    envs = [{}, {"JAXCNN_CPU_CONVOLUTIONS": "eigen"}] if name == "conv_types" else [{}]
+    # conv_types, unet: one table per XLA:CPU convolution kernel (jaxcnn/xla_setup.py)
+    envs = [{}, {"JAXCNN_CPU_CONVOLUTIONS": "eigen"}] if name in ("conv_types", "unet") else [{}]
     codes = [subprocess.run([sys.executable, os.path.join(BENCH, f"{name}.py")], cwd=os.path.dirname(BENCH),
                             env={**os.environ, **env}).returncode for env in envs]
     code = next((c for c in codes if c), 0)  # the first failure (a signal's code is negative)

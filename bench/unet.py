@@ -1,6 +1,7 @@
 """U-Net speed: jaxcnn vs the same network in PyTorch, forward (inference) and full training step.
 
   python bench/unet.py                      # writes bench/unet.md (PyTorch: `pip install -e ".[bench]"`)
+  JAXCNN_CPU_CONVOLUTIONS=eigen python bench/unet.py   # XLA:CPU's Eigen convolutions: bench/unet_eigen.md
   python bench/unet.py --features=64 --size=512 --batch=4 --out=bench/unet_gpu.md   # e.g. on a GPU
 
 In one run, on the same machine: images/s of the forward pass (BatchNorm in inference mode) and of one
@@ -27,6 +28,7 @@ import optax
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from jaxcnn import xla_setup  # noqa: E402
 from jaxcnn.data import pipeline  # noqa: E402
 from jaxcnn.models.unet import unet  # noqa: E402
 from jaxcnn.tasks.segmentation import Segmentation  # noqa: E402
@@ -167,7 +169,8 @@ def main():
   ap.add_argument("--depth", type=int, default=4)
   ap.add_argument("--size", type=int, default=256)
   ap.add_argument("--batch", type=int, default=8)
-  ap.add_argument("--out", default=os.path.join(ROOT, "bench", "unet.md"))
+  eigen = jax.default_backend() == "cpu" and xla_setup.eigen_convolutions()
+  ap.add_argument("--out", default=os.path.join(ROOT, "bench", "unet_eigen.md" if eigen else "unet.md"))
   a = ap.parse_args()
   batches = make_batches(a.batch, a.size)
   backend = jax.default_backend()
@@ -180,12 +183,13 @@ def main():
   rate = pipeline_rate(a.batch, a.size)
   from jaxcnn.arithmetic import summarize
   macs = summarize(unet(features=a.features, depth=a.depth), (1, a.size, a.size, 3)).total_macs
-  where = (f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()})" if backend == "cpu"
-           else f"{jax.devices()[0].device_kind}")
+  where = (f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}; XLA:CPU convolutions: "
+           + ("Eigen, `JAXCNN_CPU_CONVOLUTIONS=eigen`)" if eigen else "YNNPACK, jaxlib's default)")
+           if backend == "cpu" else f"{jax.devices()[0].device_kind}")
   lines = [
       f"# U-Net speed (depth {a.depth}, {a.features} maps at the first level, {a.size}x{a.size} RGB, "
       f"batch {a.batch})", "",
-      f"`python bench/unet.py --features={a.features} --depth={a.depth} --size={a.size} --batch={a.batch}` "
+      f"`{'JAXCNN_CPU_CONVOLUTIONS=eigen ' if eigen else ''}python bench/unet.py --features={a.features} --depth={a.depth} --size={a.size} --batch={a.batch}` "
       f"on {where}, jax {jax.__version__}"
       + (f", PyTorch {torch_version} ({threads} threads)" if torch_version else ", PyTorch not installed")
       + f"; float32, median of {STEPS} steps; {macs / 1e9:.2f} GMAC per image forward.", "",
