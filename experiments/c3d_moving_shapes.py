@@ -26,6 +26,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.seed = 0
   c.parallel = "jit"
   c.precision = "float32"      # "bfloat16": bfloat16 compute, float32 parameters and optimizer state
+  c.cpu_convolutions = "ynnpack"  # on CPU: XLA's convolution kernels, "ynnpack" (jaxlib's) or "eigen"
   c.model = ml_collections.ConfigDict(dict(name="c3d", width=8, fc_units=256, dropout=0.5))
   c.dataset = ml_collections.ConfigDict(dict(name="moving_shapes", num_classes=4, frames=8, size=32,
                                              num_train=2000, num_test=500, seed=0,

@@ -54,6 +54,7 @@ def get_config(arg: str = "ag_news_subset") -> ml_collections.ConfigDict:
   c.seed = 0
   c.parallel = "jit"
   c.precision = "float32"      # "bfloat16": bfloat16 compute, float32 parameters and optimizer state
+  c.cpu_convolutions = "ynnpack"  # on CPU: XLA's convolution kernels, "ynnpack" (jaxlib's) or "eigen"
   widths = {"small": (256, 1024, 0.05), "large": (1024, 2048, 0.02)}[size]  # Tables 1-2, section 2.3
   c.model = ml_collections.ConfigDict(dict(name=f"char_cnn_{size}", features=widths[0],
                                            fc_units=widths[1], init_std=widths[2], dropout=0.5))

@@ -36,6 +36,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.seed = 0
   c.parallel = "jit"
   c.precision = "float32"      # "bfloat16": bfloat16 compute, float32 parameters and optimizer state
+  c.cpu_convolutions = "ynnpack"  # on CPU: XLA's convolution kernels, "ynnpack" (jaxlib's) or "eigen"
   c.model = ml_collections.ConfigDict(dict(name="lenet5_gap" if gap else "lenet5", c3_table=True,
                                            subsampling="trainable"))
   c.dataset = ml_collections.ConfigDict(dict(

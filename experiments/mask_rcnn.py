@@ -47,6 +47,7 @@ def _base() -> ml_collections.ConfigDict:
   c.seed = 0
   c.parallel = "jit"
   c.precision = "float32"
+  c.cpu_convolutions = "ynnpack"  # on CPU: XLA's convolution kernels, "ynnpack" (jaxlib's) or "eigen"
   c.task = ml_collections.ConfigDict(dict(name="instance_segmentation", mask_threshold=0.5,
                                           write_results=True))
   c.checkpoint = ml_collections.ConfigDict(dict(every_epochs=1, keep=2))

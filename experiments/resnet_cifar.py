@@ -39,6 +39,7 @@ def get_config(arg: str = "resnet20") -> ml_collections.ConfigDict:
   c.seed = 0
   c.parallel = "jit"
   c.precision = "float32"      # "bfloat16": bfloat16 compute, float32 parameters and optimizer state
+  c.cpu_convolutions = "ynnpack"  # on CPU: XLA's convolution kernels, "ynnpack" (jaxlib's) or "eigen"
   c.model = ml_collections.ConfigDict(dict(name=f"cifar_resnet{depth}", projection="zeropad"))
   if "synthetic" in opts:
     c.dataset = ml_collections.ConfigDict(dict(name="synthetic_images", shape=(32, 32, 3), num_classes=10,

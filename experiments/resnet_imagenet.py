@@ -35,6 +35,7 @@ def get_config(arg: str = "resnet50") -> ml_collections.ConfigDict:
   c.seed = 0
   c.parallel = "jit"
   c.precision = "float32"      # "bfloat16": bfloat16 compute, float32 parameters and optimizer state
+  c.cpu_convolutions = "ynnpack"  # on CPU: XLA's convolution kernels, "ynnpack" (jaxlib's) or "eigen"
   c.model = ml_collections.ConfigDict(dict(name=name, zero_init_last=False))
   if "synthetic" in opts:
     c.dataset = ml_collections.ConfigDict(dict(name="synthetic_images", shape=(224, 224, 3),

@@ -47,7 +47,8 @@ def define_flags(default_config: str) -> None:
   flags.DEFINE_enum("cpu_convolutions", None, ("ynnpack", "eigen"), "On CPU, the kernels that run "
                     "the convolutions: ynnpack (jaxlib's default, one thread each) or eigen (XLA's "
                     "multi-threaded Eigen kernels; faster for some models, slower for others: see "
-                    "jaxcnn/xla_setup.py). Default: $JAXCNN_CPU_CONVOLUTIONS, else ynnpack.")
+                    "jaxcnn/xla_setup.py). Default: $JAXCNN_CPU_CONVOLUTIONS, else the config's "
+                    "cpu_convolutions (the experiment's measured choice), else ynnpack.")
   flags.DEFINE_string("output_dir", None, "--mode=predict (segmentation): where the probability masks, "
                       "overlays and metrics.json go (default: workdir/predictions).")
   flags.DEFINE_bool("distributed", False, "Join a multi-process run, letting JAX detect the cluster "
@@ -153,11 +154,18 @@ def main(argv) -> None:
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.ERROR)  # TFDS and JAX log at INFO/WARNING about normal things
   from jaxcnn import distributed, xla_setup
-  if FLAGS.cpu_convolutions is not None:  # before anything starts a JAX backend
+  # before anything starts a JAX backend: the flag, else the environment, else the experiment's choice
+  kernels, source = xla_setup.choose(FLAGS.cpu_convolutions, FLAGS.config.get("cpu_convolutions"))
+  if kernels is not None:
     try:
-      xla_setup.configure(FLAGS.cpu_convolutions)
+      xla_setup.configure(kernels)
     except ValueError as e:
-      usage_error(str(e))
+      if source.startswith("config") and kernels in xla_setup.KERNELS:
+        # the experiment's preference, not the user's request: same convolutions, only slower
+        print(f"Note: config.cpu_convolutions={kernels!r} not applied ({e}); XLA's default kernels run "
+              "the convolutions (same results).", file=sys.stderr)
+      else:
+        usage_error(f"{source}={kernels!r}: {e}" if source.startswith("config") else str(e))
     if FLAGS.cpu_convolutions == "ynnpack" and xla_setup.eigen_convolutions():
       usage_error(f"--cpu_convolutions=ynnpack, but XLA_FLAGS already sends convolutions to Eigen "
                   f"({xla_setup.ENV}={os.environ.get(xla_setup.ENV)!r} or {xla_setup.FLAG} in "

@@ -12,9 +12,12 @@ independent operations (a layer's input and weight gradients), so whole models g
 convolutions, and some lose. Measured on 2 cores (bench/README.md): U-Net roads trains 1.3x and
 ResNet for series 1.7x faster with Eigen, ResNet-20 about the same, ResNet-50 at 224x224 and C3D
 10-15 % slower.
-So it is a per-run choice, off by default:
+So it is a per-experiment choice: each experiment config's `cpu_convolutions` names the kernels its
+runs use (the one measured faster: "eigen" for U-Net roads and the ResNet for series, jaxlib's
+"ynnpack" elsewhere), and the user overrides it (`choose`: the flag, else the environment, else the
+config):
 
-  python launch.py --config=experiments/unet_roads.py --cpu_convolutions=eigen
+  python launch.py --config=experiments/unet_roads.py --cpu_convolutions=ynnpack
   JAXCNN_CPU_CONVOLUTIONS=eigen python my_script.py      # any program that imports jaxcnn
 
 XLA reads its flags once, when JAX starts its backend, so the choice must come before any JAX
@@ -82,6 +85,22 @@ def configure(kernels: str, environ=None) -> bool:
                        "call jaxcnn.xla_setup.configure('eigen') before the first JAX computation")
   environ["XLA_FLAGS"] = f"{flags} {FLAG}={VALUE}".strip()
   return True
+
+
+def choose(flag: str | None, config_value: str | None, environ=None) -> tuple[str | None, str]:
+  """Which kernels a `launch.py` run asks for, and who asked, in this order: the `--cpu_convolutions`
+  flag; else the user's environment (`JAXCNN_CPU_CONVOLUTIONS`, already applied by `import jaxcnn`, or
+  the XLA flag in `XLA_FLAGS`): nothing more to do; else the experiment config's `cpu_convolutions`
+  (each experiment's measured choice); else jaxlib's default. Returns `(kernels or None, source)`.
+  """
+  environ = os.environ if environ is None else environ
+  if flag is not None:
+    return flag, "--cpu_convolutions"
+  if ENV in environ or FLAG in environ.get("XLA_FLAGS", ""):
+    return None, "the environment"
+  if config_value:
+    return config_value, "config.cpu_convolutions"
+  return None, "jaxlib's default"
 
 
 def configure_from_environment(environ=None) -> bool:

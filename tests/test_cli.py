@@ -43,6 +43,8 @@ def launch(*args, devices=1, tfds_dir=None):
      "--coordinator_address also needs --num_processes, --process_id: pass all three"),
     (["--config.precision=float16"], "config.precision='float16' is not one of float32, bfloat16"),
     (["--cpu_convolutions=onednn"], "flag --cpu_convolutions=onednn: value should be one of <ynnpack|eigen>"),
+    (["--config.cpu_convolutions=onednn"],
+     "config.cpu_convolutions='onednn': unknown CPU convolution kernels 'onednn'"),
 ])
 def test_mistakes_give_one_message_and_exit_code_2(args, message, tfds_dir):
   r = launch(*args, tfds_dir=tfds_dir)
@@ -92,10 +94,12 @@ def test_overrides_reach_the_run_and_eval_mode(tmp_path, tfds_dir):
   assert wider.returncode == 2 and "Traceback" not in wider.stderr, wider.stderr[-3000:]
   assert "--mode=train: checkpoint step 24 in " in wider.stderr and "--config.model.filters=[4, 8, 4]" in wider.stderr
   # Relaunching the finished run resumes at its last step and trains nothing more.
+  # (with the kernels an experiment config names: the report says which ran)
   again = launch("--config=experiments/fcn_ucr.py:ItalyPowerDemand,runlocal", "--config.model.filters=(4,8,4)",
                  "--config.train.epochs=2", "--config.optimizer.learning_rate=0.01", f"--workdir={wd}",
-                 tfds_dir=tfds_dir)
+                 "--config.cpu_convolutions=eigen", tfds_dir=tfds_dir)
   assert again.returncode == 0 and "Resuming from checkpoint at step 24" in again.stdout
+  assert '"cpu_convolutions": "eigen"' in open(os.path.join(wd, "report.md")).read()
 
 
 def test_summary_flag_prints_the_model_table_without_training(tfds_dir):

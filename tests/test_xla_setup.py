@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from conftest import load_experiment
 from jaxcnn import xla_setup
 
 FLAG = "--xla_cpu_experimental_ynn_fusion_type"
@@ -101,3 +102,25 @@ def test_launch_with_an_unknown_environment_value_is_one_message_and_exit_2():
   assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
   assert ("Error: unknown CPU convolution kernels 'onednn' (--cpu_convolutions / "
           "JAXCNN_CPU_CONVOLUTIONS): use one of ynnpack, eigen") in r.stderr
+
+
+@pytest.mark.parametrize("flag,config_value,environ,want", [
+    ("eigen", "ynnpack", {xla_setup.ENV: "ynnpack"}, ("eigen", "--cpu_convolutions")),  # the flag first
+    (None, "eigen", {xla_setup.ENV: "ynnpack"}, (None, "the environment")),  # then the user's environment
+    (None, "eigen", {"XLA_FLAGS": f"{xla_setup.FLAG}=dot"}, (None, "the environment")),
+    (None, "eigen", {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}, ("eigen", "config.cpu_convolutions")),
+    (None, None, {}, (None, "jaxlib's default")),
+])
+def test_a_run_takes_the_flag_then_the_environment_then_the_experiment_config(flag, config_value, environ,
+                                                                              want):
+  assert xla_setup.choose(flag, config_value, environ) == want
+
+
+def test_experiments_pick_the_kernels_measured_faster_for_them():
+  """bench/README.md: Eigen for U-Net roads (1.34x) and the ResNet for series (1.67x); jaxlib's elsewhere."""
+  assert load_experiment("unet_roads", "").cpu_convolutions == "eigen"
+  assert load_experiment("fcn_ucr", "GunPoint,resnet").cpu_convolutions == "eigen"
+  assert load_experiment("ucr_benchmark", "resnet").cpu_convolutions == "eigen"
+  assert load_experiment("fcn_ucr", "GunPoint").cpu_convolutions == "ynnpack"
+  assert load_experiment("ucr_benchmark", "tcn").cpu_convolutions == "ynnpack"
+  assert load_experiment("resnet_imagenet", "").cpu_convolutions == "ynnpack"
