@@ -259,7 +259,9 @@ def main(argv) -> None:
       metrics = loop.evaluate_checkpoint(config, workdir)
       data = metrics.pop("data")
       names = [str(n) for n in metrics.pop("class_names")]
-      console.print(f"Checkpoint step {metrics.pop('step')} in {workdir}" + (f", {data}:" if data else ":"))
+      kernels = loop._kernels_note().rstrip(", ")
+      console.print(f"Checkpoint step {metrics.pop('step')} in {workdir}" + (f", {data}" if data else "")
+                    + (f" ({kernels})" if kernels else "") + ":")
       for k, v in metrics.items():
         if k.endswith("confusion"):
           console.print(f"  {k} (rows: true, columns: predicted):")

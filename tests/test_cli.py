@@ -76,11 +76,14 @@ def test_overrides_reach_the_run_and_eval_mode(tmp_path, tfds_dir):
   assert hist[0]["lr"] == pytest.approx(0.01)
   assert "test error at the epoch of lowest train/loss" in r.stdout and "report.md" in r.stdout
   assert '"cpu_convolutions": "ynnpack"' in open(os.path.join(wd, "report.md")).read()  # jaxlib's default
-  # Evaluated with the other CPU convolution kernels (Eigen's): the same accuracy.
+  assert "ynnpack convolutions" in r.stdout
+  # Evaluated with the other CPU convolution kernels (Eigen's, as a config may name them): the same
+  # accuracy.
   ev = launch("--config=experiments/fcn_ucr.py:ItalyPowerDemand,runlocal", "--config.model.filters=(4,8,4)",
-              "--mode=eval", f"--workdir={wd}", "--cpu_convolutions=eigen", tfds_dir=tfds_dir)
+              "--mode=eval", f"--workdir={wd}", "--config.cpu_convolutions=eigen", tfds_dir=tfds_dir)
   assert ev.returncode == 0, ev.stderr[-3000:]
   assert f"test/accuracy: {res['final']['test/accuracy']:.4f}" in ev.stdout
+  assert "(eigen convolutions):" in ev.stdout
   # The checkpoint of another model: the message lists the values it was trained with.
   other = launch("--config=experiments/fcn_ucr.py:ItalyPowerDemand,runlocal", "--mode=eval", f"--workdir={wd}",
                  tfds_dir=tfds_dir)
@@ -94,12 +97,10 @@ def test_overrides_reach_the_run_and_eval_mode(tmp_path, tfds_dir):
   assert wider.returncode == 2 and "Traceback" not in wider.stderr, wider.stderr[-3000:]
   assert "--mode=train: checkpoint step 24 in " in wider.stderr and "--config.model.filters=[4, 8, 4]" in wider.stderr
   # Relaunching the finished run resumes at its last step and trains nothing more.
-  # (with the kernels an experiment config names: the report says which ran)
   again = launch("--config=experiments/fcn_ucr.py:ItalyPowerDemand,runlocal", "--config.model.filters=(4,8,4)",
                  "--config.train.epochs=2", "--config.optimizer.learning_rate=0.01", f"--workdir={wd}",
-                 "--config.cpu_convolutions=eigen", tfds_dir=tfds_dir)
+                 tfds_dir=tfds_dir)
   assert again.returncode == 0 and "Resuming from checkpoint at step 24" in again.stdout
-  assert '"cpu_convolutions": "eigen"' in open(os.path.join(wd, "report.md")).read()
 
 
 def test_summary_flag_prints_the_model_table_without_training(tfds_dir):
