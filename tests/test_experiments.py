@@ -90,6 +90,8 @@ def check_benchmark(c, tmp_path):
   c.benchmark.seeds = 2
   c.benchmark.paper_errors.GunPoint = 0.25
   c.model.levels, c.model.channels = 2, 4
+  # 3 epochs, a checkpoint at 2 and 3: the selected epoch's probabilities are computed at the save after it
+  c.train.epochs, c.checkpoint.every_epochs = 3, 2
   out = run_benchmark(c, str(tmp_path))
   rows = {r["dataset"]: r for r in out["rows"]}
   assert list(rows) == ["ItalyPowerDemand", "GunPoint"]
@@ -105,7 +107,7 @@ def check_benchmark(c, tmp_path):
         probs.append(d["test/probs"])
     assert row["errors"] == errs and abs(row["mean_error"] - sum(errs) / 2) < 1e-12
     assert row["ensemble_error"] == np.mean((probs[0] + probs[1]).argmax(-1) != labels)
-    assert row["seeds"] == 2 and row["epochs"] == 1
+    assert row["seeds"] == 2 and row["epochs"] == 3
   assert rows["GunPoint"]["paper_error"] == 0.25 and rows["ItalyPowerDemand"]["paper_error"] is None
   for row in rows.values():  # the seeds' confusion matrices add up to seeds x test examples
     mat = np.asarray(row["confusion"])

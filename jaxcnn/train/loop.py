@@ -315,7 +315,14 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
 
   old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
 
+  # The selected epoch's state, until its class probabilities are computed: once per checkpoint, not
+  # at every improvement of the selection metric (early in a run nearly every epoch improves it).
+  selected_state = {"state": None}
+
   def save(step_done: int, partial_sums=None):
+    if selected_state["state"] is not None:
+      loop["selected_predictions"] = rt.predictions(selected_state["state"])
+      selected_state["state"] = None
     loop["epoch_sums"] = (None if partial_sums is None else
                           {k: np.asarray(v).tolist() for k, v in jax.device_get(partial_sums).items()})
     if plateau:
@@ -370,7 +377,7 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
               loop["selected"] = {k: v for k, v in record.items()
                                   if "confusion" not in k or len(v) <= 50}
               if config.report.get("save_predictions"):
-                loop["selected_predictions"] = rt.predictions(par.get_state(dstate))
+                selected_state["state"] = par.get_state(dstate)  # host copy; predicted at the next save
           loop["final"] = record
           last = record
           writer.write(done, {k: v for k, v in record.items() if "confusion" not in k})
