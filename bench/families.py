@@ -103,7 +103,10 @@ def measure(name: str, steps: int, precision: str, data_dir: str) -> dict:
     rt.ckpt.close()
   step_s = float(np.median(times))
   stats = jax.devices()[0].memory_stats() or {}
-  return {"name": name, "what": what, "batch": rt.batch_size, "params": loop.num_params(rt.state.params),
+  from jaxcnn import xla_setup
+  kernels = ("eigen" if xla_setup.eigen_convolutions() else "ynnpack") if jax.default_backend() == "cpu" else "n/a"
+  return {"name": name, "what": what, "kernels": kernels, "batch": rt.batch_size,
+          "params": loop.num_params(rt.state.params),
           "compile_s": compile_s, "step_ms": 1e3 * step_s, "steps_per_s": 1 / step_s,
           "examples_per_s": rt.batch_size / step_s, "pipeline_batches_per_s": 1 / pipe_s,
           "headroom": step_s / pipe_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -133,9 +136,14 @@ def main():
   rows = []
   for name in names:
     print(f"{name} ...", flush=True)
+    # the CPU convolution kernels launch.py would use: the config's, unless the environment chose
+    from jaxcnn import xla_setup
+    spec = next(s for n, s, *_ in FAMILIES if n == name)
+    kernels, _ = xla_setup.choose(None, _load_config(spec).get("cpu_convolutions"), os.environ)
+    run_env = {**env, xla_setup.ENV: kernels} if kernels else env
     r = subprocess.run([sys.executable, __file__, f"--one={name}", f"--steps={a.steps}",
-                        f"--precision={a.precision}", f"--data_dir={a.data_dir}"], env=env, capture_output=True,
-                       text=True, cwd=ROOT)
+                        f"--precision={a.precision}", f"--data_dir={a.data_dir}"], env=run_env,
+                       capture_output=True, text=True, cwd=ROOT)
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if r.returncode or line is None:
       rows.append({"name": name, "what": name, "skipped": f"failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}"})
@@ -152,18 +160,21 @@ def write(rows, a):
            f"`python bench/families.py --steps={a.steps} --precision={a.precision}` on {jax.device_count()} x "
            f"{dev.platform} ({dev.device_kind}; {platform.processor() or platform.machine()}, "
            f"{os.cpu_count()} CPUs), jax {jax.__version__}. Each family is its experiment config as "
-           "`launch.py` builds it, one process each. Step time: median of the timed steps. Pipeline: "
+           "`launch.py` builds it, one process each, with the CPU convolution kernels its config names "
+           "(`config.cpu_convolutions`, unless `JAXCNN_CPU_CONVOLUTIONS` is set). Step time: median of the "
+           "timed steps. Pipeline: "
            "the grain iterator alone; headroom = pipeline rate / step rate (above 1: the devices never "
            "wait for data). Peak RSS: the process's host memory.", "",
-           "| family | stands for | global batch | params | compile (s) | step (ms) | steps/s | examples/s "
-           "| pipeline batches/s | headroom | peak RSS (MB) | device peak (MB) |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "| family | stands for | CPU convolutions | global batch | params | compile (s) | step (ms) | steps/s "
+           "| examples/s | pipeline batches/s | headroom | peak RSS (MB) | device peak (MB) |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
   for r in rows:
     if "skipped" in r:
-      lines.append(f"| {r['name']} | {r['what']} | skipped: {r['skipped']} |" + " |" * 9)
+      lines.append(f"| {r['name']} | {r['what']} | skipped: {r['skipped']} |" + " |" * 10)
       continue
     dpk = "n/a" if r["device_peak_mb"] is None else f"{r['device_peak_mb']:.0f}"
-    lines.append(f"| {r['name']} | {r['what']} | {r['batch']} | {r['params']:,} | {r['compile_s']:.1f} | "
+    lines.append(f"| {r['name']} | {r['what']} | {r['kernels']} | {r['batch']} | {r['params']:,} | "
+                 f"{r['compile_s']:.1f} | "
                  f"{r['step_ms']:.1f} | {r['steps_per_s']:.2f} | {r['examples_per_s']:.1f} | "
                  f"{r['pipeline_batches_per_s']:.1f} | **{r['headroom']:.1f}x** | {r['peak_rss_mb']:.0f} | {dpk} |")
   slow = [r["name"] for r in rows if "headroom" in r and r["headroom"] < 1]
