@@ -104,8 +104,7 @@ def measure(name: str, steps: int, precision: str, data_dir: str) -> dict:
   step_s = float(np.median(times))
   stats = jax.devices()[0].memory_stats() or {}
   from jaxcnn import xla_setup
-  kernels = ("eigen" if xla_setup.eigen_convolutions() else "ynnpack") if jax.default_backend() == "cpu" else "n/a"
-  return {"name": name, "what": what, "kernels": kernels, "batch": rt.batch_size,
+  return {"name": name, "what": what, "kernels": xla_setup.cpu_kernels() or "n/a", "batch": rt.batch_size,
           "params": loop.num_params(rt.state.params),
           "compile_s": compile_s, "step_ms": 1e3 * step_s, "steps_per_s": 1 / step_s,
           "examples_per_s": rt.batch_size / step_s, "pipeline_batches_per_s": 1 / pipe_s,

@@ -169,7 +169,7 @@ def main():
   ap.add_argument("--depth", type=int, default=4)
   ap.add_argument("--size", type=int, default=256)
   ap.add_argument("--batch", type=int, default=8)
-  eigen = jax.default_backend() == "cpu" and xla_setup.eigen_convolutions()
+  eigen = xla_setup.cpu_kernels() == "eigen"
   ap.add_argument("--out", default=os.path.join(ROOT, "bench", "unet_eigen.md" if eigen else "unet.md"))
   a = ap.parse_args()
   batches = make_batches(a.batch, a.size)

@@ -259,9 +259,9 @@ def main(argv) -> None:
       metrics = loop.evaluate_checkpoint(config, workdir)
       data = metrics.pop("data")
       names = [str(n) for n in metrics.pop("class_names")]
-      kernels = loop._kernels_note().rstrip(", ")
+      kernels = xla_setup.cpu_kernels()
       console.print(f"Checkpoint step {metrics.pop('step')} in {workdir}" + (f", {data}" if data else "")
-                    + (f" ({kernels})" if kernels else "") + ":")
+                    + (f" ({kernels} convolutions)" if kernels else "") + ":")
       for k, v in metrics.items():
         if k.endswith("confusion"):
           console.print(f"  {k} (rows: true, columns: predicted):")

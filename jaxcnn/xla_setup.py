@@ -109,6 +109,15 @@ def configure_from_environment(environ=None) -> bool:
   return configure(environ.get(ENV, "ynnpack"), environ)
 
 
+def cpu_kernels() -> str | None:
+  """The kernels running this process's convolutions, "eigen" or "ynnpack", when JAX's backend is the
+  CPU; None on a GPU/TPU (for the run's first lines, `--mode=eval` and reports)."""
+  import jax
+  if jax.default_backend() != "cpu":
+    return None
+  return "eigen" if eigen_convolutions() else "ynnpack"
+
+
 def eigen_convolutions(flags: str | None = None) -> bool:
   """Whether XLA:CPU runs convolutions with Eigen (multi-threaded), judged from `XLA_FLAGS`.
 

@@ -211,8 +211,9 @@ def _conv_depthwise_auto(x, kernel, strides, pads, dilations, eigen):
   kernels (`eigen`, see jaxcnn/xla_setup.py) the weight tangent is XLA's grouped convolution, whose
   transpose (a batch-grouped convolution) is 2x faster there than the per-tap reductions; under YNNPACK
   that convolution is slower than the taps, which stay. A custom JVP: forward and reverse mode and
-  higher derivatives all work. MobileNet block 16x56x56x64 (3x3 depthwise + 1x1 to 128) forward+backward:
-  184 -> 112 ms (YNNPACK), 222 -> 92 ms (Eigen); bench/README.md.
+  higher derivatives all work. This change alone, on the depthwise-separable block 16x56x56x64 (3x3
+  depthwise + 1x1 to 128) forward+backward: 184 -> 112 ms (YNNPACK), 222 -> 92 ms (Eigen); with the 1x1
+  change too, bench/README.md's table.
   """
   del eigen
   return _conv_depthwise_taps(x, kernel, strides, pads, dilations)

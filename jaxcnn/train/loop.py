@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn import registry
+from jaxcnn import registry, xla_setup
 from jaxcnn.data import pipeline
 from jaxcnn.data.base import Dataset
 from jaxcnn.train import step as step_lib
@@ -299,7 +299,8 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
                 f")  model [cyan]{config.model.name}[/cyan] ({num_params(state.params):,} params)")
   console.print(f"{par.num_devices} x {jax.devices()[0].platform} device(s), parallel={par.mode}, "
                 + (f"over {jax.process_count()} processes, " if jax.process_count() > 1 else "")
-                + f"precision {config.get('precision', 'float32')}, " + _kernels_note() +
+                + f"precision {config.get('precision', 'float32')}, "
+                + (f"{xla_setup.cpu_kernels()} convolutions, " if xla_setup.cpu_kernels() else "") +
                 f"global batch {rt.batch_size}, {spe} steps/epoch, {epochs} epochs, workdir {workdir}")
   if resumed is not None:
     console.print(f"[yellow]Resuming from checkpoint at step {start_step} "
@@ -539,14 +540,6 @@ def write_detection_figure(rt: "_Runtime", state, workdir: str, split: str | Non
                    np.asarray(det["scores"][i])[keep], masks, list(ds.class_names),
                    f"{split} #{i}: {len(keep)} found, {len(gt)} true", gt))
   return [draw.detections_figure(panels, os.path.join(workdir, f"detections_{split}.png"))]
-
-
-def _kernels_note() -> str:
-  """On CPU, which kernels run the convolutions (jaxcnn/xla_setup.py), for the run's first lines."""
-  from jaxcnn import xla_setup
-  if jax.default_backend() != "cpu":
-    return ""
-  return f"{'eigen' if xla_setup.eigen_convolutions() else 'ynnpack'} convolutions, "
 
 
 def evaluate_checkpoint(config, workdir: str, *, devices=None) -> dict:

@@ -22,8 +22,7 @@ def versions() -> dict[str, str]:
           "tensorflow-datasets": tensorflow_datasets.__version__,
           "grain": getattr(grain, "__version__", "?"), "python": platform.python_version(),
           "backend": f"{jax.default_backend()} x {jax.device_count()}",
-          **({"cpu_convolutions": "eigen" if xla_setup.eigen_convolutions() else "ynnpack"}
-             if jax.default_backend() == "cpu" else {})}
+          **({"cpu_convolutions": xla_setup.cpu_kernels()} if xla_setup.cpu_kernels() else {})}
 
 
 def _pct(v):
