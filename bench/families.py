@@ -152,6 +152,12 @@ def main():
   write(rows, a)
 
 
+def _host_malloc() -> str:
+  from jaxcnn import host_memory
+  return {"hugepages": "GLIBC_TUNABLES=glibc.malloc.hugetlb=1"}.get(host_memory.policy(),
+                                                                   "the C library's malloc")
+
+
 def write(rows, a):
   import jax
   dev = jax.devices()[0]
@@ -160,7 +166,8 @@ def write(rows, a):
            f"{dev.platform} ({dev.device_kind}; {platform.processor() or platform.machine()}, "
            f"{os.cpu_count()} CPUs), jax {jax.__version__}. Each family is its experiment config as "
            "`launch.py` builds it, one process each, with the CPU convolution kernels its config names "
-           "(`config.cpu_convolutions`, unless `JAXCNN_CPU_CONVOLUTIONS` is set). Step time: median of the "
+           "(`config.cpu_convolutions`, unless `JAXCNN_CPU_CONVOLUTIONS` is set), and host memory as "
+           f"launch.py sets it (`{_host_malloc()}`, jaxcnn/host_memory.py). Step time: median of the "
            "timed steps. Pipeline: "
            "the grain iterator alone; headroom = pipeline rate / step rate (above 1: the devices never "
            "wait for data). Peak RSS: the process's host memory.", "",
@@ -187,4 +194,8 @@ def write(rows, a):
 
 
 if __name__ == "__main__":
+  sys.path.insert(0, ROOT)
+  # as launch.py runs: glibc huge pages for XLA:CPU's large buffers (jaxcnn/host_memory.py)
+  from jaxcnn import host_memory  # noqa: E402
+  host_memory.reexec()
   main()

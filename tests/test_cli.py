@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from jaxcnn import host_memory
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -75,7 +77,10 @@ def test_overrides_reach_the_run_and_eval_mode(tmp_path, tfds_dir):
   hist = [json.loads(line) for line in open(os.path.join(wd, "metrics.jsonl"))]
   assert hist[0]["lr"] == pytest.approx(0.01)
   assert "test error at the epoch of lowest train/loss" in r.stdout and "report.md" in r.stdout
-  assert '"cpu_convolutions": "ynnpack"' in open(os.path.join(wd, "report.md")).read()  # jaxlib's default
+  report = open(os.path.join(wd, "report.md")).read()
+  assert '"cpu_convolutions": "ynnpack"' in report  # jaxlib's default
+  # launch.py restarted itself with glibc's huge-page tunable (jaxcnn/host_memory.py)
+  assert f'"host_malloc": "{"system" if host_memory.unsupported() else "hugepages"}"' in report
   assert "ynnpack convolutions" in r.stdout
   # Evaluated with the other CPU convolution kernels (Eigen's, as a config may name them): the same
   # accuracy.

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcnn import xla_setup
+from jaxcnn import host_memory, xla_setup
 from jaxcnn.conv import Conv, causal_conv, conv, convolve, output_size, resolve_padding
 
 
@@ -81,6 +81,8 @@ def test_fast_path_derivatives_equal_xla_convolution(size, ks, stride, padding, 
   2D sums; YNNPACK: 3D as 2D sums forward, lead-taps derivatives) is the same function as XLA's
   convolution: values, reverse-mode gradients and forward-mode tangents."""
   monkeypatch.setattr(xla_setup, "eigen_convolutions", lambda: eigen)
+  # eigen without huge pages: the depthwise weight tangent as XLA's grouped convolution (both branches)
+  monkeypatch.setattr(host_memory, "policy", lambda environ=None: "system")
   rng = np.random.default_rng(1)
   x = jnp.asarray(rng.normal(size=(2, *size, cin)), jnp.float32)
   w = jnp.asarray(rng.normal(size=(*ks, cin // groups, cout)), jnp.float32)
@@ -103,6 +105,8 @@ def test_fast_path_derivatives_equal_xla_convolution(size, ks, stride, padding, 
 @pytest.mark.parametrize("eigen", [True, False], ids=["eigen", "ynnpack"])
 def test_second_derivatives_through_the_fast_path(eigen, monkeypatch):
   monkeypatch.setattr(xla_setup, "eigen_convolutions", lambda: eigen)
+  # eigen without huge pages: the depthwise weight tangent as XLA's grouped convolution (both branches)
+  monkeypatch.setattr(host_memory, "policy", lambda environ=None: "system")
   rng = np.random.default_rng(2)
   x = jnp.asarray(rng.normal(size=(1, 5, 6, 2)), jnp.float32)
   w = jnp.asarray(rng.normal(size=(3, 3, 2, 2)), jnp.float32)

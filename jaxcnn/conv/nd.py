@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn import xla_setup
+from jaxcnn import host_memory, xla_setup
 
 Padding = str | int | Sequence[tuple[int, int]]
 
@@ -201,25 +201,27 @@ def _conv_depthwise_taps(x, kernel, strides, pads, dilations):
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
-def _conv_depthwise_auto(x, kernel, strides, pads, dilations, eigen):
+def _conv_depthwise_auto(x, kernel, strides, pads, dilations, grouped):
   """The depthwise convolution `_conv_depthwise_taps` with derivatives that XLA:CPU runs well.
 
   Differentiated as is, the weight gradient is one multiply-reduction per tap, and XLA fuses the
   producer of the incoming gradient into each of them: an element-wise tail (a loss, BatchNorm's
   backward, a ReLU mask) is recomputed once per tap. The JVP rule below puts an optimisation barrier on
-  the tangent, whose transpose makes the incoming gradient one materialised array. Under the Eigen
-  kernels (`eigen`, see jaxcnn/xla_setup.py) the weight tangent is XLA's grouped convolution, whose
-  transpose (a batch-grouped convolution) is 2x faster there than the per-tap reductions; under YNNPACK
-  that convolution is slower than the taps, which stay. A custom JVP: forward and reverse mode and
-  higher derivatives all work. This change alone, on the depthwise-separable block 16x56x56x64 (3x3
-  depthwise + 1x1 to 128) forward+backward: 184 -> 112 ms (YNNPACK), 222 -> 92 ms (Eigen); with the 1x1
-  change too, bench/README.md's table.
+  the tangent, whose transpose makes the incoming gradient one materialised array. With `grouped`
+  (`conv` sets it under the Eigen kernels, jaxcnn/xla_setup.py, when the process runs without glibc's
+  huge pages, jaxcnn/host_memory.py) the weight tangent is XLA's grouped convolution, whose transpose
+  (a batch-grouped convolution) was 2x faster there than the per-tap reductions while those paid a page
+  fault per 4 KB of their temporaries; with huge pages the taps win under both kernels (the block
+  below: 42-43 vs 53-54 ms under Eigen, 41-46 vs 167-171 under YNNPACK). A custom JVP: forward and
+  reverse mode and higher derivatives all work. This change alone, on the depthwise-separable block
+  16x56x56x64 (3x3 depthwise + 1x1 to 128) forward+backward, before huge pages: 184 -> 112 ms
+  (YNNPACK), 222 -> 92 ms (Eigen); with the 1x1 change and huge pages, bench/README.md's table.
   """
-  del eigen
+  del grouped
   return _conv_depthwise_taps(x, kernel, strides, pads, dilations)
 
 
-def _conv_depthwise_auto_jvp(strides, pads, dilations, eigen, primals, tangents):
+def _conv_depthwise_auto_jvp(strides, pads, dilations, grouped, primals, tangents):
   x, kernel = primals
   dx, dk = tangents
   zero = lambda t: isinstance(t, jax.custom_derivatives.SymbolicZero)
@@ -228,7 +230,7 @@ def _conv_depthwise_auto_jvp(strides, pads, dilations, eigen, primals, tangents)
   if not zero(dx):
     terms.append(_conv_depthwise_taps(dx, kernel, strides, pads, dilations))
   if not zero(dk):
-    terms.append(_conv_lax(x, dk, strides, pads, dilations, x.shape[-1]) if eigen
+    terms.append(_conv_lax(x, dk, strides, pads, dilations, x.shape[-1]) if grouped
                  else _conv_depthwise_taps(x, dk, strides, pads, dilations))
   if not terms:
     return y, jnp.zeros_like(y)
@@ -346,7 +348,10 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
     if groups != x.shape[-1]:
       raise ValueError(f"impl='{impl}' needs groups == in_channels ({x.shape[-1]}), got {groups}")
     if impl == "depthwise":
-      y = _conv_depthwise_auto(x, kernel, strides, pads, dilations, xla_setup.eigen_convolutions())
+      # XLA's grouped convolution for the weight tangent only under Eigen without huge pages (see
+      # `_conv_depthwise_auto`); the taps are faster everywhere else.
+      grouped = xla_setup.eigen_convolutions() and host_memory.policy() == "system"
+      y = _conv_depthwise_auto(x, kernel, strides, pads, dilations, grouped)
     else:
       y = _conv_depthwise_taps(x, kernel, strides, pads, dilations)
   elif impl == "lead_taps":

@@ -16,13 +16,14 @@ def versions() -> dict[str, str]:
   import tensorflow_datasets
 
   import jaxcnn
-  from jaxcnn import xla_setup
+  from jaxcnn import host_memory, xla_setup
+  cpu = xla_setup.cpu_kernels()
   return {"jaxcnn": jaxcnn.__version__, "jax": jax.__version__, "flax": flax.__version__,
           "optax": optax.__version__, "orbax-checkpoint": orbax.checkpoint.__version__,
           "tensorflow-datasets": tensorflow_datasets.__version__,
           "grain": getattr(grain, "__version__", "?"), "python": platform.python_version(),
           "backend": f"{jax.default_backend()} x {jax.device_count()}",
-          **({"cpu_convolutions": xla_setup.cpu_kernels()} if xla_setup.cpu_kernels() else {})}
+          **({"cpu_convolutions": cpu, "host_malloc": host_memory.policy()} if cpu else {})}
 
 
 def _pct(v):
