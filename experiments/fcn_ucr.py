@@ -69,8 +69,9 @@ def get_config(arg: str = "GunPoint") -> ml_collections.ConfigDict:
   c.seed = 0
   c.parallel = "jit"            # "jit" (jit + shard_map over a device mesh) or "pmap"
   c.precision = "float32"      # "bfloat16": bfloat16 compute, float32 parameters and optimizer state
-  # On CPU, XLA's convolution kernels: Eigen (multi-threaded) for the ResNet, whose steps it makes 1.7x
-  # faster on 2 cores; jaxlib's YNNPACK for the others, which it does not speed up (bench/README.md).
+  # On CPU, XLA's convolution kernels: Eigen (multi-threaded) for the ResNet, whose steps it made 1.7x
+  # faster on 2 cores (a tie since launch.py runs with huge pages; kept so the benchmark's ResNet rows
+  # stay comparable); jaxlib's YNNPACK for the others, which Eigen slows down (bench/README.md).
   c.cpu_convolutions = "eigen" if arch == "resnet" else "ynnpack"
 
   # Every key but `name` is passed to the model constructor (num_classes comes from the data set).

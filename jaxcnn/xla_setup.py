@@ -9,9 +9,9 @@ dots, reductions and element-wise fusions. Results are the same convolutions to 
 
 A whole train step is another matter: YNNPACK's one-thread convolutions run side by side with other
 independent operations (a layer's input and weight gradients), so whole models gain less than single
-convolutions, and some lose. Measured on 2 cores (bench/README.md): U-Net roads trains 1.3x and
-ResNet for series 1.7x faster with Eigen, ResNet-20 and (since 1x1 convolutions are matrix products)
-ResNet-50 at 224x224 within the noise, C3D 15 % slower.
+convolutions, and some lose. Measured on 2 cores with huge pages (bench/README.md): U-Net roads
+trains 1.64x faster with Eigen, ResNet-20, ResNet-50 and the ResNet for series (1.7x before huge
+pages) within the noise, C3D and LeNet-5 1.6-1.7x slower.
 So it is a per-experiment choice: each experiment config's `cpu_convolutions` names the kernels its
 runs use (the one measured faster: "eigen" for U-Net roads and the ResNet for series, jaxlib's
 "ynnpack" elsewhere), and the user overrides it (`choose`: the flag, else the environment, else the

@@ -117,7 +117,7 @@ def test_a_run_takes_the_flag_then_the_environment_then_the_experiment_config(fl
 
 
 def test_experiments_pick_the_kernels_measured_faster_for_them():
-  """bench/README.md: Eigen for U-Net roads (1.34x) and the ResNet for series (1.67x); jaxlib's elsewhere."""
+  """bench/README.md: Eigen for U-Net roads (1.64x) and the ResNet for series (a tie); jaxlib's elsewhere."""
   assert load_experiment("unet_roads", "").cpu_convolutions == "eigen"
   assert load_experiment("fcn_ucr", "GunPoint,resnet").cpu_convolutions == "eigen"
   assert load_experiment("ucr_benchmark", "resnet").cpu_convolutions == "eigen"
