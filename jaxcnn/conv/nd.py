@@ -241,19 +241,21 @@ _conv_depthwise_auto.defjvp(_conv_depthwise_auto_jvp, symbolic_zeros=True)
 
 
 def _conv_forward(x, kernel, strides, pads, dilations, groups):
+  # YNNPACK runs a 2D convolution on one thread, while a 1D one goes to XLA's multi-threaded Eigen
+  # kernel: with huge pages (jaxcnn/host_memory.py) the lead-taps 1D form is the faster forward
+  # (16x56x56x64 3x3: 43 -> 31 ms; ResNet-18 inference 1.3x); 3D as sums of 2D (about equal).
   if x.ndim == 5:
     return _conv3d_as_2d(x, kernel, strides, pads, dilations, groups)
-  return _conv_lax(x, kernel, strides, pads, dilations, groups)
+  return _conv_lead_taps(x, kernel, strides, pads, dilations, groups)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
 def _conv_auto(x, kernel, strides, pads, dilations, groups):
-  """Evaluated: XLA's 2D convolution, 3D as sums of 2D. Differentiated: the lead-taps formulation.
+  """Evaluated: 2D through the lead-taps 1D convolution, 3D as sums of 2D. Differentiated: lead taps.
 
   The JVP rule differentiates `_conv_lead_taps` (forward and tangent), so under `jax.grad` the whole
   convolution, forward and backward, is the lead-taps one, whose weight and input gradients XLA:CPU
-  runs fastest; without differentiation the faster plain forward runs. A custom JVP (not VJP): forward
-  mode, reverse mode and higher derivatives all work.
+  runs fastest. A custom JVP (not VJP): forward mode, reverse mode and higher derivatives all work.
   """
   return _conv_forward(x, kernel, strides, pads, dilations, groups)
 
@@ -296,8 +298,9 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
       bench/README.md). With XLA:CPU's Eigen convolutions (`JAXCNN_CPU_CONVOLUTIONS=eigen` or
       `launch.py --cpu_convolutions=eigen`, jaxcnn/xla_setup.py): XLA's own convolution (of the
       zero-padded input where the padding exceeds "SAME"), 3D as a sum of 2D convolutions. With its
-      single-threaded YNNPACK ones (jaxlib's default): 3D as a sum of 2D convolutions forward,
-      derivatives through one 1D convolution with the leading kernel taps gathered into channels.
+      single-threaded YNNPACK ones (jaxlib's default): 2D forward and all derivatives through one 1D
+      convolution with the leading kernel taps gathered into channels, 3D forward as a sum of 2D
+      convolutions.
       Either way depthwise as a sum of shifted inputs times per-channel weights ("depthwise": its
       derivatives as `_conv_depthwise_auto` says) and 1x1 as a matrix product; any GPU/TPU backend:
       "lax". Or one formulation by name: "lax" (XLA's N-d convolution and its own derivatives),
