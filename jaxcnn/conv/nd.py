@@ -124,14 +124,15 @@ def _conv_prepadded(x, kernel, strides, pads, dilations, groups):
   return _conv_lax(x, kernel, strides, ((0, 0),) * len(pads), dilations, groups)
 
 
-def _conv3d_as_2d(x, kernel, strides, pads, dilations, groups):
+def _conv3d_as_2d(x, kernel, strides, pads, dilations, groups, conv2d=None):
   """3D convolution as a sum over kernel depth of 2D convolutions with depth folded into the batch.
 
   `y[:, t] = sum_i conv2d(x_pad[:, t*s + i*d], kernel[i])`: each depth tap is one 2D convolution of
   the depth-strided slice `[batch * out_depth, h, w, c]`. Same arithmetic as the direct 3D convolution
   (equal to it up to float summation order), but XLA:CPU runs 2D convolutions about 3x faster than 3D
-  ones (see bench/README.md).
+  ones (see bench/README.md). `conv2d` computes each 2D one (default: XLA's, pre-padded).
   """
+  conv2d = conv2d or _conv_prepadded
   b, depth = x.shape[0], x.shape[1]
   kd, sd, dd = kernel.shape[0], strides[0], dilations[0]
   xp = jnp.pad(x, [(0, 0), pads[0], (0, 0), (0, 0), (0, 0)])
@@ -140,8 +141,8 @@ def _conv3d_as_2d(x, kernel, strides, pads, dilations, groups):
   for i in range(kd):
     start = i * dd
     xs = jax.lax.slice_in_dim(xp, start, start + (out_depth - 1) * sd + 1, stride=sd, axis=1)
-    yi = _conv_prepadded(xs.reshape((b * out_depth,) + xs.shape[2:]), kernel[i], strides[1:],
-                         pads[1:], dilations[1:], groups)
+    yi = conv2d(xs.reshape((b * out_depth,) + xs.shape[2:]), kernel[i], strides[1:], pads[1:],
+                dilations[1:], groups)
     y = yi if y is None else y + yi
   return y.reshape((b, out_depth) + y.shape[1:])
 
@@ -243,9 +244,10 @@ _conv_depthwise_auto.defjvp(_conv_depthwise_auto_jvp, symbolic_zeros=True)
 def _conv_forward(x, kernel, strides, pads, dilations, groups):
   # YNNPACK runs a 2D convolution on one thread, while a 1D one goes to XLA's multi-threaded Eigen
   # kernel: with huge pages (jaxcnn/host_memory.py) the lead-taps 1D form is the faster forward
-  # (16x56x56x64 3x3: 43 -> 31 ms; ResNet-18 inference 1.3x); 3D as sums of 2D (about equal).
+  # (16x56x56x64 3x3: 43 -> 31 ms; ResNet-18 inference 1.3x); 3D as the sum over depth of those
+  # (4x16x32x32x32 3x3x3: 50 -> 39 ms; all nine taps in one 1D convolution: 53 ms).
   if x.ndim == 5:
-    return _conv3d_as_2d(x, kernel, strides, pads, dilations, groups)
+    return _conv3d_as_2d(x, kernel, strides, pads, dilations, groups, conv2d=_conv_lead_taps)
   return _conv_lead_taps(x, kernel, strides, pads, dilations, groups)
 
 
