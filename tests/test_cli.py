@@ -81,7 +81,7 @@ def test_overrides_reach_the_run_and_eval_mode(tmp_path, tfds_dir):
   assert '"cpu_convolutions": "ynnpack"' in report  # jaxlib's default
   # launch.py restarted itself with glibc's huge-page tunable (jaxcnn/host_memory.py)
   assert f'"host_malloc": "{"system" if host_memory.unsupported() else "hugepages"}"' in report
-  assert "ynnpack convolutions" in r.stdout
+  assert "ynnpack convolutions, host malloc " in r.stdout
   # Evaluated with the other CPU convolution kernels (Eigen's, as a config may name them): the same
   # accuracy.
   ev = launch("--config=experiments/fcn_ucr.py:ItalyPowerDemand,runlocal", "--config.model.filters=(4,8,4)",

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn import registry, xla_setup
+from jaxcnn import host_memory, registry, xla_setup
 from jaxcnn.data import pipeline
 from jaxcnn.data.base import Dataset
 from jaxcnn.train import step as step_lib
@@ -300,7 +300,8 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
   console.print(f"{par.num_devices} x {jax.devices()[0].platform} device(s), parallel={par.mode}, "
                 + (f"over {jax.process_count()} processes, " if jax.process_count() > 1 else "")
                 + f"precision {config.get('precision', 'float32')}, "
-                + (f"{xla_setup.cpu_kernels()} convolutions, " if xla_setup.cpu_kernels() else "") +
+                + (f"{xla_setup.cpu_kernels()} convolutions, host malloc {host_memory.policy()}, "
+                   if xla_setup.cpu_kernels() else "") +
                 f"global batch {rt.batch_size}, {spe} steps/epoch, {epochs} epochs, workdir {workdir}")
   if resumed is not None:
     console.print(f"[yellow]Resuming from checkpoint at step {start_step} "
