@@ -10,7 +10,8 @@ try:
   # Restart once with glibc's huge-page tunable: XLA:CPU's large temporaries then cost 512x fewer page
   # faults per step (jaxcnn/host_memory.py; JAXCNN_HOST_MALLOC=system keeps the C library's way).
   from jaxcnn import host_memory
-  host_memory.reexec()
+  if __name__ == "__main__":  # a program that imports this file is left as it was started
+    host_memory.reexec()
   from jaxcnn import cli
 except ValueError as e:  # JAXCNN_CPU_CONVOLUTIONS / JAXCNN_HOST_MALLOC that cannot be honoured: exit 2
   if type(e).__name__ not in ("KernelsError", "HostMallocError"):
