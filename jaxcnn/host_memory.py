@@ -92,9 +92,9 @@ def environment(environ=None) -> dict | None:
   environ = os.environ if environ is None else environ
   if not _wanted(environ):
     return None
-  tunables = environ.get("GLIBC_TUNABLES", "")
-  if TUNABLE + "=" in tunables or unsupported():
+  if TUNABLE in _tunables(environ) or unsupported():
     return None
+  tunables = environ.get("GLIBC_TUNABLES", "")
   return {**environ, "GLIBC_TUNABLES": ":".join(t for t in (tunables, f"{TUNABLE}=1") if t)}
 
 
@@ -112,5 +112,9 @@ def reexec() -> None:
 def policy(environ=None) -> str:
   """What this process's malloc does with large blocks: "hugepages" or "system" (for reports)."""
   environ = os.environ if environ is None else environ
-  tunables = dict(t.split("=", 1) for t in environ.get("GLIBC_TUNABLES", "").split(":") if "=" in t)
-  return "hugepages" if tunables.get(TUNABLE, "0") != "0" and not unsupported() else "system"
+  return "hugepages" if _tunables(environ).get(TUNABLE, "0") != "0" and not unsupported() else "system"
+
+
+def _tunables(environ) -> dict[str, str]:
+  """`GLIBC_TUNABLES` ("name=value:name=value") as a dict."""
+  return dict(t.split("=", 1) for t in environ.get("GLIBC_TUNABLES", "").split(":") if "=" in t)
