@@ -11,15 +11,16 @@ from jaxcnn import host_memory
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def launch(*args, devices=1, tfds_dir=None):
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+def launch(*args, devices=1, tfds_dir=None, env=None, timeout=300):
+  """`python launch.py *args` as a user runs it, on CPU; `env`: extra environment variables."""
+  env = {**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, **(env or {})}
   env["JAX_PLATFORMS"] = "cpu"
   if devices > 1:
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   if tfds_dir:
     args = args + (f"--config.dataset.data_dir={tfds_dir}",)
   return subprocess.run([sys.executable, os.path.join(ROOT, "launch.py"), *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=300)
+                        capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.parametrize("args,message", [

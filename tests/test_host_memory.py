@@ -6,8 +6,8 @@ import sys
 import pytest
 
 from jaxcnn import host_memory
+from test_cli import launch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ON = "glibc.malloc.hugetlb=1"
 
 # What XLA:CPU does with a step's temporaries: malloc a large block, write it, free it, again.
@@ -52,9 +52,7 @@ def test_nothing_changes_where_huge_pages_cannot_be_had(monkeypatch):
 def test_an_unknown_policy_is_one_message_and_exit_2():
   with pytest.raises(ValueError, match="use one of hugepages, system"):
     host_memory.environment({"JAXCNN_HOST_MALLOC": "retain"})
-  env = {**os.environ, "JAXCNN_HOST_MALLOC": "retain", "JAX_PLATFORMS": "cpu"}
-  r = subprocess.run([sys.executable, os.path.join(ROOT, "launch.py")], env=env, cwd=ROOT,
-                     capture_output=True, text=True, timeout=120)
+  r = launch(env={"JAXCNN_HOST_MALLOC": "retain"}, timeout=120)
   assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
   assert ("Error: unknown host memory policy 'retain' (JAXCNN_HOST_MALLOC): use one of hugepages, "
           "system") in r.stderr

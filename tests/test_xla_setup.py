@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from conftest import load_experiment
+from test_cli import launch
 from jaxcnn import xla_setup
 
 FLAG = "--xla_cpu_experimental_ynn_fusion_type"
@@ -96,9 +97,7 @@ def test_eigen_convolutions_reads_the_flag_as_xla_does(flags, eigen):
 
 
 def test_launch_with_an_unknown_environment_value_is_one_message_and_exit_2():
-  env = {**os.environ, "JAXCNN_CPU_CONVOLUTIONS": "onednn", "JAX_PLATFORMS": "cpu"}
-  r = subprocess.run([sys.executable, os.path.join(ROOT, "launch.py")], env=env, cwd=ROOT,
-                     capture_output=True, text=True, timeout=120)
+  r = launch(env={"JAXCNN_CPU_CONVOLUTIONS": "onednn"}, timeout=120)
   assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
   assert ("Error: unknown CPU convolution kernels 'onednn' (--cpu_convolutions / "
           "JAXCNN_CPU_CONVOLUTIONS): use one of ynnpack, eigen") in r.stderr
