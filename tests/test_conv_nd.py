@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxcnn import host_memory, xla_setup
-from jaxcnn.conv import Conv, causal_conv, conv, convolve, output_size, resolve_padding
+from jaxcnn.conv import Conv, causal_conv, conv, convolve, nd, output_size, resolve_padding
 
 
 def numpy_conv(x, w, stride, pads, dilation, groups):
@@ -88,7 +88,8 @@ def test_fast_path_derivatives_equal_xla_convolution(size, ks, stride, padding, 
   w = jnp.asarray(rng.normal(size=(*ks, cin // groups, cout)), jnp.float32)
   kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
   loss = lambda impl: lambda x, w: jnp.sum(jnp.sin(conv(x, w, impl=impl, **kw)))
-  impls = ("auto", "lead_taps", "prepadded") + (("depthwise", "depthwise_taps") if groups == cin else ())
+  impls = ("auto", "lead_taps", "out_taps", "prepadded")
+  impls += ("depthwise", "depthwise_taps") if groups == cin else ()
   if groups == 1 and all(k == 1 for k in ks) and padding in ("SAME", "VALID"):
     impls += ("pointwise",)
   for impl in impls:
@@ -122,6 +123,37 @@ def test_second_derivatives_through_the_fast_path(eigen, monkeypatch):
                               (jnp.ones_like(xd), jnp.ones_like(wd)))[1]
   for a, b in zip(hvp2("auto"), hvp2("lax")):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_forward_picks_out_taps_where_it_was_measured_faster():
+  """YNNPACK's undifferentiated 2D forward: "out_taps" for O <= C on large images (bench/README.md)."""
+  pick = lambda x, k, stride=(1, 1), pads=((1, 1), (1, 1)), dil=(1, 1), groups=1: nd._forward_impl(
+      x, k, stride, pads, dil, groups)
+  assert pick((16, 56, 56, 64), (3, 3, 64, 64)) == "out_taps"
+  assert pick((8, 64, 64, 128), (3, 3, 128, 64)) == "out_taps"
+  assert pick((16, 56, 56, 64), (3, 3, 64, 128)) == "lead_taps"  # more output channels
+  assert pick((16, 7, 7, 512), (3, 3, 512, 512)) == "lead_taps"  # padded rows 9/7 of the output's
+  assert pick((16, 14, 14, 256), (3, 3, 256, 256)) == "lead_taps"  # 16/14 > 1.1
+  assert pick((16, 56, 56, 64), (3, 3, 64, 64), stride=(2, 2)) == "lead_taps"
+  assert pick((16, 56, 56, 64), (3, 3, 32, 64), groups=2) == "lead_taps"
+  assert pick((16, 56, 56, 64), (3, 3, 64, 64), pads=((2, 2), (2, 2)), dil=(2, 2)) == "out_taps"
+  assert pick((16, 56, 56, 64), (3, 3, 64, 64), pads=((6, 6), (6, 6)), dil=(6, 6)) == "lead_taps"
+
+
+@pytest.mark.parametrize("ks,size", [((3, 3), (24, 20)), ((3, 3, 3), (30, 24, 20))])
+def test_ynnpack_forward_with_out_taps_equals_xla_convolution(ks, size, monkeypatch):
+  """A case where the YNNPACK forward takes the out-taps form (3D: each of its 2D convolutions): the
+  value equals XLA's convolution, and the derivatives (lead taps) still do."""
+  monkeypatch.setattr(xla_setup, "eigen_convolutions", lambda: False)
+  assert nd._forward_impl((2, *size[-2:], 5), (3, 3, 5, 4), (1, 1), ((1, 1), (1, 1)), (1, 1), 1) == \
+      "out_taps"
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=(2, *size, 5)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(*ks, 5, 4)), jnp.float32)
+  np.testing.assert_allclose(conv(x, w), conv(x, w, impl="lax"), rtol=1e-4, atol=1e-4)
+  loss = lambda impl: lambda x, w: jnp.sum(jnp.sin(conv(x, w, impl=impl)))
+  for a, b in zip(jax.grad(loss("auto"), argnums=(0, 1))(x, w), jax.grad(loss("lax"), argnums=(0, 1))(x, w)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
 
 
 def test_named_formulations_refuse_convolutions_they_do_not_compute():

@@ -28,7 +28,8 @@ from jaxcnn import host_memory, xla_setup
 
 Padding = str | int | Sequence[tuple[int, int]]
 
-IMPLS = ("auto", "lax", "prepadded", "as_2d", "lead_taps", "depthwise", "depthwise_taps", "pointwise")
+IMPLS = ("auto", "lax", "prepadded", "as_2d", "lead_taps", "out_taps", "depthwise", "depthwise_taps",
+         "pointwise")
 _DEFAULT_IMPL = contextvars.ContextVar("jaxcnn_conv_impl", default="auto")
 
 
@@ -181,6 +182,57 @@ def _conv_lead_taps(x, kernel, strides, pads, dilations, groups):
   return y.reshape((b, *out_lead) + y.shape[1:])
 
 
+def _conv_out_taps(x, kernel, strides, pads, dilations, groups):
+  """The convolution as *one 1D convolution* along the last spatial axis whose output channels are the
+  taps of the leading kernel axes, then a sum of shifted slices.
+
+  `z[b, *p, w, (t, o)] = sum_{j, c} x_pad[b, *p, w*s + j*d, c] kernel[t, j, c, o]` at every padded
+  position `p` of the leading axes, and `y[b, *i, w, o] = sum_t z[b, *(i*s + off_t*d), w, t, o]`. Same
+  sums as `_conv_lead_taps`, which copies the input once per leading tap (`taps x C` channels); this
+  writes the 1D convolution's output once per tap instead (`taps x O`), and computes it at the padded
+  leading positions too (`(n + k - 1) / n` the work for stride 1; strided, at every position). XLA:CPU
+  runs it faster for a forward pass with `O <= C` on large images (`_forward_impl`).
+  """
+  n = x.ndim - 2
+  c, o = x.shape[-1], kernel.shape[-1]
+  lead_k = kernel.shape[:n - 1]
+  t = math.prod(lead_k)
+  xp = jnp.pad(x, [(0, 0), *pads, (0, 0)])
+  # [t, k_w, C/G, (G, O/G)] -> [k_w, C/G, (G, t, O/G)]: each group's output channels stay contiguous
+  kw = kernel.reshape((t, kernel.shape[n - 1], c // groups, groups, o // groups))
+  kw = jnp.transpose(kw, (1, 2, 3, 0, 4)).reshape(kernel.shape[n - 1], c // groups, groups * t * (o // groups))
+  z = _conv_lax(xp.reshape((-1,) + xp.shape[n:]), kw, strides[-1:], ((0, 0),), dilations[-1:], groups)
+  z = z.reshape(xp.shape[:n] + z.shape[1:2] + (groups, t, o // groups))
+  out_lead = [output_size(x.shape[1 + a], lead_k[a], strides[a], pads[a], dilations[a])
+              for a in range(n - 1)]
+  y = None
+  for j, off in enumerate(itertools.product(*[range(k) for k in lead_k])):
+    idx = tuple(slice(q * d, q * d + (m - 1) * s + 1, s)
+                for q, d, s, m in zip(off, dilations, strides, out_lead))
+    term = z[(slice(None), *idx, slice(None), slice(None), j)]
+    y = term if y is None else y + term
+  return y.reshape(y.shape[:-2] + (o,))
+
+
+def _forward_impl(x_shape, kernel_shape, strides, pads, dilations, groups) -> str:
+  """"out_taps" or "lead_taps": the faster 1D form of an undifferentiated 2D convolution under YNNPACK.
+
+  Measured forward, 3x3 "SAME", batch x size² x C -> O, ms lead / out (bench/README.md):
+  16x56²x64->64 32-37 / 27, 8x64²x128->64 43 / 33-34, 8x224²x64->64 240 / 209-214, 16x28²x128->128 25 /
+  23; but 16x14²x256->256 23.5-23.9 / 24.0-24.2, 16x7²x512->512 23 / 28-29 (the padded rows are 1.3x
+  the work) and 16x56²x64->128 50 / 51 (the output is the larger copy). So "out_taps" where the output
+  has no more channels than the input, the leading strides are 1, no groups, and the padded leading
+  positions are at most 1.1x the output's.
+  """
+  n = len(x_shape) - 2
+  if n < 2 or groups != 1 or kernel_shape[-1] > x_shape[-1] or any(s != 1 for s in strides[:-1]):
+    return "lead_taps"
+  padded = math.prod(x_shape[1 + a] + lo + hi for a, (lo, hi) in enumerate(pads[:-1]))
+  out = math.prod(output_size(x_shape[1 + a], kernel_shape[a], 1, pads[a], dilations[a])
+                  for a in range(n - 1))
+  return "out_taps" if padded <= 1.1 * out else "lead_taps"
+
+
 def _conv_depthwise_taps(x, kernel, strides, pads, dilations):
   """Depthwise convolution (`groups == in_channels`) as a sum over kernel taps of shifted inputs times
   per-channel weights: `y[..., c*m + j] = sum_t x_pad[shift_t][..., c] w[t, 0, c*m + j]`.
@@ -243,11 +295,14 @@ _conv_depthwise_auto.defjvp(_conv_depthwise_auto_jvp, symbolic_zeros=True)
 
 def _conv_forward(x, kernel, strides, pads, dilations, groups):
   # YNNPACK runs a 2D convolution on one thread, while a 1D one goes to XLA's multi-threaded Eigen
-  # kernel: with huge pages (jaxcnn/host_memory.py) the lead-taps 1D form is the faster forward
-  # (16x56x56x64 3x3: 43 -> 31 ms; ResNet-18 inference 1.3x); 3D as the sum over depth of those
-  # (4x16x32x32x32 3x3x3: 50 -> 39 ms; all nine taps in one 1D convolution: 53 ms).
+  # kernel: with huge pages (jaxcnn/host_memory.py) a 1D form is the faster forward, the lead-taps
+  # one or, with O <= C on large images, the out-taps one (`_forward_impl`; 16x56x56x64 3x3: 43 ->
+  # 31 -> 27 ms); 3D as the sum over depth of those (4x16x32x32x32 3x3x3: 50 -> 39 -> 32 ms; all
+  # nine taps in one 1D convolution: 48-53 ms).
   if x.ndim == 5:
-    return _conv3d_as_2d(x, kernel, strides, pads, dilations, groups, conv2d=_conv_lead_taps)
+    return _conv3d_as_2d(x, kernel, strides, pads, dilations, groups, conv2d=_conv_forward)
+  if _forward_impl(x.shape, kernel.shape, strides, pads, dilations, groups) == "out_taps":
+    return _conv_out_taps(x, kernel, strides, pads, dilations, groups)
   return _conv_lead_taps(x, kernel, strides, pads, dilations, groups)
 
 
@@ -300,14 +355,15 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
       bench/README.md). With XLA:CPU's Eigen convolutions (`JAXCNN_CPU_CONVOLUTIONS=eigen` or
       `launch.py --cpu_convolutions=eigen`, jaxcnn/xla_setup.py): XLA's own convolution (of the
       zero-padded input where the padding exceeds "SAME"), 3D as a sum of 2D convolutions. With its
-      single-threaded YNNPACK ones (jaxlib's default): 2D forward and all derivatives through one 1D
-      convolution with the leading kernel taps gathered into channels, 3D forward as a sum of 2D
-      convolutions.
+      single-threaded YNNPACK ones (jaxlib's default): all 2D and 3D derivatives through one 1D
+      convolution with the leading kernel taps gathered into channels, 2D forward through it or (O <= C,
+      large images) through one with the leading taps in its output channels, 3D forward as a sum of
+      2D convolutions.
       Either way depthwise as a sum of shifted inputs times per-channel weights ("depthwise": its
       derivatives as `_conv_depthwise_auto` says) and 1x1 as a matrix product; any GPU/TPU backend:
       "lax". Or one formulation by name: "lax" (XLA's N-d convolution and its own derivatives),
-      "prepadded", "as_2d" (3D only), "lead_taps", "depthwise", "depthwise_taps" (the same sums,
-      differentiated as they are), "pointwise" (1x1 kernels, any stride).
+      "prepadded", "as_2d" (3D only), "lead_taps", "out_taps", "depthwise", "depthwise_taps" (the
+      same sums, differentiated as they are), "pointwise" (1x1 kernels, any stride).
   Returns:
     `[batch, *out_spatial, out_channels]`, `out = floor((n + lo + hi - d (k - 1) - 1) / s) + 1` per axis.
   """
@@ -361,6 +417,8 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
       y = _conv_depthwise_taps(x, kernel, strides, pads, dilations)
   elif impl == "lead_taps":
     y = _conv_lead_taps(x, kernel, strides, pads, dilations, groups)
+  elif impl == "out_taps":
+    y = _conv_out_taps(x, kernel, strides, pads, dilations, groups)
   elif impl == "lax":
     y = _conv_lax(x, kernel, strides, pads, dilations, groups)
   elif impl == "prepadded":
