@@ -156,6 +156,30 @@ def test_ynnpack_forward_with_out_taps_equals_xla_convolution(ks, size, monkeypa
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("size,ks,stride,dilation,mult", [
+    ((9, 8), (3, 3), (1, 1), (1, 1), 1), ((9, 8), (3, 3), (2, 1), (1, 2), 2), ((6, 5, 7), (3, 2, 3), (1, 2, 1),
+    (1, 1, 1), 1), ((13,), (3,), (2,), (2,), 1)])
+def test_depthwise_weight_gradient_in_image_pairs_equals_xla(size, ks, stride, dilation, mult,
+                                                            monkeypatch):
+  """Large inputs get the depthwise weight gradient two images at a time (a loop over pairs): the
+  same gradients, forward-mode tangents and second derivatives as XLA's grouped convolution."""
+  monkeypatch.setattr(nd, "DEPTHWISE_PAIRS_MIN_BYTES", 0)
+  monkeypatch.setattr(host_memory, "policy", lambda environ=None: "hugepages")
+  rng = np.random.default_rng(4)
+  c = 3
+  x = jnp.asarray(rng.normal(size=(6, *size, c)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(*ks, 1, c * mult)), jnp.float32)
+  kw = dict(stride=stride, dilation=dilation, groups=c, padding="SAME")
+  loss = lambda impl: lambda x, w: jnp.sum(jnp.sin(conv(x, w, impl=impl, **kw)))
+  assert "scan[" in str(jax.make_jaxpr(jax.grad(loss("auto"), argnums=1))(x, w))  # the pairs loop ran
+  for a, b in zip(jax.grad(loss("auto"), argnums=(0, 1))(x, w), jax.grad(loss("lax"), argnums=(0, 1))(x, w)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  t = lambda impl: jax.jvp(lambda w: conv(x, w, impl=impl, **kw), (w,), (jnp.ones_like(w),))[1]
+  np.testing.assert_allclose(t("auto"), t("lax"), rtol=1e-4, atol=1e-4)
+  hvp = lambda impl: jax.jvp(jax.grad(loss(impl), argnums=1), (x, w), (jnp.ones_like(x), jnp.ones_like(w)))[1]
+  np.testing.assert_allclose(hvp("auto"), hvp("lax"), rtol=1e-4, atol=1e-4)
+
+
 def test_named_formulations_refuse_convolutions_they_do_not_compute():
   x, w = jnp.ones((1, 6, 6, 4)), jnp.ones((3, 3, 4, 4))
   with pytest.raises(ValueError, match="impl='pointwise' is for 1x1 kernels"):
