@@ -67,7 +67,10 @@ class Parallel:
 
   def get_state(self, state):
     if self.mode == "pmap":
-      state = jax.tree.map(lambda x: x[0], state)
+      # The first local device's replica, copied from its shard ([1, ...]); `x[0]` would dispatch a
+      # gather per leaf.
+      return jax.tree.map(
+          lambda x: np.asarray(x.addressable_data(0))[0] if isinstance(x, jax.Array) else x, state)
     return jax.device_get(state)
 
   def put_scalar(self, value, dtype=jnp.float32):
