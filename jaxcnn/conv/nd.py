@@ -125,6 +125,16 @@ def _conv_prepadded(x, kernel, strides, pads, dilations, groups):
   return _conv_lax(x, kernel, strides, ((0, 0),) * len(pads), dilations, groups)
 
 
+def _tap_windows(x, ks, strides, pads, dilations):
+  """For each tap `off` of a kernel of size `ks` over the first `len(ks)` spatial axes of `x`, the slices
+  of the zero-padded input that it meets, one per output position: `slice(t d, t d + (m - 1) s + 1, s)`
+  per axis, `m` the output size."""
+  outs = [output_size(x.shape[1 + a], k, strides[a], pads[a], dilations[a]) for a, k in enumerate(ks)]
+  for off in itertools.product(*[range(k) for k in ks]):
+    yield off, tuple(slice(t * d, t * d + (m - 1) * s + 1, s)
+                     for t, d, s, m in zip(off, dilations, strides, outs))
+
+
 def _conv3d_as_2d(x, kernel, strides, pads, dilations, groups, conv2d=None):
   """3D convolution as a sum over kernel depth of 2D convolutions with depth folded into the batch.
 
@@ -162,13 +172,8 @@ def _conv_lead_taps(x, kernel, strides, pads, dilations, groups):
   # Explicit zero padding + an unpadded convolution: XLA:CPU's derivatives of padded convolutions leave
   # its fast path for some paddings (a 2x2 kernel with padding 1: 70x slower).
   xp = jnp.pad(x, [(0, 0), *pads, (0, 0)])
-  out_lead = [output_size(x.shape[1 + a], lead_k[a], strides[a], pads[a], dilations[a])
-              for a in range(n - 1)]
-  taps = []
-  for off in itertools.product(*[range(k) for k in lead_k]):
-    idx = tuple(slice(t * d, t * d + (m - 1) * s + 1, s)
-                for t, d, s, m in zip(off, dilations, strides, out_lead))
-    taps.append(xp[(slice(None), *idx)])
+  taps = [xp[(slice(None), *idx)] for _, idx in _tap_windows(x, lead_k, strides, pads, dilations)]
+  out_lead = taps[0].shape[1:n]
   t = len(taps)
   width = xp.shape[-2]
   xs = jnp.stack(taps, axis=-2)  # [b, *out_lead, w, t, c]
@@ -203,12 +208,8 @@ def _conv_out_taps(x, kernel, strides, pads, dilations, groups):
   kw = jnp.transpose(kw, (1, 2, 3, 0, 4)).reshape(kernel.shape[n - 1], c // groups, groups * t * (o // groups))
   z = _conv_lax(xp.reshape((-1,) + xp.shape[n:]), kw, strides[-1:], ((0, 0),), dilations[-1:], groups)
   z = z.reshape(xp.shape[:n] + z.shape[1:2] + (groups, t, o // groups))
-  out_lead = [output_size(x.shape[1 + a], lead_k[a], strides[a], pads[a], dilations[a])
-              for a in range(n - 1)]
   y = None
-  for j, off in enumerate(itertools.product(*[range(k) for k in lead_k])):
-    idx = tuple(slice(q * d, q * d + (m - 1) * s + 1, s)
-                for q, d, s, m in zip(off, dilations, strides, out_lead))
+  for j, (_, idx) in enumerate(_tap_windows(x, lead_k, strides, pads, dilations)):
     term = z[(slice(None), *idx, slice(None), slice(None), j)]
     y = term if y is None else y + term
   return y.reshape(y.shape[:-2] + (o,))
@@ -244,10 +245,8 @@ def _conv_depthwise_taps(x, kernel, strides, pads, dilations):
   m = o // c
   xp = jnp.pad(x, [(0, 0), *pads, (0, 0)])
   ks = kernel.shape[:n]
-  outs = [output_size(x.shape[1 + a], ks[a], strides[a], pads[a], dilations[a]) for a in range(n)]
   y = None
-  for off in itertools.product(*[range(k) for k in ks]):
-    idx = tuple(slice(t * d, t * d + (q - 1) * s + 1, s) for t, d, s, q in zip(off, dilations, strides, outs))
+  for off, idx in _tap_windows(x, ks, strides, pads, dilations):
     term = xp[(slice(None), *idx)][..., :, None] * kernel[off].reshape(c, m)
     y = term if y is None else y + term
   return y.reshape(y.shape[:-2] + (o,))
