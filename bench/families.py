@@ -82,7 +82,7 @@ def measure(name: str, steps: int, precision: str, data_dir: str) -> dict:
     ds = rt.c.dataset
     it = pipeline.train_iterator(ds.train, ds.train_preprocess or ds.preprocess, batch_size=rt.batch_size,
                                  seed=0, num_epochs=10**6, num_threads=config.train.num_threads,
-                                 augment=ds.augment, **rt.proc)
+                                 augment=ds.augment, rows=rt.rows_per_step, **rt.proc)
     next(it)  # warm the pipeline (thread pools, first decode)
     n_pipe = max(steps, 10)
     t = time.perf_counter()

@@ -47,7 +47,7 @@ def measure(config, steps: int) -> dict:
     rt = loop._Runtime(config, tmp)  # pylint: disable=protected-access
     ds, par = rt.c.dataset, rt.par
     it = pipeline.train_iterator(ds.train, ds.train_preprocess or ds.preprocess, batch_size=rt.batch_size,
-                                 seed=0, num_epochs=1000)
+                                 seed=0, num_epochs=1000, rows=rt.rows_per_step)
     batches = [par.put_batch(next(it)) for _ in range(min(steps, 4))]
     state = par.put_state(rt.state)
     t = time.perf_counter()

@@ -57,11 +57,14 @@ def test_mistakes_give_one_message_and_exit_code_2(args, message, tfds_dir):
   assert "epoch" not in r.stdout  # nothing was trained
 
 
-def test_batch_not_divisible_by_devices(tfds_dir):
-  r = launch("--workdir=/tmp/never", devices=8, tfds_dir=tfds_dir)
-  assert r.returncode == 2
-  assert ("config.train.batch_size=5 is not divisible by the number of devices (8). "
-          "Use a multiple of 8") in r.stderr
+def test_the_paper_batch_runs_on_8_devices(tmp_path, tfds_dir):
+  """The FCN protocol's batch of 5 on 8 devices (a TPU v3-8, an 8-GPU node): 8 rows a step, 3 masked."""
+  wd = tmp_path / "run"
+  r = launch("--config=experiments/fcn_ucr.py:GunPoint,runlocal", "--config.model.filters=(4,8,4)",
+             "--config.train.epochs=1", f"--workdir={wd}", devices=8, tfds_dir=tfds_dir)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "8 x cpu device(s)" in r.stdout and "global batch 5 (in 8 rows over 8 devices, 3 masked)" in r.stdout
+  assert json.load(open(wd / "result.json"))["steps_per_epoch"] == 10
 
 
 def test_overrides_reach_the_run_and_eval_mode(tmp_path, tfds_dir):

@@ -66,3 +66,53 @@ def test_global_avg_pool_with_mask():
   mask = jnp.array([[1, 1, 0, 0], [1, 1, 1, 1]], bool)
   np.testing.assert_allclose(global_avg_pool(x), [[1.5], [5.5]])
   np.testing.assert_allclose(global_avg_pool(x, mask), [[0.5], [5.5]])
+
+
+def test_a_bias_handed_to_batch_norm_gives_the_same_outputs_and_an_exactly_zero_gradient():
+  """`BatchNorm(input_bias=b)` on `x` equals BatchNorm of `x + b` in training (the batch's statistics,
+  the running mean that includes b) and in inference, while the gradient of b is exactly 0, not
+  rounding noise that Adam would turn into lr-sized steps."""
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(2.0, 3.0, size=(5, 9, 4)), jnp.float32)
+  b = jnp.asarray(rng.normal(size=4) * 5, jnp.float32)
+  scale, shift = jnp.asarray(rng.uniform(0.5, 2, 4), jnp.float32), jnp.asarray(rng.normal(size=4), jnp.float32)
+  mean, var = jnp.asarray(rng.normal(size=4), jnp.float32), jnp.asarray(rng.uniform(1, 2, 4), jnp.float32)
+  for train in (True, False):
+    ref, (rm, rv) = batch_norm(x + b, scale, shift, mean, var, train=train)
+    y, (m, v) = batch_norm(x, scale, shift, mean, var, train=train, input_bias=b)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(m, rm, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(v, rv, rtol=1e-5)
+
+  def loss(b, fold):
+    y, _ = batch_norm(x + b if fold else x, scale, shift, mean, var, train=True,
+                      input_bias=None if fold else b)
+    return jnp.sum(jnp.sin(y))
+  assert np.all(np.asarray(jax.grad(loss)(b, False)) == 0.0)
+  assert np.any(np.asarray(jax.grad(loss)(b, True)) != 0.0)  # the folded form: rounding noise
+
+
+def test_the_fcn_conv_bias_gets_no_adam_steps():
+  """FCN keeps Keras's conv biases (parameter count, weight layout) but they cancel in BatchNorm: after
+  Adam steps they are still exactly their initial zeros, while every other parameter moved."""
+  import optax
+
+  from jaxcnn.models.fcn import FCN
+  model = FCN(num_classes=2, filters=(4, 8, 4))
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(6, 30, 1)), jnp.float32)
+  labels = jnp.array([0, 1, 0, 1, 1, 0])
+  v = model.init(jax.random.key(0), x)
+  params, stats = v["params"], v["batch_stats"]
+  tx = optax.adam(1e-2)
+  opt = tx.init(params)
+
+  def loss(p, stats):
+    logits, new = model.apply({"params": p, "batch_stats": stats}, x, train=True, mutable=["batch_stats"])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), new["batch_stats"]
+  for _ in range(5):
+    (_, stats), g = jax.value_and_grad(loss, has_aux=True)(params, stats)
+    upd, opt = tx.update(g, opt, params)
+    params = optax.apply_updates(params, upd)
+  for name in ("ConvBNReLU_0", "ConvBNReLU_1", "ConvBNReLU_2"):
+    assert np.all(np.asarray(params[name]["Conv_0"]["bias"]) == 0.0)
+    assert np.any(np.asarray(params[name]["Conv_0"]["kernel"]) != np.asarray(v["params"][name]["Conv_0"]["kernel"]))

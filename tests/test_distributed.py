@@ -14,12 +14,12 @@ from jaxcnn.registry import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["--config=experiments/fcn_ucr.py:ItalyPowerDemand,runlocal", "--config.model.filters=(4,8,4)",
-        "--config.train.epochs=2", "--config.train.batch_size=8", "--config.checkpoint.every_epochs=1",
-        "--config.train.eval_every_epochs=1",
-        # SGD, not the paper's Adam: the gradient of a conv bias that feeds BatchNorm is pure rounding
-        # noise, which Adam scales up to learning-rate-sized steps, so the psum's summation order (gloo
-        # across processes vs. in-process) would show in those biases; SGD keeps noise at noise size.
-        "--config.optimizer.name=sgd", "--config.optimizer.momentum=0.9", "--config.optimizer.learning_rate=0.05"]
+        "--config.train.epochs=2", "--config.checkpoint.every_epochs=1", "--config.train.eval_every_epochs=1",
+        # The paper's Adam and batch rule: min(67 // 10, 16) = 6 series a step, in 8 rows over the 4
+        # devices (2 masked: process 1's rows are 2 series and 2 padding rows). Adam agrees because the
+        # conv biases that feed BatchNorm get an exactly zero gradient (jaxcnn/models/fcn.py: conv_bn),
+        # not rounding noise that would differ with the psum's summation order (gloo vs in-process).
+        "--config.optimizer.learning_rate=0.01"]
 
 
 def _env(devices: int) -> dict:
@@ -63,7 +63,8 @@ def test_two_processes_equal_one_process_with_the_same_devices(tmp_path, tfds_di
 
   steps_one, p1 = _params(tmp_path / "one")
   steps_two, p2 = _params(wd)
-  assert steps_one == steps_two and steps_one[-1] == 2 * 9  # 67 series, global batch 8
+  assert steps_one == steps_two and steps_one[-1] == 2 * 12  # 67 series, global batch 6
+  assert "global batch 6 (in 8 rows over 4 devices, 2 masked)" in outs[0][0]
   for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   h1 = [json.loads(line) for line in open(tmp_path / "one" / "metrics.jsonl")]

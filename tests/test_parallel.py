@@ -9,15 +9,16 @@ import pytest
 from jaxcnn.models.fcn import FCN
 from jaxcnn.tasks.classification import Classification
 from jaxcnn.train import step as step_lib
-from jaxcnn.train.parallel import BatchSizeError, Parallel
+from jaxcnn.train.parallel import Parallel
 from jaxcnn.train.state import create_train_state
 
 
 def run(mode, devices, batches, steps=4):
   model = FCN(num_classes=3, filters=(8, 16, 8), axis_name="data")
-  # SGD, not Adam: a conv bias followed by BatchNorm has a zero gradient up to rounding, and Adam's
-  # g / sqrt(v) turns rounding noise (which differs with the reduction order) into full-size steps.
-  task, tx = Classification(3), optax.sgd(0.1, momentum=0.9)
+  # Adam, whose g / sqrt(v) turns rounding noise into learning-rate-sized steps: this agrees because
+  # the FCN's conv biases, which cancel in BatchNorm, get an exactly zero gradient (`conv_bn`), not
+  # noise that differs with the reduction order.
+  task, tx = Classification(3), optax.adam(1e-2)
   par = Parallel(mode, functools.partial(step_lib.train_step, model=model, task=task, tx=tx),
                  functools.partial(step_lib.eval_step, model=model.clone(axis_name=None), task=task),
                  devices)
@@ -56,14 +57,6 @@ def test_pmap_jit_and_single_device_agree(batches):
     np.testing.assert_allclose(ev["confusion"], ref_eval["confusion"])
     assert int(state.step) == 4
   assert ref_losses[-1] < ref_losses[0]
-
-
-def test_batch_not_divisible_by_devices():
-  par = Parallel("jit", lambda s, b: (s, {}), lambda s, b: {}, jax.devices())
-  with pytest.raises(BatchSizeError, match=r"batch_size=5 is not divisible by the number of devices "
-                                           r"\(8\).*multiple of 8"):
-    par.check_batch_size(5)
-  par.check_batch_size(16)
 
 
 @pytest.mark.parametrize("mode", ["jit", "pmap"])

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from jaxcnn.data import pipeline
 
@@ -96,3 +97,23 @@ def test_eval_rows_per_process():
   for b, p0, p1 in zip(full, *parts, strict=True):
     for k in b:
       np.testing.assert_array_equal(np.concatenate([p0[k], p1[k]]), b[k], err_msg=k)
+
+
+def test_a_batch_in_more_rows_takes_the_same_examples_and_masks_the_rest():
+  """Batch 5 in 8 rows (8 devices): each step holds exactly the 5 examples of the bare batch, in the
+  same order, then 3 masked rows; split over 2 processes the rows are the same (process 1: 1 + 3)."""
+  src = ListSource(12)
+  bare = list(pipeline.train_iterator(src, ident, batch_size=5, seed=2, num_epochs=2))
+  rows = list(pipeline.train_iterator(src, ident, batch_size=5, seed=2, num_epochs=2, rows=8))
+  assert len(bare) == len(rows) == 6  # ceil(12 / 5) steps per epoch
+  for b, r in zip(bare, rows, strict=True):
+    assert r["id"].shape == (8,) and not r["mask"][5:].any()
+    np.testing.assert_array_equal(r["mask"][:5], b["mask"])
+    np.testing.assert_array_equal(r["id"][:5][b["mask"]], b["id"][b["mask"]])
+  parts = [list(pipeline.train_iterator(src, ident, batch_size=5, seed=2, num_epochs=2, rows=8,
+                                        process_index=p, process_count=2)) for p in range(2)]
+  for r, p0, p1 in zip(rows, *parts, strict=True):
+    for k in ("id", "mask"):
+      np.testing.assert_array_equal(np.concatenate([p0[k], p1[k]]), r[k])
+  with pytest.raises(ValueError, match="3 rows per step must hold the global batch of 5"):
+    pipeline.train_iterator(src, ident, batch_size=5, seed=2, num_epochs=1, rows=3)

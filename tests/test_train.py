@@ -12,17 +12,26 @@ from jaxcnn.train.metrics_writer import MetricsWriter
 
 
 def test_short_run_learns(small_config, tmp_path):
+  """150 of the protocol's epochs at the paper's batch (5), the learning rate decayed to 0 (cosine).
+
+  Under a constant learning rate the weights still move fast at epoch 150, and BatchNorm's running
+  statistics (momentum 0.99: an average over the last ~100 steps, 20 epochs) lag them: eval-mode test
+  accuracy then swung between 0.53 and 0.98 with the seed and the CPU (train loss 0.03-0.09), while the
+  same weights with statistics recomputed on the training set scored 0.99-1.0 every time. With the
+  decay the statistics catch up (their mean within 0.02 standard deviations of the training set's):
+  10 seeds gave 0.967-1.0 at the selected epoch and 0.98-1.0 at the last, on AMD (AVX-512) under both
+  kernel libraries, hence the 0.9 below (chance is 0.5: 76/74 test series)."""
   c = small_config
   c.train.epochs = 150
-  c.train.batch_size = 10
-  c.optimizer.learning_rate = 1e-3  # the paper's; at 3e-3 the test error of single epochs swings widely
+  c.train.batch_size = 0  # the paper's min(50 // 10, 16) = 5: 10 steps per epoch
+  c.schedule.name = "cosine"
   result = loop.train_and_evaluate(c, str(tmp_path), devices=jax.devices()[:1])
   hist = MetricsWriter.read(str(tmp_path / "metrics.jsonl"))
   assert [h["epoch"] for h in hist] == list(range(1, 151))
-  assert hist[-1]["train/loss"] < 0.3 * hist[0]["train/loss"]
-  assert result["selected"]["test/accuracy"] >= 0.8  # chance is 0.5 on GunPoint (76/74 test series)
-  assert result["final"]["test/accuracy"] >= 0.8
-  assert result["steps_per_epoch"] == 5
+  assert hist[-1]["train/loss"] < 0.5 * hist[0]["train/loss"]  # measured 0.13-0.34x
+  assert result["selected"]["test/accuracy"] >= 0.9
+  assert result["final"]["test/accuracy"] >= 0.9
+  assert result["steps_per_epoch"] == 10
 
 
 def test_paper_batch_size_rule(small_config, tmp_path):
@@ -181,3 +190,25 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(small_config, 
 def _recording_console():
   from rich.console import Console
   return Console(record=True, width=200, soft_wrap=True, file=open(os.devnull, "w"))
+
+
+@pytest.mark.parametrize("parallel", ["jit", "pmap"])
+def test_a_batch_that_does_not_divide_over_8_devices_trains_as_on_one_device(small_config, tmp_path, parallel):
+  """The paper's batch of 5 (GunPoint) on 8 devices: every step carries 8 rows, 3 of them masked, and the
+  run ends with the parameters, BatchNorm statistics and metrics of the same run on one device, under
+  the protocol's Adam."""
+  c = small_config
+  c.parallel = parallel
+  c.train.epochs = 2
+  one = loop.train_and_evaluate(c, str(tmp_path / "one"), devices=jax.devices()[:1])
+  eight = loop.train_and_evaluate(c, str(tmp_path / "eight"))
+  assert one["batch_size"] == eight["batch_size"] == 5 and one["steps_per_epoch"] == eight["steps_per_epoch"] == 10
+  (s1, p1), (s8, p8) = _final_params(str(tmp_path / "one")), _final_params(str(tmp_path / "eight"))
+  assert s1 == s8 == 20
+  # Float sums in another order, through 20 Adam steps of up to lr = 1e-3 each. Adam's first steps are
+  # lr * g / |g| for every weight, so a weight whose gradient is near zero takes its sign from rounding:
+  # measured 1.2e-4 at most (a tenth of a step); a padding row in a statistic moves every weight by steps.
+  for x, y in zip(jax.tree.leaves(p1), jax.tree.leaves(p8), strict=True):
+    np.testing.assert_allclose(x, y, rtol=1e-3, atol=3e-4)
+  for k in ("train/loss", "test/loss", "test/accuracy"):
+    assert one["final"][k] == pytest.approx(eight["final"][k], rel=1e-5, abs=1e-6), k

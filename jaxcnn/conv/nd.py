@@ -485,7 +485,8 @@ def convolve(x: jax.Array, kernel: jax.Array, mode: str = "full") -> jax.Array:
 
 
 class Conv(nn.Module):
-  """Thin module over `conv`: owns `kernel` and `bias`, nothing else."""
+  """Thin module over `conv`: owns `kernel` and `bias`, nothing else. `add_bias=False` returns the
+  convolution without its bias (for `BatchNorm(input_bias=...)`, which takes the bias apart)."""
   features: int
   kernel_size: int | Sequence[int]
   stride: int | Sequence[int] = 1
@@ -498,7 +499,7 @@ class Conv(nn.Module):
   bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, *, add_bias: bool = True) -> jax.Array:
     n = x.ndim - 2
     ks = _tuple(self.kernel_size, n, "kernel_size")
     if x.shape[-1] % self.groups:
@@ -507,5 +508,5 @@ class Conv(nn.Module):
     bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
     if self.dtype is not None:
       x = x.astype(self.dtype)
-    return conv(x, kernel, bias, stride=self.stride, padding=self.padding, dilation=self.dilation,
-                groups=self.groups)
+    return conv(x, kernel, bias if add_bias else None, stride=self.stride, padding=self.padding,
+                dilation=self.dilation, groups=self.groups)

@@ -9,6 +9,12 @@ every checkpoint, so a resumed run sees exactly the batches an uninterrupted run
 Each process reads, preprocesses and augments only its contiguous slice of rows of every global batch
 (`process_index`), so the global batch is the same for any number of processes and no host decodes
 another host's images.
+
+A global batch that does not divide over the devices (the FCN protocol's batch of 5 on 8 devices) is
+carried in `rows` >= `batch_size` rows per step (`rows_per_step`: the next multiple of the device count):
+each step still takes exactly `batch_size` examples, the other rows are masked padding, so every device
+gets the same shape and the step's numbers are those of the bare batch (the loss, the gradients and
+BatchNorm's statistics are sums over valid rows).
 """
 from __future__ import annotations
 
@@ -39,16 +45,22 @@ def pad_batch(elements: Sequence[Mapping[str, Any]], batch_size: int,
   return out
 
 
+def rows_per_step(batch_size: int, num_devices: int) -> int:
+  """The rows a step carries: `batch_size` rounded up to a multiple of `num_devices`."""
+  return -(-batch_size // num_devices) * num_devices
+
+
 class _ProcessRows(grain.MapDataset):
-  """The rows of one process, epoch after epoch: element `(batch b, row r)` is element
-  `b * batch_size + process_index * per_process + r` of the parent's epoch, or None past its end (padding).
+  """The rows of one process, epoch after epoch: row `j = process_index * per_process + r` of step `b`
+  is element `b * batch_size + j` of the parent's epoch, or None (padding) when `j >= batch_size` (the
+  rows that round the batch up to the devices) or past the epoch's end.
   Only these elements are read, preprocessed and augmented here; the parent's indices (and so the
   shuffle and the augmentation draws) are those of the global stream, whatever the number of processes."""
 
-  def __init__(self, parent, batch_size: int, process_index: int, process_count: int):
+  def __init__(self, parent, batch_size: int, rows: int, process_index: int, process_count: int):
     super().__init__(parent)
     self._n, self._batch = len(parent), batch_size
-    self._per = batch_size // process_count
+    self._per = rows // process_count
     self._offset = process_index * self._per
     self._len = steps_per_epoch(self._n, batch_size) * self._per
 
@@ -60,8 +72,9 @@ class _ProcessRows(grain.MapDataset):
       return self.slice(index)
     epoch, k = divmod(index, self._len)
     b, r = divmod(k, self._per)
-    i = b * self._batch + self._offset + r
-    return None if i >= self._n else self._parent[epoch * self._n + i]
+    j = self._offset + r
+    i = b * self._batch + j
+    return None if j >= self._batch or i >= self._n else self._parent[epoch * self._n + i]
 
 
 def _pad_rows(elements, batch_size: int, template):
@@ -74,19 +87,24 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
 
 def train_iterator(source, preprocess, *, batch_size: int, seed: int, num_epochs: int,
                    process_index: int = 0, process_count: int = 1, num_threads: int = 0,
-                   augment=None):
+                   augment=None, rows: int | None = None):
   """A checkpointable iterator over `num_epochs` epochs of padded global batches (this process's rows).
+
+  Each step takes `batch_size` examples in `rows` rows (default `batch_size`; more to round the batch up
+  to the devices: `rows_per_step`), the rest masked padding.
 
   `augment(example, rng)` (optional) runs after `preprocess` with a generator grain derives from
   `seed` and the example's index in the whole multi-epoch stream: new draws every epoch, reproducible."""
   ds = grain.MapDataset.source(source).seed(seed).shuffle().map(preprocess)
   if augment is not None:
     ds = ds.random_map(augment)
-  if batch_size % process_count:
-    raise ValueError(f"global batch {batch_size} does not split over {process_count} processes")
-  per = batch_size // process_count
+  rows = batch_size if rows is None else rows
+  if rows < batch_size or rows % process_count:
+    raise ValueError(f"{rows} rows per step must hold the global batch of {batch_size} and split over "
+                     f"{process_count} processes")
+  per = rows // process_count
   template = ds[0]  # keys and shapes of a batch that is all padding on this process
-  ds = (_ProcessRows(ds, batch_size, process_index, process_count)
+  ds = (_ProcessRows(ds, batch_size, rows, process_index, process_count)
         .batch(per, batch_fn=functools.partial(_pad_rows, batch_size=per, template=template))
         .repeat(num_epochs))
   opts = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(2 * num_threads, 1))

@@ -39,6 +39,15 @@ def zero_padding(x: jax.Array, pool_mask: jax.Array | None) -> jax.Array:
   return x if pool_mask is None else x * pool_mask[..., None].astype(x.dtype)
 
 
+def conv_bn(conv: Conv, bn: BatchNorm, x: jax.Array, *, train: bool, mask=None) -> jax.Array:
+  """Keras's `Conv1D` (with its bias) -> `BatchNormalization`, computed as `bn(conv(x))` but with the
+  convolution's bias handed to BatchNorm (`input_bias`), where it cancels exactly in training instead of
+  up to rounding: same outputs and parameters, and a bias gradient of exactly zero, so Adam cannot turn
+  rounding noise into drift (jaxcnn/conv/normalization.py)."""
+  y = conv(x, add_bias=False)
+  return bn(y, train=train, mask=mask, input_bias=conv.variables["params"]["bias"])
+
+
 class ConvBNReLU(nn.Module):
   features: int
   kernel_size: int
@@ -47,8 +56,8 @@ class ConvBNReLU(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool, mask=None, pool_mask=None):
-    x = Conv(self.features, self.kernel_size, dtype=self.dtype)(x)
-    x = BatchNorm(axis_name=self.axis_name)(x, train=train, mask=mask)
+    x = conv_bn(Conv(self.features, self.kernel_size, dtype=self.dtype), BatchNorm(axis_name=self.axis_name),
+                x, train=train, mask=mask)
     return zero_padding(nn.relu(x), pool_mask)
 
 

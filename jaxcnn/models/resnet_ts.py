@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcnn.conv import BatchNorm, Conv, global_avg_pool
-from jaxcnn.models.fcn import split_mask, zero_padding
+from jaxcnn.models.fcn import conv_bn, split_mask, zero_padding
 from jaxcnn.registry import MODELS
 
 
@@ -31,14 +31,14 @@ class ResidualBlock1D(nn.Module):
     bn = lambda: BatchNorm(axis_name=self.axis_name)  # noqa: E731
     y = x
     for i, k in enumerate(self.kernel_sizes):
-      y = Conv(self.features, k, dtype=self.dtype)(y)
-      y = bn()(y, train=train, mask=mask)
+      y = conv_bn(Conv(self.features, k, dtype=self.dtype), bn(), y, train=train, mask=mask)
       if i < len(self.kernel_sizes) - 1:
         y = zero_padding(nn.relu(y), pool_mask)
-    shortcut = x
     if x.shape[-1] != self.features:
-      shortcut = Conv(self.features, 1, dtype=self.dtype, name="projection")(x)
-    shortcut = bn()(shortcut, train=train, mask=mask)
+      shortcut = conv_bn(Conv(self.features, 1, dtype=self.dtype, name="projection"), bn(), x, train=train,
+                         mask=mask)
+    else:
+      shortcut = bn()(x, train=train, mask=mask)
     return zero_padding(nn.relu(y + shortcut), pool_mask)
 
 

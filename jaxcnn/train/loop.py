@@ -134,7 +134,9 @@ class _Runtime:
         functools.partial(step_lib.train_step, model=self.c.model, task=self.c.task, tx=self.tx),
         functools.partial(step_lib.eval_step, model=self.c.init_model, task=self.c.task),
         devices)
-    self.par.check_batch_size(self.batch_size)
+    # A batch that does not divide over the devices (the paper's 5 on 8) runs in rows rounded up to
+    # them, the extra rows masked: the same numbers as the bare batch on one device.
+    self.rows_per_step = self.par.rows_per_step(self.batch_size)
     self.eval_batch_size = _round_up(int(config.train.eval_batch_size), self.par.num_devices)
     self.proc = dict(process_index=jax.process_index(), process_count=jax.process_count())
     self.state = create_train_state(self.c.init_model, self.tx, ds.example(), config.seed)
@@ -262,7 +264,7 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
   def new_data_iter():
     return pipeline.train_iterator(ds.train, ds.train_preprocess or ds.preprocess, batch_size=rt.batch_size,
                                    seed=config.seed, num_epochs=epochs, num_threads=config.train.num_threads,
-                                   augment=ds.augment, **rt.proc)
+                                   augment=ds.augment, rows=rt.rows_per_step, **rt.proc)
 
   data_iter = new_data_iter()
   plateau = None
@@ -302,7 +304,10 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
                 + f"precision {config.get('precision', 'float32')}, "
                 + (f"{xla_setup.cpu_kernels()} convolutions, host malloc {host_memory.policy()}, "
                    if xla_setup.cpu_kernels() else "") +
-                f"global batch {rt.batch_size}, {spe} steps/epoch, {epochs} epochs, workdir {workdir}")
+                f"global batch {rt.batch_size}" +
+                (f" (in {rt.rows_per_step} rows over {par.num_devices} devices, "
+                 f"{rt.rows_per_step - rt.batch_size} masked)" if rt.rows_per_step != rt.batch_size else "") +
+                f", {spe} steps/epoch, {epochs} epochs, workdir {workdir}")
   if resumed is not None:
     console.print(f"[yellow]Resuming from checkpoint at step {start_step} "
                   f"(epoch {start_step / spe:.2f}) in {rt.ckpt.directory}[/yellow]")

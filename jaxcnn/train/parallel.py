@@ -24,10 +24,6 @@ MODES = ("jit", "pmap")
 AXIS = "data"
 
 
-class BatchSizeError(ConfigError):
-  """A global batch size that cannot be split evenly over the devices."""
-
-
 class Parallel:
 
   def __init__(self, mode: str, train_body, eval_body, devices=None):
@@ -51,13 +47,11 @@ class Parallel:
       self._train = jax.pmap(train_body, axis_name=AXIS, devices=self.devices, donate_argnums=0)
       self._eval = jax.pmap(eval_body, axis_name=AXIS, devices=self.devices)
 
-  def check_batch_size(self, global_batch: int, what: str = "config.train.batch_size") -> None:
-    if global_batch % self.num_devices:
-      lo = max(self.num_devices, global_batch - global_batch % self.num_devices)
-      raise BatchSizeError(
-          f"{what}={global_batch} is not divisible by the number of devices ({self.num_devices}). "
-          f"Use a multiple of {self.num_devices}, e.g. {what}={lo} or "
-          f"{lo + self.num_devices}.")
+  def rows_per_step(self, global_batch: int) -> int:
+    """The rows a step of `global_batch` examples carries: rounded up to a multiple of the devices (the
+    extra rows are masked padding, so the numbers are the bare batch's)."""
+    from jaxcnn.data.pipeline import rows_per_step
+    return rows_per_step(global_batch, self.num_devices)
 
   def put_state(self, state):
     if self.mode == "jit":
