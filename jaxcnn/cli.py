@@ -3,8 +3,9 @@
   python launch.py --config=experiments/fcn_ucr.py:GunPoint --config.train.epochs=300 --workdir=runs/gp
 
 Every user mistake (unknown config key, wrong value type, unknown model/dataset/task name, missing data,
-a batch that does not split over the devices) ends with one message on stderr and exit code 2, before
-any training starts.
+model arguments that do not fit, a workdir that is a file or held by another run) ends with one message
+on stderr and exit code 2, before any training starts; a full disk ends with one message and exit code
+74 (README, "Mistakes and faults").
 """
 from __future__ import annotations
 
@@ -148,11 +149,36 @@ def _pct(v) -> str:
   return "n/a" if v is None else f"{100 * v:.2f} %"
 
 
+DISK_FULL = 74  # sysexits.h EX_IOERR
+
+
+def _quiet_disk_full_logs() -> None:
+  """orbax logs a full disk from its writer thread (a traceback) before it raises the same error to the
+  run, which says it once, with what to do (jaxcnn/train/workdir.py)."""
+  import logging as pylogging
+
+  from jaxcnn.train.workdir import is_disk_full
+
+  class DiskFull(pylogging.Filter):
+    def filter(self, record):
+      exc = record.exc_info[1] if record.exc_info else None
+      return not ((exc is not None and is_disk_full(exc)) or "No space left on device" in record.getMessage())
+  pylogging.getLogger("absl").addFilter(DiskFull())
+  import threading  # tensorboardX's event writer thread, likewise
+  default_hook = threading.excepthook
+
+  def hook(args):
+    if not is_disk_full(args.exc_value):
+      default_hook(args)
+  threading.excepthook = hook
+
+
 def main(argv) -> None:
   del argv
   from absl import logging
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.ERROR)  # TFDS and JAX log at INFO/WARNING about normal things
+  _quiet_disk_full_logs()
   from jaxcnn import distributed, xla_setup
   # before anything starts a JAX backend: the flag, else the environment, else the experiment's choice
   kernels, source = xla_setup.choose(FLAGS.cpu_convolutions, FLAGS.config.get("cpu_convolutions"))
@@ -181,7 +207,9 @@ def main(argv) -> None:
   from rich.console import Console
   # Every process runs the same program; process 0 speaks for all of them.
   console = Console(highlight=False, soft_wrap=True, quiet=not distributed.is_primary())
+  from jaxcnn.train.workdir import DiskFullError, check_workdir
   try:
+    check_workdir(workdir)
     if "benchmark" in config and FLAGS.mode != "train":
       raise ConfigError(f"--mode={FLAGS.mode} works on one run, not a benchmark: point --workdir at one "
                         "run's folder (<workdir>/<data set>/seed<k>) and use "
@@ -292,6 +320,11 @@ def main(argv) -> None:
   except loop.NonFiniteLossError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
+  except DiskFullError as e:
+    sys.stdout.flush()
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    # orbax's and tensorboardX's writer threads fail on the same full disk: one message is enough
+    os._exit(DISK_FULL)
   sel, fin = result["selected"], result["final"]
   console.print()
   if result.get("eval_splits") and config.task.name == "segmentation":

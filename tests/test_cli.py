@@ -48,6 +48,10 @@ def launch(*args, devices=1, tfds_dir=None, env=None, timeout=300):
     (["--cpu_convolutions=onednn"], "flag --cpu_convolutions=onednn: value should be one of <ynnpack|eigen>"),
     (["--config.cpu_convolutions=onednn"],
      "config.cpu_convolutions='onednn': unknown CPU convolution kernels 'onednn'"),
+    (["--config.model.filters=(8,8)"],
+     "model 'fcn' cannot be built from config.model (filters=(8, 8), kernel_sizes=(8, 5, 3)): filters (8, 8) "
+     "and kernel_sizes (8, 5, 3) must have the same length"),
+    (["--workdir=README.md"], "--workdir=README.md is a file, not a folder: choose another --workdir"),
 ])
 def test_mistakes_give_one_message_and_exit_code_2(args, message, tfds_dir):
   r = launch(*args, tfds_dir=tfds_dir)

@@ -4,6 +4,7 @@ Experiments differ only in their config: the model, data set and task are looked
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -27,6 +28,8 @@ from jaxcnn.train.plateau import Plateau
 from jaxcnn.train.report import write_report
 from jaxcnn.train.state import create_train_state, num_params
 from jaxcnn.train.step import FIRST_BAD_GRAD, FIRST_BAD_LOSS
+from jaxcnn.train.workdir import (DiskFullError, WorkdirLock, check_workdir, disk_full_message, is_disk_full,
+                                  remove_partial_checkpoints)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -139,7 +142,12 @@ class _Runtime:
     self.rows_per_step = self.par.rows_per_step(self.batch_size)
     self.eval_batch_size = _round_up(int(config.train.eval_batch_size), self.par.num_devices)
     self.proc = dict(process_index=jax.process_index(), process_count=jax.process_count())
-    self.state = create_train_state(self.c.init_model, self.tx, ds.example(), config.seed)
+    try:
+      self.state = create_train_state(self.c.init_model, self.tx, ds.example(), config.seed)
+    except ValueError as e:  # the model's own check of its arguments (e.g. filters vs kernel_sizes)
+      raise registry.ConfigError(f"model {config.model.name!r} cannot be built from config.model "
+                                 f"({', '.join(f'{k}={v}' for k, v in _kwargs(config.model).items())}): "
+                                 f"{str(e).splitlines()[0]}") from None
     self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep)
     self._eval_cache: dict[str, list] = {}
     self._predict_fn = None
@@ -253,10 +261,27 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
   """Trains (resuming from `workdir/checkpoints` if there is a checkpoint), evaluates, writes the report.
 
   Returns the result dict (also in `workdir/result.json`). `interrupt_at_step` stops abruptly after that
-  step without saving, as a kill would (for tests).
+  step without saving, as a kill would (for tests). The run holds `workdir` for itself while it runs
+  (`WorkdirBusyError` for a second one); a full disk is one `DiskFullError` naming the last good
+  checkpoint, from which the same call resumes once there is space (jaxcnn/train/workdir.py).
   """
-  console = console or _console()
+  check_workdir(workdir)
   os.makedirs(workdir, exist_ok=True)
+  primary = jax.process_index() == 0  # the other processes of a multi-process run share process 0's hold
+  with WorkdirLock(workdir) if primary else contextlib.nullcontext():
+    try:
+      return _train_and_evaluate(config, workdir, devices=devices, interrupt_at_step=interrupt_at_step,
+                                 console=console or _console())
+    except Exception as e:  # pylint: disable=broad-except
+      if not is_disk_full(e):
+        raise
+      ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
+      removed = remove_partial_checkpoints(ckpt_dir)
+      committed = [int(d) for d in os.listdir(ckpt_dir) if d.isdigit()] if os.path.isdir(ckpt_dir) else []
+      raise DiskFullError(disk_full_message(workdir, max(committed, default=None), ckpt_dir, removed)) from None
+
+
+def _train_and_evaluate(config, workdir: str, *, devices, interrupt_at_step, console) -> dict | None:
   rt = _Runtime(config, workdir, devices)
   ds, task, par = rt.c.dataset, rt.c.task, rt.par
   epochs, spe = int(config.train.epochs), rt.steps_per_epoch
@@ -415,8 +440,7 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
   finally:
     for s, h in old_handlers.items():
       signal.signal(s, h)
-    writer.close()
-    rt.ckpt.close()
+    _close(writer.close, rt.ckpt.close)
 
   result = {
       "experiment": config.get("experiment"), "dataset": ds.name, "class_names": list(ds.class_names),
@@ -443,6 +467,16 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
     result["figures"] = write_overlays(rt, par.get_state(dstate), workdir)
   result["report"] = write_report(workdir, config, result, history, task=task)
   return result
+
+
+def _close(*closers) -> None:
+  """Closes each; on a full disk a close that flushes fails too, and must not hide the first error."""
+  for close in closers:
+    try:
+      close()
+    except Exception as e:  # pylint: disable=broad-except
+      if not is_disk_full(e):
+        raise
 
 
 def check_finite(sums: dict, steps_per_epoch: int, ckpt: Checkpointer) -> None:

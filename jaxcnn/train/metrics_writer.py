@@ -15,15 +15,26 @@ class MetricsWriter:
     if os.path.exists(self.path):
       # A resumed run replays the steps after its checkpoint: drop what it logged after it.
       keep = [ln for ln in self.read(self.path) if resume_step is not None and ln["step"] <= resume_step]
-      with open(self.path, "w") as f:
+      tmp = self.path + ".tmp"  # replaced whole: a full disk here leaves the old file, never half of it
+      with open(tmp, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in keep)
+      os.replace(tmp, self.path)
     from tensorboardX import SummaryWriter
     self._tb = SummaryWriter(self.tb_dir, purge_step=resume_step + 1 if resume_step else None)
 
   @staticmethod
   def read(path: str) -> list[dict]:
+    """The records; a last line cut short (a full disk, a kill mid-write) is dropped."""
     with open(path) as f:
-      return [json.loads(line) for line in f if line.strip()]
+      lines = [line for line in f if line.strip()]
+    out = []
+    for i, line in enumerate(lines):
+      try:
+        out.append(json.loads(line))
+      except json.JSONDecodeError:
+        if i < len(lines) - 1 or line.endswith("\n"):
+          raise
+    return out
 
   def write(self, step: int, record: dict) -> None:
     record = {"step": int(step), **record}
