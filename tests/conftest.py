@@ -7,17 +7,37 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The suite is compile-bound and compiles the same programs many times (every seed of a benchmark, each
 # kill-and-resume pair, the CLI subprocesses): XLA's persistent cache, shared by the xdist workers and
-# the subprocesses through the environment, compiles each once. Results are the same executables.
-import tempfile  # noqa: E402
+# the subprocesses through the environment, compiles each once. Results are the same executables. The
+# cache lives in this checkout (.xla-cache/, git-ignored): never shared with another checkout, whose
+# jaxlib or code may differ, and gone with it; XLA's cache key does not include the CPU's features, so
+# a cache must never travel to another machine either.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "jaxcnn-tests-xla-cache"))
+
+def _machine_key() -> str:
+  """The jaxlib version and a digest of the CPU's feature flags: the cache's folder within .xla-cache/."""
+  import hashlib
+  import importlib.metadata
+  try:
+    with open("/proc/cpuinfo") as f:
+      flags = next((ln for ln in f if ln.startswith(("flags", "Features"))), "")
+  except OSError:
+    import platform
+    flags = platform.processor()
+  try:
+    jaxlib = importlib.metadata.version("jaxlib")
+  except importlib.metadata.PackageNotFoundError:
+    jaxlib = "none"
+  return f"jaxlib{jaxlib}-{hashlib.sha256(' '.join(sorted(flags.split())).encode()).hexdigest()[:12]}"
+
+
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".xla-cache", _machine_key()))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
 
 import importlib.util  # noqa: E402
 
 import pytest  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
@@ -25,7 +45,12 @@ def load_experiment(name: str, arg: str):
   spec = importlib.util.spec_from_file_location(f"exp_{name}", os.path.join(ROOT, "experiments", f"{name}.py"))
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
-  return mod.get_config(arg)
+  config = mod.get_config(arg)
+  # JAXCNN_TEST_SEED=k pytest ...: every test that builds its run from an experiment config runs with
+  # seed k, so that a learning assertion can be checked for its margin under other seeds.
+  if os.environ.get("JAXCNN_TEST_SEED") and "seed" in config:
+    config.seed = int(os.environ["JAXCNN_TEST_SEED"])
+  return config
 
 
 @pytest.fixture(scope="session")
