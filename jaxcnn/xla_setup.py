@@ -104,9 +104,44 @@ def choose(flag: str | None, config_value: str | None, environ=None) -> tuple[st
 
 
 def configure_from_environment(environ=None) -> bool:
-  """`configure` with `JAXCNN_CPU_CONVOLUTIONS` (default "ynnpack"); called by `import jaxcnn`."""
+  """`configure` with `JAXCNN_CPU_CONVOLUTIONS` (default "ynnpack"), and `spare_collective_threads`;
+  called by `import jaxcnn`."""
   environ = os.environ if environ is None else environ
+  spare_collective_threads(environ)
   return configure(environ.get(ENV, "ynnpack"), environ)
+
+
+def forced_host_devices(flags: str | None = None) -> int:
+  """N of `--xla_force_host_platform_device_count=N` in `XLA_FLAGS` (the last one wins), else 1."""
+  flags = os.environ.get("XLA_FLAGS", "") if flags is None else flags
+  n = 1
+  for item in flags.split():
+    if item.startswith("--xla_force_host_platform_device_count="):
+      try:
+        n = int(item.split("=", 1)[1])
+      except ValueError:
+        pass
+  return n
+
+
+def spare_collective_threads(environ=None) -> str | None:
+  """On CPU with N > 1 forced host devices, `NPROC=2N` unless the user set NPROC. Returns the value set.
+
+  XLA:CPU runs a collective over N devices (pmap's psum, the gradients' all-reduce) as N tasks on its
+  client thread pool, sized max(cores, N): exactly N threads on a small machine, and the same pool
+  runs the client's other asynchronous work. With one of them busy elsewhere, N - 1 participants
+  waited in the all-reduce, the last never started, and after 40 s XLA's rendezvous ended the process
+  ("Termination timeout for `all reduce ...` ... only 7 of them arrived", then SIGABRT: 2 of 6 loaded
+  test runs on 8 fake devices). XLA sizes its CPU thread pools from NPROC (`DefaultThreadPoolSize`),
+  so 2N threads leave N free for the rest (16 loaded runs then passed). Only read when JAX creates its
+  CPU client, so this must come before any JAX computation, as `configure` does.
+  """
+  environ = os.environ if environ is None else environ
+  n = forced_host_devices(environ.get("XLA_FLAGS", ""))
+  if n <= 1 or environ.get("NPROC"):
+    return None
+  environ["NPROC"] = str(2 * n)
+  return environ["NPROC"]
 
 
 def cpu_kernels() -> str | None:

@@ -55,6 +55,32 @@ def test_bfloat16_compute_float32_parameters(name):
   assert dtypes and all(set(d.split("/")) == {"bfloat16"} for d in dtypes), dtypes
 
 
+@pytest.mark.parametrize("name", sorted(INPUTS))
+def test_bfloat16_training_step_backward_included(name):
+  """The training pass traced with its gradient (train mode: batch statistics, dropout): every
+  convolution and matmul of the forward *and* the backward pass takes bfloat16 inputs, and the
+  gradients arrive in float32, the parameters' dtype, as do the new BatchNorm statistics."""
+  shape, dtype = INPUTS[name], jnp.int8 if name.startswith("char_cnn") else jnp.float32
+  num_classes = 1 if name == "unet" else 5
+  m16 = registry.MODELS.build(name, num_classes=num_classes, dtype="bfloat16", **KW.get(name, {}))
+  x = jax.ShapeDtypeStruct(shape, dtype)
+  variables = jax.eval_shape(lambda x: m16.init(jax.random.PRNGKey(0), jnp.zeros(x.shape, x.dtype)), x)
+
+  def loss(params, rest, x):
+    out, new = m16.apply({"params": params, **rest}, x, train=True, mutable=["batch_stats"],
+                         rngs={"dropout": jax.random.PRNGKey(1)})
+    return sum(jnp.mean(jnp.square(o)) for o in jax.tree.leaves(out)), new
+  params, rest = variables["params"], {k: v for k, v in variables.items() if k != "params"}
+  step = jax.value_and_grad(loss, has_aux=True)
+  closed = jax.make_jaxpr(step)(params, rest, x)
+  dtypes = _compute_dtypes(closed.jaxpr)
+  assert dtypes and all(set(d.split("/")) == {"bfloat16"} for d in dtypes), sorted(set(dtypes))
+  (value, new), grads = jax.eval_shape(step, params, rest, x)
+  assert value.dtype == jnp.float32
+  assert {str(g.dtype) for g in jax.tree.leaves(grads)} == {"float32"}
+  assert {str(v.dtype) for v in jax.tree.leaves(new)} <= {"float32"}
+
+
 def test_a_bfloat16_run_trains_like_float32(small_config, tmp_path):
   runs = {}
   for precision in ("float32", "bfloat16"):

@@ -321,6 +321,8 @@ def test_damaged_road_files_are_named_and_leave_no_half_built_data(tmp_path):
 # --------------------------------------------------------------------------------------------- CLI
 
 def run_cli(*args):
+  if os.environ.get("JAXCNN_TEST_SEED"):  # as conftest.load_experiment: the learning test under seed k
+    args = (*args, f"--config.seed={os.environ['JAXCNN_TEST_SEED']}")
   return subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, capture_output=True, text=True,
                         env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""})
 

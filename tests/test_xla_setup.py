@@ -127,3 +127,13 @@ def test_experiments_pick_the_kernels_measured_faster_for_them():
   assert load_experiment("fcn_ucr", "GunPoint").cpu_convolutions == "ynnpack"
   assert load_experiment("ucr_benchmark", "tcn").cpu_convolutions == "ynnpack"
   assert load_experiment("resnet_imagenet", "").cpu_convolutions == "ynnpack"
+
+
+def test_forced_host_devices_get_threads_to_spare_for_their_collectives():
+  env = {"XLA_FLAGS": "--xla_cpu_x=1 --xla_force_host_platform_device_count=8"}
+  assert xla_setup.spare_collective_threads(env) == "16" and env["NPROC"] == "16"
+  mine = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "NPROC": "9"}
+  assert xla_setup.spare_collective_threads(mine) is None and mine["NPROC"] == "9"  # the user's value
+  one = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  assert xla_setup.spare_collective_threads(one) is None and "NPROC" not in one
+  assert os.environ["NPROC"] == "16"  # this test process: conftest's 8 devices, through `import jaxcnn`

@@ -189,22 +189,19 @@ def test_every_zoo_model_has_a_train_step_case():
   assert zoo == set(TRAIN_STEP_CASES)
 
 
-# One model per code path runs by default. The deeper variants of the same code (same modules, more
-# blocks) compile for up to a minute each, and lenet5, resnet18, cifar_resnet20 and c3d also train on
-# 8 devices in tests/test_experiments.py; they are marked slow here: `pytest -m slow` runs them.
-# GoogLeNet (70 s to compile) is slow too: its inception modules and auxiliary heads are checked by
-# test_blocks.py and test_googlenet_auxiliary_heads_in_training_only.
-# resnet50 (50 s to compile on 2 cores) is slow as well: its bottleneck blocks are checked against numpy
-# in test_blocks.py, its parameter count here, its bfloat16 trace in test_precision.py.
+# Every model's whole data-parallel train step (forward, backward, optimizer, psum over 8 devices) is
+# traced in the default run: `jax.eval_shape` checks every shape and dtype without compiling. One model
+# per code path also compiles and runs it: the plain convolution stack (lenet5_gap), AlexNet's and
+# VGG's (BatchNorm) classifier layouts, and the bottleneck ResNet at one block per stage (the blocks
+# resnet50 ... 152 repeat; their numbers against numpy in test_blocks.py). The deeper variants, GoogLeNet
+# (70 s to compile on 2 cores; its modules are checked in test_blocks.py) and the basic-block ResNets
+# (resnet18 and cifar_resnet20 also train on 8 devices in tests/test_experiments.py) compile and run
+# with `pytest -m slow`.
 DEFAULT_STEP = {"lenet5_gap", "alexnet", "vgg11_bn"}
 
 
-@pytest.mark.parametrize("name", [n if n in DEFAULT_STEP else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in sorted(TRAIN_STEP_CASES)])
-def test_jitted_train_step_on_8_devices(name):
-  shape, kw = TRAIN_STEP_CASES[name]
+def _step_inputs(model, shape):
   num_classes = 4
-  model = registry.MODELS.build(name, num_classes=num_classes, axis_name="data", **kw)
   task, tx = Classification(num_classes), optax.sgd(0.01, momentum=0.9)
   par = Parallel("jit", functools.partial(step_lib.train_step, model=model, task=task, tx=tx),
                  functools.partial(step_lib.eval_step, model=model.clone(axis_name=None), task=task),
@@ -214,6 +211,32 @@ def test_jitted_train_step_on_8_devices(name):
   batch = {"x": rng.normal(size=(8, *shape)).astype(np.float32),
            "label": rng.integers(0, num_classes, 8).astype(np.int32), "mask": np.arange(8) < 7}
   state = create_train_state(model.clone(axis_name=None), tx, {"x": batch["x"][0]}, seed=0)
+  return par, state, batch
+
+
+@pytest.mark.parametrize("name", sorted(TRAIN_STEP_CASES))
+def test_every_train_step_traces_on_8_devices(name):
+  """The whole step, backward included, traced for every model on abstract values (nothing is
+  initialised or compiled): the new state has the old one's structure, shapes and dtypes, and the
+  metrics are scalars."""
+  shape, kw = TRAIN_STEP_CASES[name]
+  model = registry.MODELS.build(name, num_classes=4, axis_name="data", **kw)
+  task, tx = Classification(4), optax.sgd(0.01, momentum=0.9)
+  par = Parallel("jit", functools.partial(step_lib.train_step, model=model, task=task, tx=tx),
+                 lambda s, b: {}, jax.devices())
+  state = jax.eval_shape(lambda: create_train_state(model.clone(axis_name=None), tx,
+                                                    {"x": jnp.zeros(shape)}, seed=0))
+  batch = {"x": jax.ShapeDtypeStruct((8, *shape), jnp.float32), "label": jax.ShapeDtypeStruct((8,), jnp.int32),
+           "mask": jax.ShapeDtypeStruct((8,), jnp.bool_)}
+  new, metrics = jax.eval_shape(par._train, state, batch)  # pylint: disable=protected-access
+  assert jax.tree.structure(new) == jax.tree.structure(state)
+  for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(state), strict=True):
+    assert a.shape == b.shape and a.dtype == b.dtype
+  assert {"loss", "count", "grad_norm"} <= set(metrics) and all(m.shape == () for m in metrics.values())
+
+
+def _run_one_step(model, shape):
+  par, state, batch = _step_inputs(model, shape)
   before = jax.device_get(state.params)
   dstate = par.put_state(state)  # (donated to the step)
   dstate, m = par.train_step(dstate, par.put_batch(batch))
@@ -224,6 +247,21 @@ def test_jitted_train_step_on_8_devices(name):
   assert sum(moved) >= len(moved) // 2
   ev = par.eval_step(dstate, par.put_batch(batch))
   assert np.asarray(ev["confusion"]).sum() == 7
+
+
+@pytest.mark.parametrize("name", [n if n in DEFAULT_STEP else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(TRAIN_STEP_CASES)])
+def test_jitted_train_step_on_8_devices(name):
+  shape, kw = TRAIN_STEP_CASES[name]
+  _run_one_step(registry.MODELS.build(name, num_classes=4, axis_name="data", **kw), shape)
+
+
+def test_the_bottleneck_resnet_path_runs_a_train_step_on_8_devices():
+  """resnet50/101/152's code (the stem, bottleneck blocks with projection shortcuts, strided 3x3s, the
+  head), at one block per stage."""
+  from jaxcnn.models.resnet import ResNet
+  _run_one_step(ResNet(num_classes=4, stage_sizes=(1, 1, 1, 1), block="bottleneck", axis_name="data"),
+                (32, 32, 3))
 
 
 KNOWN_KINDS = ("conv", "dense", "max_pool", "avg_pool", "sum_pool", "global_pool", "BatchNorm", "unused",
