@@ -11,7 +11,7 @@ Each process reads, preprocesses and augments only its contiguous slice of rows 
 another host's images.
 
 A global batch that does not divide over the devices (the FCN protocol's batch of 5 on 8 devices) is
-carried in `rows` >= `batch_size` rows per step (`rows_per_step`: the next multiple of the device count):
+carried in `rows` >= `batch_size` rows per step (the trainer's: the next multiple of the device count):
 each step still takes exactly `batch_size` examples, the other rows are masked padding, so every device
 gets the same shape and the step's numbers are those of the bare batch (the loss, the gradients and
 BatchNorm's statistics are sums over valid rows).
@@ -43,11 +43,6 @@ def pad_batch(elements: Sequence[Mapping[str, Any]], batch_size: int,
     out[key] = arr
   out["mask"] = np.arange(batch_size) < n
   return out
-
-
-def rows_per_step(batch_size: int, num_devices: int) -> int:
-  """The rows a step carries: `batch_size` rounded up to a multiple of `num_devices`."""
-  return -(-batch_size // num_devices) * num_devices
 
 
 class _ProcessRows(grain.MapDataset):
@@ -91,7 +86,7 @@ def train_iterator(source, preprocess, *, batch_size: int, seed: int, num_epochs
   """A checkpointable iterator over `num_epochs` epochs of padded global batches (this process's rows).
 
   Each step takes `batch_size` examples in `rows` rows (default `batch_size`; more to round the batch up
-  to the devices: `rows_per_step`), the rest masked padding.
+  to the devices), the rest masked padding.
 
   `augment(example, rng)` (optional) runs after `preprocess` with a generator grain derives from
   `seed` and the example's index in the whole multi-epoch stream: new draws every epoch, reproducible."""

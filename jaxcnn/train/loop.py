@@ -139,7 +139,7 @@ class _Runtime:
         devices)
     # A batch that does not divide over the devices (the paper's 5 on 8) runs in rows rounded up to
     # them, the extra rows masked: the same numbers as the bare batch on one device.
-    self.rows_per_step = self.par.rows_per_step(self.batch_size)
+    self.rows_per_step = _round_up(self.batch_size, self.par.num_devices)
     self.eval_batch_size = _round_up(int(config.train.eval_batch_size), self.par.num_devices)
     self.proc = dict(process_index=jax.process_index(), process_count=jax.process_count())
     try:

@@ -47,12 +47,6 @@ class Parallel:
       self._train = jax.pmap(train_body, axis_name=AXIS, devices=self.devices, donate_argnums=0)
       self._eval = jax.pmap(eval_body, axis_name=AXIS, devices=self.devices)
 
-  def rows_per_step(self, global_batch: int) -> int:
-    """The rows a step of `global_batch` examples carries: rounded up to a multiple of the devices (the
-    extra rows are masked padding, so the numbers are the bare batch's)."""
-    from jaxcnn.data.pipeline import rows_per_step
-    return rows_per_step(global_batch, self.num_devices)
-
   def put_state(self, state):
     if self.mode == "jit":
       return jax.device_put(state, self._repl)
