@@ -171,6 +171,16 @@ def _quiet_disk_full_logs() -> None:
     if not is_disk_full(args.exc_value):
       default_hook(args)
   threading.excepthook = hook
+  # orbax's asyncio writer threads, when the run stops (a full disk, an error) while a write is in flight,
+  # may call into an event loop that has just closed: Python prints that as an "ignored" traceback, from
+  # another thread, in the middle of the run's own message. The write it belonged to is the one the run
+  # reports and removes (workdir.remove_partial_checkpoints), so the traceback says nothing more.
+  default_unraisable = sys.unraisablehook
+
+  def unraisable(u):
+    if not (isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == "Event loop is closed"):
+      default_unraisable(u)
+  sys.unraisablehook = unraisable
 
 
 def main(argv) -> None:
@@ -358,7 +368,8 @@ def main(argv) -> None:
 
   unit = config.report.get("unit", "series")
   console.print(f"[bold]Result[/bold] on {result['dataset']} test split ({result['num_test']} {unit}):")
-  paper = f"   paper ({result['paper']}): {_pct(result['paper_error'])}"
+  paper = (f"   paper ({result['paper']}): {_pct(result['paper_error'])}" if result.get("paper_error") is not None
+           else f"   paper: {result['paper']}" if result.get("paper") else "")
   if config.report.select_by == "final":
     console.print(f"  test error at the final epoch ({fin.get('epoch')}, the paper's protocol): "
                   f"[bold]{_pct(fin.get('test/error'))}[/bold]" + paper)
