@@ -7,7 +7,8 @@
 
 Each (data set, seed) is the model's run of `experiments/fcn_ucr.py` (the published protocol: see that
 file) in `workdir/<data set>/seed<k>`; `workdir/benchmark.md` tables the test error at the epoch the
-protocol selects (mean ± std over seeds) beside the paper's. Running the command again resumes.
+protocol selects (mean ± std over seeds) beside the paper's (the model's table in jaxcnn/published.py,
+looked up for every data set, or "not in the paper's table"). Running the command again resumes.
 Add `--config.dataset.manual_dir=/path/to/Univariate_ts` (and the names in `benchmark.datasets`) to run
 data sets of the full archives.
 """
@@ -41,13 +42,10 @@ def get_config(arg: str = "fcn") -> ml_collections.ConfigDict:
     raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: runlocal, quick")
   c = fcn_ucr.get_config(",".join(["GunPoint", *options] + ([model] if model != "fcn" else [])))
   c.experiment = f"ucr_benchmark:{arg}"
-  table = {"fcn": fcn_ucr.PAPER_FCN_ERROR, "resnet": fcn_ucr.PAPER_RESNET_ERROR,
-           "inceptiontime": fcn_ucr.PAPER_INCEPTIONTIME_ERROR}.get(model, {})
   c.benchmark = ml_collections.ConfigDict(dict(
       datasets=",".join(SHIPPED),  # comma-separated names (config.dataset.subset of each run)
       # seeds 0 .. seeds-1 per data set; InceptionTime's published numbers are an ensemble of 5
       seeds=5 if model == "inceptiontime" else 3,
-      paper_errors=ml_collections.ConfigDict(dict(table)),
   ))
   c.report.paper_error = None
   c.report.save_predictions = True  # each run's test probabilities, for the ensemble of the seeds

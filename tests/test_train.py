@@ -40,7 +40,8 @@ def test_paper_batch_size_rule(small_config, tmp_path):
   result = loop.train_and_evaluate(c, str(tmp_path), devices=jax.devices()[:1])
   assert result["batch_size"] == 5 and result["steps_per_epoch"] == 10  # min(50 // 10, 16)
   report = open(result["report"]).read()
-  assert "| paper: Wang, Yan & Oates 2017, FCN, Table II | 0.00 %" in report
+  assert ("| paper: Wang, Yan & Oates 2017, FCN (the authors' table of 85 UCR data sets), GunPoint | 0.00 %"
+          in report)
   assert os.path.exists(tmp_path / "curves.png")
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))
 

@@ -2,7 +2,8 @@
 
 A config with a `benchmark` section (`experiments/ucr_benchmark.py`) names the data sets
 (`benchmark.datasets`, comma-separated values of `config.dataset.subset`), the number of seeds
-(`benchmark.seeds`: seeds 0 .. n-1) and the published error of each data set (`benchmark.paper_errors`).
+(`benchmark.seeds`: seeds 0 .. n-1) and the published error of each data set (`report.paper_table`,
+jaxcnn/published.py).
 Every (data set, seed) run is an ordinary run of the one trainer in `workdir/<data set>/seed<k>`, so a
 stopped benchmark resumes where it stopped: finished runs are read back from their `result.json`,
 the interrupted one resumes from its checkpoint. `workdir/benchmark.md` and `benchmark.json` hold the
@@ -19,6 +20,7 @@ import time
 import jax
 import numpy as np
 
+from jaxcnn import published
 from jaxcnn.registry import ConfigError
 
 
@@ -37,13 +39,11 @@ def datasets_of(config) -> list[str]:
 def run_config(config, name: str, seed: int):
   """The config of one (data set, seed) run: the benchmark's config without its `benchmark` section."""
   c = copy.deepcopy(config)
-  paper = c.benchmark.paper_errors.get(name) if "paper_errors" in c.benchmark else None
   with c.unlocked():
     del c["benchmark"]
   c.dataset.subset = name
   c.seed = seed
   c.experiment = f"{config.experiment}/{name}/seed{seed}"
-  c.report.paper_error = paper
   return c
 
 
@@ -92,9 +92,9 @@ def summarize(config, runs: dict[str, list[dict]]) -> list[dict]:
     errors = [r["selected"].get("test/error") for r in results]
     errors = [e for e in errors if e is not None]
     finals = [r["final"].get("test/error") for r in results if r["final"].get("test/error") is not None]
-    paper = config.benchmark.paper_errors.get(name) if "paper_errors" in config.benchmark else None
+    cite, paper = published.for_config(config, name)
     rows.append({
-        "dataset": name, "paper_error": paper, "seeds": len(results),
+        "dataset": name, "paper_error": paper, "paper_source": cite, "seeds": len(results),
         "mean_error": float(np.mean(errors)) if errors else None,
         "std_error": float(np.std(errors)) if errors else None,
         "errors": errors, "final_errors": finals, "ensemble_error": ensemble_error(results),
@@ -111,7 +111,9 @@ def table(rows: list[dict]) -> list[str]:
            "|---|---|---:|---:|---|---:|---:|---:|"]
   for r in rows:
     ours = "n/a" if r["mean_error"] is None else f"**{_pct(r['mean_error'])}** ± {_pct(r['std_error'])}"
-    lines.append(f"| {r['dataset']} | {r['num_train']} / {r['num_test']} | {_pct(r['paper_error'])} | "
+    paper = (_pct(r["paper_error"]) if r["paper_error"] is not None else
+             "not in the paper's table" if "not in the paper's table" in (r.get("paper_source") or "") else "n/a")
+    lines.append(f"| {r['dataset']} | {r['num_train']} / {r['num_test']} | {paper} | "
                  f"{ours} | {', '.join(_pct(e) for e in r['errors'])} | {_pct(r.get('ensemble_error'))} | "
                  f"{r['epochs']} | {r['wall_time_s']:.0f} |")
   return lines
@@ -123,7 +125,7 @@ def write(workdir: str, config, rows: list[dict], wall_time_s: float) -> str:
            f"{config.model.name} on {len(rows)} data set(s), seeds 0..{int(config.benchmark.seeds) - 1}; "
            f"the error is the test error at the epoch the protocol selects "
            f"(`report.select_by={config.report.select_by}`); the ensemble averages the seeds' class "
-           f"probabilities at their selected epochs. Paper: {config.report.get('paper')}.", "",
+           f"probabilities at their selected epochs. Paper: {published.citation(config)}.", "",
            *table(rows), "",
            f"Total wall time of the runs: {sum(r['wall_time_s'] for r in rows):.0f} s "
            f"({wall_time_s:.0f} s in this invocation, including data preparation and compilation).", ""]

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn import host_memory, registry, xla_setup
+from jaxcnn import host_memory, published, registry, xla_setup
 from jaxcnn.data import pipeline
 from jaxcnn.data.base import Dataset
 from jaxcnn.train import step as step_lib
@@ -449,7 +449,7 @@ def _train_and_evaluate(config, workdir: str, *, devices, interrupt_at_step, con
       "steps_per_epoch": spe, "epochs_done": rt.total_steps // spe, "wall_time_s": loop["train_time_s"],
       "selected": (loop["final"] or last) if config.report.select_by == "final" else loop["selected"],
       "final": loop["final"] or last, "data_note": ds.info.get("note"),
-      "paper": config.report.get("paper"), "paper_error": config.report.get("paper_error"),
+      **dict(zip(("paper", "paper_error"), published.for_config(config))),
       "eval_splits": list(ds.evals), "eval_sizes": {k: len(v) for k, v in ds.evals.items()},
   }
   if not primary:

@@ -213,7 +213,7 @@ def write_report(workdir: str, config, result: dict, history: list[dict], task=N
   if getattr(task, "headline", None):
     return write_segmentation_report(workdir, config, result, history, task)
   sel, final = result["selected"], result["final"]
-  paper_error = config.report.get("paper_error")
+  paper_error = result.get("paper_error")
   lines = [
       f"# {config.get('experiment', 'jaxcnn run')}",
       "",
@@ -232,7 +232,7 @@ def write_report(workdir: str, config, result: dict, history: list[dict], task=N
       f"| ours, final epoch{' (the paper' + chr(39) + 's protocol)' if config.report.select_by == 'final' else ''}"
       f" | {_pct(final.get('test/error'))} | {_pct(final.get('test/accuracy'))} | "
       f"{final.get('epoch', 'n/a')} |",
-      f"| paper: {config.report.paper} | {_pct(paper_error)} | "
+      f"| paper: {result.get('paper')} | {_pct(paper_error)} | "
       f"{_pct(None if paper_error is None else 1 - paper_error)} | |",
       "",
   ]
