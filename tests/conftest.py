@@ -69,3 +69,24 @@ def small_config(tfds_dir):
   c.model.filters = (16, 32, 16)
   c.train.log_every_epochs = 1000
   return c
+
+
+# The longest tests (20-70 s each on 2 cores, from a cold compilation cache) run first, so that the two
+# xdist workers end on short tests together instead of one waiting for the other's last long test.
+LONG_FIRST = (
+    "test_mask_rcnn.py::test_initial_losses_gradients_everywhere_and_an_overfit_run",
+    "test_distributed.py::test_two_processes_equal_one_process",
+    "test_segmentation.py::test_cli_trains_learns_and_predicts_a_folder",
+    "test_mnist.py::test_lenet_train_eval_on_any_idx_pair_and_cam_through_the_cli",
+    "test_cli.py::test_overrides_reach_the_run_and_eval_mode",
+    "test_cli.py::test_preemption_and_kills_at_random_moments",
+    "test_zoo.py::test_the_bottleneck_resnet_path_runs_a_train_step",
+    "test_experiments.py::test_runlocal",
+    "test_text.py::test_cli_train_eval_predict",
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+  rank = {i: next((k for k, s in enumerate(LONG_FIRST) if s in item.nodeid), len(LONG_FIRST))
+          for i, item in enumerate(items)}
+  items[:] = [items[i] for i in sorted(range(len(items)), key=lambda i: (rank[i], i))]
