@@ -58,14 +58,6 @@ def _load_config(spec: str):
 
 def measure(name: str, steps: int, precision: str, data_dir: str) -> dict:
   """One family, in this process."""
-  import resource
-
-  import jax
-  import numpy as np
-
-  from jaxcnn.data import pipeline
-  from jaxcnn.train import loop
-
   spec, overrides, what = next((s, o, w) for n, s, o, w in FAMILIES if n == name)
   config = _load_config(spec)
   for key, value in overrides.items():
@@ -77,8 +69,22 @@ def measure(name: str, steps: int, precision: str, data_dir: str) -> dict:
   config.precision = precision
   if "data_dir" in config.dataset:
     config.dataset.data_dir = data_dir
+  return {"name": name, "what": what, **measure_config(config, steps)}
+
+
+def measure_config(config, steps: int, devices=None, inference: bool = False) -> dict:
+  """A config's train step (compile, median step time, examples/s), its input pipeline's rate and the
+  memory peaks, on `devices` (default: all); `inference` adds the jitted forward pass in eval mode."""
+  import resource
+
+  import jax
+  import numpy as np
+
+  from jaxcnn.data import pipeline
+  from jaxcnn.train import loop
+
   with tempfile.TemporaryDirectory() as workdir:
-    rt = loop._Runtime(config, workdir)  # pylint: disable=protected-access
+    rt = loop._Runtime(config, workdir, devices=devices)  # pylint: disable=protected-access
     ds = rt.c.dataset
     it = pipeline.train_iterator(ds.train, ds.train_preprocess or ds.preprocess, batch_size=rt.batch_size,
                                  seed=0, num_epochs=10**6, num_threads=config.train.num_threads,
@@ -100,16 +106,41 @@ def measure(name: str, steps: int, precision: str, data_dir: str) -> dict:
       state, m = rt.par.train_step(state, batches[(i + 1) % len(batches)])
       jax.block_until_ready(m)
       times.append(time.perf_counter() - t)
+    infer = {}
+    if inference:
+      infer = _measure_inference(rt, rt.par.get_state(state), host[0], steps)  # (rt.state was donated)
+    example_shape = tuple(np.shape(host[0]["x"])[1:])
     rt.ckpt.close()
   step_s = float(np.median(times))
   stats = jax.devices()[0].memory_stats() or {}
   from jaxcnn import xla_setup
-  return {"name": name, "what": what, "kernels": xla_setup.cpu_kernels() or "n/a", "batch": rt.batch_size,
+  return {**infer, "example_shape": example_shape, "num_devices": rt.par.num_devices,
+          "kernels": xla_setup.cpu_kernels() or "n/a", "batch": rt.batch_size,
           "params": loop.num_params(rt.state.params),
           "compile_s": compile_s, "step_ms": 1e3 * step_s, "steps_per_s": 1 / step_s,
           "examples_per_s": rt.batch_size / step_s, "pipeline_batches_per_s": 1 / pipe_s,
           "headroom": step_s / pipe_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
           "device_peak_mb": stats.get("peak_bytes_in_use", 0) / 2**20 or None}
+
+
+def _measure_inference(rt, state, host_batch, steps: int) -> dict:
+  """The model's forward pass in eval mode (`train=False`), jitted on one device, over the batch's images."""
+  import jax
+  import numpy as np
+  model = rt.c.init_model
+  variables = {"params": state.params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
+  fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  x = jax.device_put(np.asarray(host_batch["x"]))
+  t = time.perf_counter()
+  jax.block_until_ready(fn(variables, x))
+  compile_s = time.perf_counter() - t
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    jax.block_until_ready(fn(variables, x))
+    times.append(time.perf_counter() - t)
+  s = float(np.median(times))
+  return {"infer_compile_s": compile_s, "infer_ms": 1e3 * s, "infer_examples_per_s": x.shape[0] / s}
 
 
 def main():
