@@ -83,6 +83,7 @@ LONG_FIRST = (
     "test_zoo.py::test_the_bottleneck_resnet_path_runs_a_train_step",
     "test_experiments.py::test_runlocal",
     "test_text.py::test_cli_train_eval_predict",
+    "test_bench_accelerator.py::test_smoke_run_measures_three_families",
 )
 
 

@@ -19,7 +19,8 @@ def _run(*args, timeout=600):
 
 def test_smoke_run_measures_three_families_and_writes_the_table(tmp_path):
   """The default suite: a training family with MFU, the U-Net's training + inference, the text pipeline
-  (35 s; every family: the slow test below, 110 s on 2 cores)."""
+  (about 60 s on 2 cores from a cold
+  XLA cache; every family, `python bench/accelerator.py --smoke` itself: the slow test below, about 110 s)."""
   out = tmp_path / "acc.md"
   r = _run("--smoke", "--only=resnet50_bf16,unet,char_cnn,scaling", f"--out={out}")
   assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
