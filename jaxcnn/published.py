@@ -198,6 +198,9 @@ TABLES = {
 }
 
 
+NOT_IN_TABLE = "not in the paper's table"  # what a report says of a data set the table does not have
+
+
 def _key(table: dict, name: str) -> str | None:
   if name in table:
     return name
@@ -214,7 +217,7 @@ def lookup(table_name: str, name: str) -> tuple[float | None, str]:
   table, cite = TABLES[table_name]
   key = _key(table, name)
   if key is None:
-    return None, f"{cite}: {name} is not in the paper's table"
+    return None, f"{cite}: {name} is {NOT_IN_TABLE}"
   if table[key] is None:
     return None, f"{cite}, {key}: in the paper, not transcribed here (jaxcnn/published.py)"
   return table[key], f"{cite}, {key}"

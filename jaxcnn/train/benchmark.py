@@ -112,7 +112,7 @@ def table(rows: list[dict]) -> list[str]:
   for r in rows:
     ours = "n/a" if r["mean_error"] is None else f"**{_pct(r['mean_error'])}** ± {_pct(r['std_error'])}"
     paper = (_pct(r["paper_error"]) if r["paper_error"] is not None else
-             "not in the paper's table" if "not in the paper's table" in (r.get("paper_source") or "") else "n/a")
+             published.NOT_IN_TABLE if published.NOT_IN_TABLE in (r.get("paper_source") or "") else "n/a")
     lines.append(f"| {r['dataset']} | {r['num_train']} / {r['num_test']} | {paper} | "
                  f"{ours} | {', '.join(_pct(e) for e in r['errors'])} | {_pct(r.get('ensemble_error'))} | "
                  f"{r['epochs']} | {r['wall_time_s']:.0f} |")
