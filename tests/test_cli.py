@@ -38,6 +38,7 @@ def launch(*args, devices=1, tfds_dir=None, env=None, timeout=300):
     (["--config.dataset.manual_dir=/no/such/dir"], "--config.dataset.manual_dir=/no/such/dir does not exist"),
     (["--config=experiments/nope.py"], "config file experiments/nope.py not found"),
     (["--config.parallel=pmapp"], "config.parallel='pmapp' is not one of jit, pmap"),
+    (["--config.report.paper_table=wang"], "config.report.paper_table='wang' is not one of wang2017_mlp"),
     (["--mode=eval", "--workdir=/nonexistent/run"], "No checkpoint in /nonexistent/run/checkpoints"),
     (["--mdoe=eval"], "Unknown command line flag 'mdoe'. Did you mean: mode ?"),
     (["--config=experiments/ucr_benchmark.py:fcn", "--mode=eval"],

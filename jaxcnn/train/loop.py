@@ -68,6 +68,10 @@ def check_config(config) -> None:
                                "(or 0 for the paper's min(N_train // 10, 16))")
   if config.checkpoint.every_epochs < 1 or config.checkpoint.keep < 1:
     raise registry.ConfigError("config.checkpoint.every_epochs and config.checkpoint.keep must be >= 1")
+  table = config.report.get("paper_table")
+  if table and table not in published.TABLES:  # else the report's lookup would fail after training
+    raise registry.ConfigError(f"config.report.paper_table={table!r} is not one of "
+                               f"{', '.join(published.TABLES)} (jaxcnn/published.py), or '' for none")
   registry.load_all()
   for reg, section, injected in ((registry.MODELS, config.model, ("num_classes", "axis_name", "dtype")),
                                  (registry.DATASETS, config.dataset, ()),
