@@ -11,6 +11,10 @@ stride with zero channels appended (the CIFAR ResNets of section 4.2).
   3x3 (torchvision's "ResNet v1.5").
 Convolution and normalisation are module attributes, so a block can be rebuilt with any convolution of
 the typology or without normalisation (`norm=None`).
+
+The 3x3 convolutions pad 1 on every side, also when strided (as the paper's Caffe models and torchvision
+do): "SAME" would pad a stride-2 convolution of an even size by (0, 1), which shifts every feature map of
+the stage by half a pixel and gives other outputs than the reference weights were trained for.
 """
 from __future__ import annotations
 
@@ -87,8 +91,8 @@ class BasicBlock(_Block):
   @nn.compact
   def __call__(self, x, *, train: bool = False, mask=None):
     bias = self.norm is None
-    conv1 = self.conv(self.features, 3, stride=self.stride, use_bias=bias, name="conv1")
-    conv2 = self.conv(self.features, 3, use_bias=bias, name="conv2")
+    conv1 = self.conv(self.features, 3, stride=self.stride, padding=1, use_bias=bias, name="conv1")
+    conv2 = self.conv(self.features, 3, padding=1, use_bias=bias, name="conv2")
     n1, n2 = self._norm("norm1", train, mask), self._norm("norm2", train, mask, last=True)
     f = lambda y: n2(conv2(nn.relu(n1(conv1(y)))))
     return nn.relu(residual(x, f, self._shortcut(x, self.features, train, mask)))
@@ -103,7 +107,7 @@ class BottleneckBlock(_Block):
   def __call__(self, x, *, train: bool = False, mask=None):
     bias, out = self.norm is None, self.features * self.expansion
     conv1 = self.conv(self.features, 1, use_bias=bias, name="conv1")
-    conv2 = self.conv(self.features, 3, stride=self.stride, use_bias=bias, name="conv2")
+    conv2 = self.conv(self.features, 3, stride=self.stride, padding=1, use_bias=bias, name="conv2")
     conv3 = self.conv(out, 1, use_bias=bias, name="conv3")
     n1, n2 = self._norm("norm1", train, mask), self._norm("norm2", train, mask)
     n3 = self._norm("norm3", train, mask, last=True)
