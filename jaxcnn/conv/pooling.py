@@ -21,13 +21,25 @@ def _window(x: jax.Array, window, stride, padding):
     raise ValueError(f"pooling expects [batch, *spatial, channels] with 1-3 spatial axes; got {x.shape}")
   ws = _tuple(window, n, "window")
   ss = ws if stride is None else _tuple(stride, n, "stride")
-  pads = resolve_padding(padding, x.shape[1:-1], ws, ss)
+  if isinstance(padding, str) and padding.upper() == "CEIL":
+    pads = [ceil_mode_padding(d, w, s) for d, w, s in zip(x.shape[1:-1], ws, ss)]
+  else:
+    pads = resolve_padding(padding, x.shape[1:-1], ws, ss)
   return (1, *ws, 1), (1, *ss, 1), [(0, 0), *pads, (0, 0)]
+
+
+def ceil_mode_padding(n: int, window: int, stride: int) -> tuple[int, int]:
+  """Padding `(0, extra)` that gives PyTorch's `ceil_mode=True` (without padding): `ceil((n - window) /
+  stride) + 1` windows, the last one allowed to run past the end. "SAME" agrees with it on even sizes
+  for 3x3/2 windows but gives one window more on odd ones (15 -> 8 instead of 7)."""
+  out = -(-(n - window) // stride) + 1
+  return 0, max((out - 1) * stride + window - n, 0)
 
 
 def max_pool(x: jax.Array, window, stride=None, padding: Padding = "VALID") -> jax.Array:
   """`y[i] = max_k x[i*s + k]` over the window (padding never wins: it is -inf). Stride defaults to
-  the window (non-overlapping pooling).
+  the window (non-overlapping pooling). `padding="CEIL"`: PyTorch's `ceil_mode=True`
+  (`ceil_mode_padding`).
 
   The gradient goes to the first maximum of each window (row-major), as XLA's `select_and_scatter`
   and PyTorch give it. On CPU, non-overlapping unpadded pooling is computed as a reshape + max with a

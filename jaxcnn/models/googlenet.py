@@ -1,6 +1,7 @@
 """GoogLeNet / Inception v1 (Szegedy et al. 2015, "Going Deeper with Convolutions").
 
-The network of the paper's Table 1: 7x7/2 convolution, 3x3/2 max-pooling, local response
+The network of the paper's Table 1: 7x7/2 convolution (padding 3), 3x3/2 max-pooling (Caffe's and
+PyTorch's ceil mode: 112 -> 56 -> 28 -> 14 -> 7 at 224, and the same counts at odd sizes), local response
 normalisation, 1x1 and 3x3 convolutions, LRN, max-pooling, nine inception modules with 1x1 dimension
 reductions (3a, 3b, pool, 4a-4e, pool, 5a, 5b; the typology's `inception` function), 7x7 global average
 pooling, dropout 40 %, a dense layer. Two auxiliary classifiers on 4a and 4d (average pooling to 4x4,
@@ -11,7 +12,8 @@ the model returns `(logits, (aux1, aux2))` and the classification task adds thei
 - `googlenet`: the paper's version (convolutions with bias, ReLU, LRN, 5x5 branches, dropout 0.4).
 - `googlenet_bn`: torchvision's version: BatchNorm (eps 1e-3) after every convolution instead of LRN
   and biases, dropout 0.2, and — as torchvision does, a known deviation (pytorch/vision#906) — a 3x3
-  instead of a 5x5 convolution in the "5x5" branch (`branch3_kernel=3`). Without the auxiliary heads
+  instead of a 5x5 convolution in the "5x5" branch (`branch3_kernel=3`) and a 2x2/2 instead of a
+  3x3/2 max-pooling between 4e and 5a. Without the auxiliary heads
   (`aux_logits=False`, how torchvision ships it) it has exactly torchvision's 6,624,904 parameters with
   1000 classes; with them 13,004,888.
 """
@@ -66,7 +68,7 @@ class InceptionV1(nn.Module):
         chain(c(r3, 1, "branch2_reduce"), c(f3, 3, "branch2_3x3")),
         chain(c(r5, 1, "branch3_reduce"), c(f5, self.branch3_kernel, f"branch3_{self.branch3_kernel}x"
                                                f"{self.branch3_kernel}")),
-        chain(lambda y: max_pool(y, 3, 1, "SAME"), c(pp, 1, "branch4_pool_proj")),
+        chain(lambda y: max_pool(y, 3, 1, 1), c(pp, 1, "branch4_pool_proj")),
     ])
 
 
@@ -92,6 +94,7 @@ class GoogLeNet(nn.Module):
   branch3_kernel: int = 5
   aux_logits: bool = True
   dropout: float = 0.4
+  pool4_window: int = 3   # the max-pooling between 4e and 5a: 3x3/2 in the paper, 2x2/2 in torchvision
   axis_name: str | None = None
   dtype: str | None = None
 
@@ -102,19 +105,19 @@ class GoogLeNet(nn.Module):
     block = functools.partial(InceptionV1, conv=conv, branch3_kernel=self.branch3_kernel)
     kw = dict(train=train, mask=mask)
     x = cast(x, self.dtype)
-    x = conv(64, 7, stride=2, name="conv1")(x, **kw)
-    x = max_pool(x, 3, 2, "SAME")
+    x = conv(64, 7, stride=2, padding=3, name="conv1")(x, **kw)
+    x = max_pool(x, 3, 2, "CEIL")
     if self.lrn:
       x = local_response_norm(x)
     x = conv(64, 1, name="conv2_reduce")(x, **kw)
-    x = conv(192, 3, name="conv2")(x, **kw)
+    x = conv(192, 3, padding=1, name="conv2")(x, **kw)
     if self.lrn:
       x = local_response_norm(x)
-    x = max_pool(x, 3, 2, "SAME")
+    x = max_pool(x, 3, 2, "CEIL")
     aux = []
-    for name in ("3a", "3b", "pool", "4a", "4b", "4c", "4d", "4e", "pool", "5a", "5b"):
-      if name == "pool":
-        x = max_pool(x, 3, 2, "SAME")
+    for name in ("3a", "3b", "pool3", "4a", "4b", "4c", "4d", "4e", "pool4", "5a", "5b"):
+      if name.startswith("pool"):
+        x = max_pool(x, self.pool4_window if name == "pool4" else 3, 2, "CEIL")
         continue
       x = block(INCEPTION_V1[name], name=f"inception{name}")(x, **kw)
       if self.aux_logits and name in ("4a", "4d"):
@@ -141,4 +144,5 @@ def googlenet_bn(num_classes: int = 1000, aux_logits: bool = True, branch3_kerne
                  dtype: str | None = None) -> GoogLeNet:
   """torchvision's GoogLeNet: BatchNorm, no LRN, 3x3 in the "5x5" branch unless branch3_kernel=5."""
   return GoogLeNet(num_classes=num_classes, batch_norm=True, lrn=False, branch3_kernel=branch3_kernel,
-                   aux_logits=aux_logits, dropout=dropout, axis_name=axis_name, dtype=dtype)
+                   aux_logits=aux_logits, dropout=dropout, pool4_window=2, axis_name=axis_name,
+                   dtype=dtype)
