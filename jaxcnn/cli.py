@@ -298,8 +298,11 @@ def main(argv) -> None:
       data = metrics.pop("data")
       names = [str(n) for n in metrics.pop("class_names")]
       kernels = xla_setup.cpu_kernels()
-      console.print(f"Checkpoint step {metrics.pop('step')} in {workdir}" + (f", {data}" if data else "")
-                    + (f" ({kernels} convolutions)" if kernels else "") + ":")
+      where = (metrics.pop("pretrained") if "pretrained" in metrics else
+               f"Checkpoint step {metrics['step']} in {workdir}")
+      metrics.pop("step")
+      console.print(where + (f", {data}" if data else "") + (f" ({kernels} convolutions)" if kernels else "")
+                    + ":", markup=False)
       for k, v in metrics.items():
         if k.endswith("confusion"):
           console.print(f"  {k} (rows: true, columns: predicted):")

@@ -8,16 +8,23 @@ Depthwise-separable (Sifre 2014; Chollet 2017, Xception; Howard et al. 2017, Mob
 convolution (`groups = in_channels`, one `k x k` filter per input channel, `depth_multiplier` filters
 each) followed by a pointwise `1 x 1` convolution that mixes channels. Weights: `k^2 C m + C m F`
 instead of `k^2 C F`.
+
+Inverted residual (Sandler et al. 2018, MobileNetV2; the MBConv of Tan & Le 2019, EfficientNet): a
+depthwise-separable convolution wrapped the other way round from a bottleneck: a 1x1 convolution
+*expands* the `C` channels `t` times, the depthwise `k x k` works on the wide tensor, and a linear 1x1
+projection (no activation: a "linear bottleneck") narrows it again; the skip connection joins the narrow
+ends when the shapes agree.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from jaxcnn.conv.nd import Conv, Padding, _tuple, conv
+from jaxcnn.conv.normalization import BatchNorm
 
 SOBEL_COLUMN = (1.0, 2.0, 1.0)
 SOBEL_ROW = (1.0, 0.0, -1.0)
@@ -93,3 +100,45 @@ class DepthwiseSeparableConv(nn.Module):
     if self.activation:
       x = nn.relu(x)
     return Conv(self.features, 1, use_bias=self.use_bias, name="pointwise")(x)
+
+
+def drop_path(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
+  """Stochastic depth (Huang et al. 2016; EfficientNet's "drop connect"): each example's `x` (a residual
+  branch) is zeroed with probability `rate` and scaled by `1 / (1 - rate)` otherwise."""
+  keep = 1.0 - rate
+  shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+  return x * (jax.random.bernoulli(rng, keep, shape).astype(x.dtype) / keep)
+
+
+class InvertedResidual(nn.Module):
+  """1x1 expand (x `expand_ratio`, skipped when 1) -> norm -> activation, depthwise `k x k` / `stride`
+  -> norm -> activation, 1x1 project -> norm, `+ x` when the stride is 1 and the channels agree (with
+  stochastic depth `drop_rate` on the branch in training). Modules: `expand`, `expand_norm`,
+  `depthwise`, `depthwise_norm`, `project`, `project_norm`. `conv` and `norm` are module factories
+  (padding "SAME", as TensorFlow's MobileNets and EfficientNets pad)."""
+  features: int
+  kernel_size: int = 3
+  stride: int = 1
+  expand_ratio: int = 6
+  conv: Callable[..., Any] = Conv
+  norm: Callable[..., Any] = BatchNorm
+  activation: Callable[[jax.Array], jax.Array] = nn.relu6
+  drop_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False, mask=None):
+    inputs, c = x, x.shape[-1]
+    if self.expand_ratio != 1:
+      x = self.conv(c * self.expand_ratio, 1, use_bias=False, name="expand")(x)
+      x = self.activation(self.norm(name="expand_norm")(x, train=train, mask=mask))
+    wide = x.shape[-1]
+    x = self.conv(wide, self.kernel_size, stride=self.stride, groups=wide, use_bias=False,
+                  name="depthwise")(x)
+    x = self.activation(self.norm(name="depthwise_norm")(x, train=train, mask=mask))
+    x = self.conv(self.features, 1, use_bias=False, name="project")(x)
+    x = self.norm(name="project_norm")(x, train=train, mask=mask)
+    if self.stride == 1 and c == self.features:
+      if train and self.drop_rate > 0:
+        x = drop_path(x, self.drop_rate, self.make_rng("dropout"))
+      x = x + inputs
+    return x

@@ -150,6 +150,23 @@ def _open_rgb(path):
     raise DatasetError(f"{path}: cannot decode the image ({e})") from None
 
 
+def image_normalizer(mean=IMAGENET_MEAN, std=IMAGENET_STD):
+  """A PIL image -> float32 `[H, W, 3]` array `(pixel / 255 - mean) / std`."""
+  mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+  if mean.shape != (3,) or std.shape != (3,) or not np.all(std > 0):
+    raise DatasetError(f"config.dataset.mean / std must be 3 numbers each, std > 0; got {mean.tolist()}, "
+                       f"{std.tolist()}")
+
+  def normalize(im):
+    return ((np.asarray(im, np.float32) / 255.0 - mean) / std).astype(np.float32)
+  return normalize
+
+
+def eval_view(path: str, resize: int = 256, size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+  """The evaluation input of one image file: `center_crop`, then normalised (torchvision's eval transform)."""
+  return image_normalizer(mean, std)(center_crop(_open_rgb(path), resize, size))
+
+
 def random_resized_crop(im, rng: np.random.Generator, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
   """Inception-style crop (Szegedy et al. 2015): a random area fraction and aspect ratio, resized."""
   from PIL import Image
@@ -165,26 +182,35 @@ def random_resized_crop(im, rng: np.random.Generator, size: int, scale=(0.08, 1.
 
 
 def center_crop(im, resize: int, size: int):
-  """Shorter side to `resize`, then the centre `size x size` crop."""
+  """Shorter side to `resize` (bilinear, antialiased: Pillow's), then the centre `size x size` crop, with
+  torchvision's rounding (`Resize(resize)`: the longer side `int(resize * long / short)`;
+  `CenterCrop(size)`: offsets `int(round((side - size) / 2))`), so that its eval transform and this one
+  give the same pixels (tested)."""
   from PIL import Image
   w, h = im.size
-  s = resize / min(w, h)
-  im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BILINEAR)
-  w, h = im.size
-  x0, y0 = (w - size) // 2, (h - size) // 2
+  if w <= h:
+    nw, nh = resize, int(resize * h / w)
+  else:
+    nw, nh = int(resize * w / h), resize
+  if (nw, nh) != (w, h):
+    im = im.resize((nw, nh), Image.BILINEAR)
+  if nw < size or nh < size:
+    raise DatasetError(f"resize={resize} is smaller than the crop size={size}: set resize >= size")
+  x0, y0 = int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))
   return im.crop((x0, y0, x0 + size, y0 + size))
 
 
 @DATASETS.register("image_folder")
 def image_folder(manual_dir: str | None = None, size: int = 224, resize: int = 256,
-                 train_split: str = "train", eval_split: str = "val") -> Dataset:
-  """An ImageNet-style folder of class subfolders; decoding and cropping happen in the input pipeline."""
+                 train_split: str = "train", eval_split: str = "val", mean=tuple(IMAGENET_MEAN.tolist()),
+                 std=tuple(IMAGENET_STD.tolist())) -> Dataset:
+  """An ImageNet-style folder of class subfolders; decoding and cropping happen in the input pipeline.
+  Pixels in [0, 1] are normalised as `(x - mean) / std` per channel (ImageNet's by default; EfficientNet-Lite's
+  weights want mean 127/255, std 128/255)."""
   root = _manual_dir(manual_dir, "image_folder (e.g. ImageNet)")
   names, train = list_image_folder(os.path.join(root, train_split))
   _, val = list_image_folder(os.path.join(root, eval_split), names)
-
-  def normalize(im):
-    return ((np.asarray(im, np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)
+  normalize = image_normalizer(mean, std)
 
   def preprocess(example):  # evaluation view; training replaces it in `augment`
     return {"x": normalize(center_crop(_open_rgb(example["path"]), resize, size)),

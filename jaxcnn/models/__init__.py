@@ -11,3 +11,4 @@ from jaxcnn.models import unet  # noqa: F401
 from jaxcnn.models import inception_time  # noqa: F401
 from jaxcnn.models import tcn  # noqa: F401
 from jaxcnn.models import mask_rcnn  # noqa: F401
+from jaxcnn.models import efficientnet  # noqa: F401

@@ -23,6 +23,7 @@ from jaxcnn.train import step as step_lib
 from jaxcnn.train.checkpoint import CheckpointFormatError, Checkpointer
 from jaxcnn.train.metrics_writer import MetricsWriter
 from jaxcnn.train.optimizer import make_optimizer, make_schedule
+from jaxcnn.train.start import check_frozen, freeze, load_pretrained
 from jaxcnn.train.parallel import AXIS, Parallel
 from jaxcnn.train.plateau import Plateau
 from jaxcnn.train.report import write_report
@@ -44,9 +45,15 @@ class Components:
   task: Any
 
 
+# config.model keys that say how to start the model, not how to build it (not passed to the model).
+LOADING_KEYS = ("pretrained", "freeze")
+
+
 def _kwargs(section) -> dict:
   d = section.to_dict() if hasattr(section, "to_dict") else dict(section)
   d.pop("name", None)
+  for k in LOADING_KEYS:
+    d.pop(k, None)
   return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
@@ -135,10 +142,12 @@ class _Runtime:
     self.total_steps = int(config.train.epochs) * self.steps_per_epoch
     self.schedule = make_schedule(config.schedule, config.optimizer.learning_rate, self.total_steps,
                                   self.steps_per_epoch)
-    self.tx = make_optimizer(config.optimizer, self.schedule)
+    self.frozen = tuple(config.model.get("freeze", None) or ())
+    self.tx = freeze(make_optimizer(config.optimizer, self.schedule), self.frozen)
     self.par = Parallel(
         config.parallel,
-        functools.partial(step_lib.train_step, model=self.c.model, task=self.c.task, tx=self.tx),
+        functools.partial(step_lib.train_step, model=self.c.model, task=self.c.task, tx=self.tx,
+                          frozen=self.frozen),
         functools.partial(step_lib.eval_step, model=self.c.init_model, task=self.c.task),
         devices)
     # A batch that does not divide over the devices (the paper's 5 on 8) runs in rows rounded up to
@@ -152,6 +161,10 @@ class _Runtime:
       raise registry.ConfigError(f"model {config.model.name!r} cannot be built from config.model "
                                  f"({', '.join(f'{k}={v}' for k, v in _kwargs(config.model).items())}): "
                                  f"{str(e).splitlines()[0]}") from None
+    self.pretrained = None
+    if config.model.get("pretrained"):
+      self.state, self.pretrained = load_pretrained(self.state, self.c.init_model, config, self.tx)
+    check_frozen(self.frozen, self.state.params)
     self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep)
     self._eval_cache: dict[str, list] = {}
     self._predict_fn = None
@@ -337,6 +350,8 @@ def _train_and_evaluate(config, workdir: str, *, devices, interrupt_at_step, con
                 (f" (in {rt.rows_per_step} rows over {par.num_devices} devices, "
                  f"{rt.rows_per_step - rt.batch_size} masked)" if rt.rows_per_step != rt.batch_size else "") +
                 f", {spe} steps/epoch, {epochs} epochs, workdir {workdir}")
+  if rt.pretrained is not None and resumed is None:
+    console.print(rt.pretrained["message"], markup=False)
   if resumed is not None:
     console.print(f"[yellow]Resuming from checkpoint at step {start_step} "
                   f"(epoch {start_step / spe:.2f}) in {rt.ckpt.directory}[/yellow]")
@@ -589,11 +604,17 @@ def write_detection_figure(rt: "_Runtime", state, workdir: str, split: str | Non
 def evaluate_checkpoint(config, workdir: str, *, devices=None) -> dict:
   """`--mode=eval`: the latest checkpoint in `workdir` on every eval split."""
   rt = _Runtime(config, workdir, devices)
-  step, state = rt.restore_latest("eval")
+  if rt.pretrained is not None and rt.ckpt.latest_step() is None:
+    step, state = 0, rt.state  # the pretrained weights themselves: nothing trained in this workdir
+  else:
+    step, state = rt.restore_latest("eval")
   metrics = rt.evaluate(rt.par.put_state(state), write=True)
   rt.ckpt.close()
-  return {"step": step, "data": rt.c.dataset.info.get("note"), "class_names": list(rt.c.dataset.class_names),
-          **metrics}
+  out = {"step": step, "data": rt.c.dataset.info.get("note"), "class_names": list(rt.c.dataset.class_names),
+         **metrics}
+  if step == 0 and rt.pretrained is not None:
+    out["pretrained"] = rt.pretrained["message"]
+  return out
 
 
 def predict_checkpoint(config, workdir: str, texts) -> dict:

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxcnn.train.start import is_frozen
 from jaxcnn.train.state import TrainState
 
 
@@ -42,8 +43,9 @@ def model_mask(batch):
 
 
 def train_step(state: TrainState, batch, *, model, task, tx: optax.GradientTransformation,
-               axis_name: str = "data"):
-  """One optimizer step on the global batch: `(state, batch) -> (state, metric sums)`."""
+               axis_name: str = "data", frozen: tuple[str, ...] = ()):
+  """One optimizer step on the global batch: `(state, batch) -> (state, metric sums)`. The BatchNorm
+  statistics of the top-level modules in `frozen` (`jaxcnn.train.start.is_frozen`) stay as they are."""
   weights = batch["mask"].astype(jnp.float32)
   count = jnp.maximum(jax.lax.psum(jnp.sum(weights), axis_name), 1.0)
   rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), jax.lax.axis_index(axis_name))
@@ -70,8 +72,11 @@ def train_step(state: TrainState, batch, *, model, task, tx: optax.GradientTrans
   # over steps with `min` (see `accumulate`), so the trainer can name the step without a sync per step.
   metrics[FIRST_BAD_LOSS] = _step_if(~jnp.isfinite(metrics["loss"]), state.step)
   metrics[FIRST_BAD_GRAD] = _step_if(~jnp.isfinite(metrics["grad_norm"]), state.step)
+  batch_stats = new_vars.get("batch_stats", state.batch_stats)
+  if frozen:
+    batch_stats = {k: state.batch_stats[k] if is_frozen(k, frozen) else v for k, v in batch_stats.items()}
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                            batch_stats=new_vars.get("batch_stats", state.batch_stats))
+                            batch_stats=batch_stats)
   return new_state, metrics
 
 

