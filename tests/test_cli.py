@@ -12,7 +12,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def launch(*args, devices=1, tfds_dir=None, env=None, timeout=300):
-  """`python launch.py *args` as a user runs it, on CPU; `env`: extra environment variables."""
+  """`python launch.py *args` as a user runs it, on CPU; `env`: extra environment variables.
+
+  Without `--workdir` the run gets a fresh folder of its own: the default workdir (runs/<experiment>)
+  is one per experiment, held by a lock while a run uses it, and the xdist workers run these launches
+  side by side (two of them in runs/fcn_ucr_GunPoint_quick refused each other: "in use by another run").
+  """
+  if not any(a.startswith("--workdir") for a in args):
+    import tempfile
+    args = args + (f"--workdir={tempfile.mkdtemp(prefix='jaxcnn-launch-')}/run",)
   env = {**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, **(env or {})}
   env["JAX_PLATFORMS"] = "cpu"
   if devices > 1:
