@@ -15,6 +15,8 @@ VARIANTS = {
     "lenet_mnist": ["runlocal"],
     "resnet_cifar": ["resnet20,synthetic,runlocal"],
     "resnet_imagenet": ["resnet18,synthetic,runlocal"],
+    # every model's weights load in test_pretrained.py; the pretrained start through the CLI there too
+    "imagenet": ["alexnet,synthetic,runlocal"],
     "c3d_moving_shapes": ["runlocal"],
     "char_cnn": ["ag_news,runlocal", "ag_news_subset,large,runlocal"],
     "unet_roads": ["resize,dice,runlocal"],  # the default variant: test_segmentation's CLI test

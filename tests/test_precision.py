@@ -18,7 +18,7 @@ INPUTS = {
     "lenet5": (2, 32, 32, 1), "lenet5_gap": (2, 32, 32, 1),
     "alexnet": (2, 224, 224, 3), "vgg11": IMAGE, "vgg11_bn": IMAGE, "googlenet": IMAGE, "googlenet_bn": IMAGE,
     "resnet18": IMAGE, "resnet50": IMAGE, "cifar_resnet20": SMALL, "c3d": (1, 16, 32, 32, 3),
-    "unet": (1, 32, 32, 3),
+    "unet": (1, 32, 32, 3), "efficientnet_lite0": SMALL,
 }
 # Deeper variants built by the same code as a model above (traced there).
 SAME_CODE = {"vgg13": "vgg11", "vgg16": "vgg11", "vgg19": "vgg11", "vgg13_bn": "vgg11_bn",

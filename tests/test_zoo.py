@@ -175,6 +175,7 @@ TRAIN_STEP_CASES = {
     **{f"resnet{d}": ((32, 32, 3), {}) for d in (18, 34, 50, 101, 152)},
     **{f"cifar_resnet{d}": ((32, 32, 3), {}) for d in (20, 32, 44, 56, 110)},
     "c3d": ((8, 32, 32, 1), {"width": 16, "fc_units": 32}),
+    "efficientnet_lite0": ((32, 32, 3), {}),
 }
 
 

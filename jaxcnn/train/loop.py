@@ -23,7 +23,7 @@ from jaxcnn.train import step as step_lib
 from jaxcnn.train.checkpoint import CheckpointFormatError, Checkpointer
 from jaxcnn.train.metrics_writer import MetricsWriter
 from jaxcnn.train.optimizer import make_optimizer, make_schedule
-from jaxcnn.train.start import check_frozen, freeze, load_pretrained
+from jaxcnn.train.start import check_frozen, freeze, frozen_names, load_pretrained
 from jaxcnn.train.parallel import AXIS, Parallel
 from jaxcnn.train.plateau import Plateau
 from jaxcnn.train.report import write_report
@@ -142,7 +142,7 @@ class _Runtime:
     self.total_steps = int(config.train.epochs) * self.steps_per_epoch
     self.schedule = make_schedule(config.schedule, config.optimizer.learning_rate, self.total_steps,
                                   self.steps_per_epoch)
-    self.frozen = tuple(config.model.get("freeze", None) or ())
+    self.frozen = frozen_names(config)
     self.tx = freeze(make_optimizer(config.optimizer, self.schedule), self.frozen)
     self.par = Parallel(
         config.parallel,

@@ -21,6 +21,16 @@ from jaxcnn import pretrained as pretrained_lib
 from jaxcnn.registry import ConfigError
 
 
+def frozen_names(config) -> tuple[str, ...]:
+  """`config.model.freeze` as a tuple of names (`--config.model.freeze=conv1,stage1` gives one string)."""
+  value = config.model.get("freeze", None) or ()
+  if isinstance(value, str):
+    value = (value,)
+  # a tuple override on the command line may arrive as one comma-separated string inside the tuple
+  names = [n.strip() for v in value for n in str(v).split(",")]
+  return tuple(n for n in names if n)
+
+
 def is_frozen(name: str, frozen) -> bool:
   return any(name == f or name.startswith(f + "_") for f in frozen)
 
@@ -60,7 +70,7 @@ def load_pretrained(state, model, config, tx):
             f"number of classes than this data set's")
   if info["ignored"]:
     msg += f"; {len(info['ignored'])} tensors of the file not used (e.g. {info['ignored'][0]})"
-  frozen = tuple(config.model.get("freeze", None) or ())
+  frozen = frozen_names(config)
   if frozen:
     msg += f"; frozen: {', '.join(frozen)}"
   info["message"] = msg

