@@ -38,6 +38,17 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
 
 import importlib.util  # noqa: E402
 
+
+def subprocess_env(devices: int | None = None, **extra) -> dict:
+  """The environment of a program a test starts (launch.py, a bench script): the test's own on the CPU,
+  with `devices` forced host devices (None: the host's one CPU device) instead of the suite's 8."""
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  if devices:
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["JAX_PLATFORMS"] = "cpu"
+  env.update(extra)
+  return env
+
 import pytest  # noqa: E402
 
 sys.path.insert(0, ROOT)

@@ -6,13 +6,13 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, subprocess_env
 
 SCRIPT = os.path.join(ROOT, "bench", "accelerator.py")
 
 
 def _run(*args, timeout=600):
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # the host's own devices
+  env = subprocess_env()  # the host's own devices
   return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, env=env, cwd=ROOT,
                         timeout=timeout)
 

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from conftest import subprocess_env
 from jaxcnn import host_memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,10 +22,7 @@ def launch(*args, devices=1, tfds_dir=None, env=None, timeout=300):
   if not any(a.startswith("--workdir") for a in args):
     import tempfile
     args = args + (f"--workdir={tempfile.mkdtemp(prefix='jaxcnn-launch-')}/run",)
-  env = {**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, **(env or {})}
-  env["JAX_PLATFORMS"] = "cpu"
-  if devices > 1:
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env = subprocess_env(devices if devices > 1 else None, **(env or {}))
   if tfds_dir:
     args = args + (f"--config.dataset.data_dir={tfds_dir}",)
   return subprocess.run([sys.executable, os.path.join(ROOT, "launch.py"), *args], cwd=ROOT, env=env,
@@ -138,8 +136,7 @@ def test_preemption_and_kills_at_random_moments_then_the_relaunch_ends_identical
           f"--config.dataset.data_dir={tfds_dir}"]
   ref = launch(*args, f"--workdir={tmp_path / 'ref'}")
   assert ref.returncode == 0, ref.stderr[-2000:]
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env.update(JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+  env = subprocess_env(PYTHONUNBUFFERED="1")
   wd, rng, stops = tmp_path / "stopped", random.Random(0), []
   for sig in (signal.SIGTERM, signal.SIGKILL, signal.SIGKILL):
     p = subprocess.Popen([sys.executable, os.path.join(ROOT, "launch.py"), *args, f"--workdir={wd}"], cwd=ROOT,

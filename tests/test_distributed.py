@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import subprocess_env
 from jaxcnn import distributed
 from jaxcnn.registry import ConfigError
 
@@ -23,9 +24,7 @@ ARGS = ["--config=experiments/fcn_ucr.py:ItalyPowerDemand,runlocal", "--config.m
 
 
 def _env(devices: int) -> dict:
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  return env
+  return subprocess_env(devices)
 
 
 def _free_port() -> int:

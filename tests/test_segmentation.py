@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import subprocess_env
 from jaxcnn import segment
 from jaxcnn.data import DatasetError
 from jaxcnn.data import roads as R
@@ -324,7 +325,7 @@ def run_cli(*args):
   if os.environ.get("JAXCNN_TEST_SEED"):  # as conftest.load_experiment: the learning test under seed k
     args = (*args, f"--config.seed={os.environ['JAXCNN_TEST_SEED']}")
   return subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, capture_output=True, text=True,
-                        env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""})
+                        env=subprocess_env())
 
 
 def test_cli_trains_learns_and_predicts_a_folder(tmp_path, tfds_dir):

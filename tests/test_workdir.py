@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from conftest import subprocess_env
 from jaxcnn.registry import ConfigError
 from jaxcnn.train import workdir as W
 from test_cli import ROOT, launch
@@ -28,7 +29,7 @@ def test_the_lock_is_exclusive_and_names_its_holder(tmp_path):
 
 def test_a_second_run_is_refused_and_a_killed_run_leaves_no_lock(tmp_path, tfds_dir):
   wd = tmp_path / "run"
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = subprocess_env()
   first = subprocess.Popen([sys.executable, os.path.join(ROOT, "launch.py"), *RUN, "--config.train.epochs=100000",
                             f"--workdir={wd}", f"--config.dataset.data_dir={tfds_dir}"], cwd=ROOT,
                            env={**env, "JAX_PLATFORMS": "cpu"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
