@@ -40,6 +40,8 @@ def define_flags(default_config: str) -> None:
   flags.DEFINE_string("cam_split", "test", "--mode=cam: the split the examples come from.")
   flags.DEFINE_string("cam_out", None, "--mode=cam: the PNG to write (default: workdir/cam_<split>.png).")
   flags.DEFINE_multi_string("text", None, "--mode=predict: a text to classify (repeatable).")
+  flags.DEFINE_multi_string("image", None, "--mode=predict (image classification): an image file to "
+                            "classify (repeatable); prints its top-5 classes.")
   flags.DEFINE_string("text_file", None, "--mode=predict: a file of texts to classify, one per line.")
   flags.DEFINE_string("input_dir", None, "--mode=predict (segmentation): a folder of images to segment "
                       "(any size; overlapping tiles of --config.predict.tile pixels).")
@@ -277,6 +279,14 @@ def main(argv) -> None:
                       f"  patch F1 {o['patch_f1']:.4f}")
       console.print(f"Wrote <name>_prob.png, <name>_overlay.png and metrics.json in {out['output_dir']}")
       return
+    if FLAGS.mode == "predict" and FLAGS.image:
+      from jaxcnn.train.classify import classify_images
+      out = classify_images(config, workdir, FLAGS.image)
+      console.print(out["weights"] + ":", markup=False)
+      for r in out["predictions"]:
+        console.print(f"  {r['image']}", markup=False)
+        console.print("    " + "  ".join(f"{name} {p:.3f}" for name, p in r["top"]), markup=False)
+      return
     if FLAGS.mode == "predict":
       texts = list(FLAGS.text or [])
       if FLAGS.text_file:
@@ -294,17 +304,19 @@ def main(argv) -> None:
                       "  ".join(f"{name} {p:.3f}" for name, p in probs))
       return
     if FLAGS.mode == "eval":
-      metrics = loop.evaluate_checkpoint(config, workdir)
-      data = metrics.pop("data")
-      names = [str(n) for n in metrics.pop("class_names")]
+      from jaxcnn.train.evaluation import PRINTED_CONFUSION_CLASSES, evaluate_checkpoint
+      out = evaluate_checkpoint(config, workdir, console=console)
+      names = [str(n) for n in out["class_names"]]
       kernels = xla_setup.cpu_kernels()
-      where = (metrics.pop("pretrained") if "pretrained" in metrics else
-               f"Checkpoint step {metrics['step']} in {workdir}")
-      metrics.pop("step")
-      console.print(where + (f", {data}" if data else "") + (f" ({kernels} convolutions)" if kernels else "")
-                    + ":", markup=False)
-      for k, v in metrics.items():
+      console.print(out["weights"] + (f", {out['data']}" if out["data"] else "")
+                    + (f" ({kernels} convolutions)" if kernels else "") + ":", markup=False)
+      for k, v in out.items():
+        if "/" not in k:
+          continue
         if k.endswith("confusion"):
+          if len(names) > PRINTED_CONFUSION_CLASSES:
+            console.print(f"  {k}: {len(names)} x {len(names)} in eval.json")
+            continue
           console.print(f"  {k} (rows: true, columns: predicted):")
           w = max(6, *(len(n) for n in names)) + 1
           console.print("    " + " " * w + "".join(f"{n[:w - 1]:>{w}}" for n in names))
@@ -312,6 +324,14 @@ def main(argv) -> None:
             console.print(f"    {name[:w - 1]:<{w}}" + "".join(f"{c:>{w}d}" for c in row))
         else:
           console.print(f"  {k}: {v:.4f}")
+      if out.get("paper_error") is not None:
+        top5 = out.get("paper_top5_error")
+        console.print(f"  published: {out['paper']} (error {_pct(out['paper_error'])}"
+                      + (f", top-5 error {_pct(top5)}" if top5 is not None else "") + ")", markup=False)
+      elif out.get("paper"):
+        console.print(f"  published: {out['paper']}", markup=False)
+      if out.get("report"):
+        console.print(f"Wrote {out['report']} and eval.json")
       return
     if "benchmark" in config:
       from jaxcnn.train.benchmark import run_benchmark, table

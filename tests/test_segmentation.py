@@ -347,13 +347,13 @@ def test_cli_trains_learns_and_predicts_a_folder(tmp_path, tfds_dir):
 
   # --mode=eval (in-process, as the CLI calls it) reproduces the final metrics from the checkpoint.
   from jaxcnn.registry import ConfigError
-  from jaxcnn.train import loop
+  from jaxcnn.train import evaluation, loop
   sys.path.insert(0, os.path.join(ROOT, "tests"))
   from conftest import load_experiment
   c = load_experiment("unet_roads", "runlocal")
   c.dataset.manual_dir, c.dataset.data_dir, c.model.features, c.dataset.crop_size = root, tfds_dir, 8, 48
   c.train.batch_size, c.train.epochs, c.optimizer.learning_rate = 8, 6, 0.01  # 8 test devices
-  evaluated = loop.evaluate_checkpoint(c, wd)
+  evaluated = evaluation.evaluate_checkpoint(c, wd)
   assert evaluated["validation/iou"] == pytest.approx(result["final"]["validation/iou"], abs=1e-6)
 
   other = make_road_folder(str(tmp_path / "other"), n=2, size=100, seed=7)  # 100x100: not on the grid

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxcnn.train import loop
+from jaxcnn.train import evaluation, loop
 from jaxcnn.train.checkpoint import Checkpointer
 from jaxcnn.train.metrics_writer import MetricsWriter
 
@@ -131,7 +131,7 @@ def test_eval_mode_reproduces_the_final_metrics(small_config, tmp_path):
   c = small_config
   c.train.epochs = 3
   result = loop.train_and_evaluate(c, str(tmp_path), devices=jax.devices()[:1])
-  ev = loop.evaluate_checkpoint(c, str(tmp_path), devices=jax.devices()[:1])
+  ev = evaluation.evaluate_checkpoint(c, str(tmp_path), devices=jax.devices()[:1])
   assert ev["step"] == 30
   meta = json.load(open(tmp_path / "checkpoints" / "30" / "loop" / "metadata"))
   assert meta["format_version"] == 1 and meta["jaxcnn_version"] and "train" in json.loads(meta["config"])

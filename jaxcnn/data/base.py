@@ -48,8 +48,11 @@ class Dataset:
   coco_ground_truth: Callable[[str], dict] | None = None
 
   def example(self) -> dict[str, np.ndarray]:
-    """One preprocessed training example (used to initialise models)."""
-    return self.preprocess(self.train[0])
+    """One preprocessed example (used to initialise models): the first training example, or the first
+    of an eval split when the data set is for evaluation only."""
+    if len(self.train):
+      return self.preprocess(self.train[0])
+    return self.preprocess(next(iter(self.evals.values()))[0])
 
 
 def prepare_builder(builder) -> None:

@@ -78,6 +78,13 @@ def find_cifar10(root: str):
                      "files themselves. Point --config.dataset.manual_dir at the folder you extracted.")
 
 
+def imagenet_class_names() -> list[str]:
+  """ImageNet's 1000 class names, in the order of the published weights' outputs (the sorted WordNet
+  ids of ImageNet's folders; the short names torchvision's models print), from imagenet_classes.txt."""
+  with open(os.path.join(os.path.dirname(__file__), "imagenet_classes.txt"), encoding="utf-8") as f:
+    return [line.rstrip("\n") for line in f]
+
+
 def _manual_dir(manual_dir, what):
   if not manual_dir:
     raise DatasetError(f"{what} is read from your copy of the data: pass --config.dataset.manual_dir=DIR "
@@ -208,8 +215,15 @@ def image_folder(manual_dir: str | None = None, size: int = 224, resize: int = 2
   Pixels in [0, 1] are normalised as `(x - mean) / std` per channel (ImageNet's by default; EfficientNet-Lite's
   weights want mean 127/255, std 128/255)."""
   root = _manual_dir(manual_dir, "image_folder (e.g. ImageNet)")
-  names, train = list_image_folder(os.path.join(root, train_split))
-  _, val = list_image_folder(os.path.join(root, eval_split), names)
+  note = None
+  if not os.path.isdir(os.path.join(root, train_split)) and os.path.isdir(os.path.join(root, eval_split)):
+    # evaluation only (a copy of ImageNet's validation set): the classes are the eval split's folders
+    names, val = list_image_folder(os.path.join(root, eval_split))
+    train = []
+    note = f"no {train_split}/ folder: evaluation only"
+  else:
+    names, train = list_image_folder(os.path.join(root, train_split))
+    _, val = list_image_folder(os.path.join(root, eval_split), names)
   normalize = image_normalizer(mean, std)
 
   def preprocess(example):  # evaluation view; training replaces it in `augment`
@@ -228,7 +242,7 @@ def image_folder(manual_dir: str | None = None, size: int = 224, resize: int = 2
   ds = Dataset(name=f"image_folder/{os.path.basename(os.path.normpath(root))}", train=FolderSource(train),
                evals={"test": FolderSource(val)}, preprocess=preprocess, num_classes=len(names),
                class_names=names, info=dict(source_dir=root, num_train=len(train), num_test=len(val),
-                                            size=size), augment=augment,
+                                            size=size, **({"note": note} if note else {})), augment=augment,
                train_preprocess=preprocess_train)
   return ds
 

@@ -150,29 +150,65 @@ def _load(root: str, data_dir: str | None):
   return files, {s: _materialize(builder.as_data_source(split=s)) for s in ("train", "test")}
 
 
-def preprocess_fn(pad_to: int, normalize: str):
+def preprocess_fn(pad_to: int, normalize: str, size: int = 0, channels: int = 1, mean: float = 0.0,
+                  std: float = 1.0):
+  """`size` > 0 resizes the (padded) digit to `size x size` (bilinear), `channels=3` repeats it as an RGB
+  image, and `(x - mean) / std` follows the normalisation: the input of a network pretrained on
+  photographs (experiments/finetune_mnist.py)."""
   if normalize not in NORMALIZATIONS:
     raise DatasetError(f"normalize={normalize!r} is not one of {', '.join(NORMALIZATIONS)}")
   if pad_to < 28 or (pad_to - 28) % 2:
     raise DatasetError(f"pad_to={pad_to} must be 28 or more and even (28 + 2 * padding)")
+  if channels not in (1, 3):
+    raise DatasetError(f"channels={channels} must be 1 (grey) or 3 (the grey digit as RGB)")
+  if size < 0 or std <= 0:
+    raise DatasetError(f"size={size} must be >= 0 (0: no resize) and std={std} > 0")
   pad = (pad_to - 28) // 2
 
   def preprocess(example):
-    x = np.asarray(example["image"], np.float32) / 255.0
+    image = np.asarray(example["image"])
+    if size:
+      from PIL import Image
+      padded = np.pad(image[..., 0], pad)
+      image = np.asarray(Image.fromarray(padded).resize((size, size), Image.BILINEAR))[..., None]
+      grown = 0
+    else:
+      grown = pad
+    x = np.asarray(image, np.float32) / 255.0
     if normalize == "lecun":  # background (0) -> -0.1, foreground (1) -> 1.175; the padding too
       x = x * 1.275 - 0.1
       fill = -0.1
     else:
       fill = 0.0
-    x = np.pad(x, ((pad, pad), (pad, pad), (0, 0)), constant_values=fill)
+    x = np.pad(x, ((grown, grown), (grown, grown), (0, 0)), constant_values=fill)
+    x = (x - mean) / std
+    if channels == 3:
+      x = np.repeat(x, 3, axis=-1)
     return {"x": x.astype(np.float32), "label": np.int32(example["label"])}
   return preprocess
 
 
+def per_class_subset(source: "ArraySource", per_class: int, seed: int) -> "ArraySource":
+  """`per_class` examples of each class, drawn without replacement with `seed` (in the source's order)."""
+  rng = np.random.default_rng(seed)
+  keep = []
+  for c in np.unique(source.labels):
+    idx = np.flatnonzero(source.labels == c)
+    if len(idx) < per_class:
+      raise DatasetError(f"train_per_class={per_class}, but class {c} has {len(idx)} training examples")
+    keep.append(rng.choice(idx, per_class, replace=False))
+  keep = np.sort(np.concatenate(keep))
+  return ArraySource(source.images[keep], source.labels[keep])
+
+
 @DATASETS.register("mnist")
 def mnist(manual_dir: str | None = None, data_dir: str | None = None, pad_to: int = 32,
-          normalize: str = "lecun", eval_files: str | None = None) -> Dataset:
-  """MNIST from the official IDX files in `manual_dir`."""
+          normalize: str = "lecun", eval_files: str | None = None, train_per_class: int = 0,
+          subset_seed: int = 0, size: int = 0, channels: int = 1, mean: float = 0.0,
+          std: float = 1.0) -> Dataset:
+  """MNIST from the official IDX files in `manual_dir`. `train_per_class` > 0 trains on that many
+  images of each digit (drawn with `subset_seed`; the test split stays whole); `size`, `channels`,
+  `mean`, `std`: see `preprocess_fn`."""
   if not manual_dir:
     raise DatasetError("MNIST is read from the official IDX files: pass --config.dataset.manual_dir=DIR "
                        "(a folder with train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
@@ -181,8 +217,11 @@ def mnist(manual_dir: str | None = None, data_dir: str | None = None, pad_to: in
   if not os.path.isdir(root):
     raise DatasetError(f"--config.dataset.manual_dir={manual_dir} does not exist. Point it at a folder "
                        "with the official MNIST IDX files.")
-  preprocess = preprocess_fn(pad_to, normalize)
+  preprocess = preprocess_fn(pad_to, normalize, size, channels, mean, std)
   files, splits = _load(root, os.path.expanduser(data_dir) if data_dir else None)
+  train = splits["train"]
+  if train_per_class:
+    train = per_class_subset(train, int(train_per_class), int(subset_seed))
   test, test_files = splits["test"], files["test"]
   if eval_files:
     parts = [p for p in eval_files.split(",") if p]
@@ -200,8 +239,11 @@ def mnist(manual_dir: str | None = None, data_dir: str | None = None, pad_to: in
   partial = "t10k-part" in os.path.basename(test_files[0])
   note = (f"test split = {len(test):,} of the official 10,000 test images ({os.path.basename(test_files[0])})"
           if partial else f"test split = {os.path.basename(test_files[0])} ({len(test):,} images)")
+  if train_per_class:
+    note = (f"train split = {train_per_class} images of each digit ({len(train):,} of "
+            f"{len(splits['train']):,}, seed {subset_seed}); " + note)
   info = dict(note=note, source_dir=root, train_files=files["train"], test_files=test_files,
-              num_train=len(splits["train"]), num_test=len(test), partial_test_set=partial,
+              num_train=len(train), num_test=len(test), partial_test_set=partial,
               pad_to=pad_to, normalize=normalize)
-  return Dataset(name="mnist", train=splits["train"], evals={"test": test}, preprocess=preprocess,
+  return Dataset(name="mnist", train=train, evals={"test": test}, preprocess=preprocess,
                  num_classes=10, class_names=[str(d) for d in range(10)], info=info)

