@@ -36,6 +36,8 @@ SCRIPTS = [
      "data set x epochs x seeds", "[ucr_cost.md](ucr_cost.md)"),
     ("mask_rcnn", "Mask R-CNN inference time per image (small at 128², ResNet-50-C4 and -FPN at the paper's "
      "800 x 1333), host post-processing, compile time, peak memory", "[mask_rcnn.md](mask_rcnn.md)"),
+    ("equivalence", "the zoo against torchvision (and EfficientNet-Lite0 against its PyTorch port): the "
+     "largest difference of the logits for the same weights, per model", "[equivalence.md](equivalence.md)"),
 ]
 BEGIN, END = "<!-- index:begin -->", "<!-- index:end -->"
 

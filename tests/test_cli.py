@@ -64,6 +64,23 @@ def test_mistakes_give_one_message_and_exit_code_2(args, message, tfds_dir):
   r = launch(*args, tfds_dir=tfds_dir)
   assert r.returncode == 2, r.stderr[-2000:]
   assert message in r.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config=experiments/imagenet.py:resnet18,synthetic", "--config.model.pretrained=/no/such.pth"],
+     "--config.model.pretrained=/no/such.pth: no weight file at /no/such.pth"),
+    (["--config=experiments/imagenet.py:efficientnet_lite0,synthetic", "--config.model.name=lenet5",
+      "--config.model.pretrained=README.md"], "model 'lenet5' has no reference layout to load weights from"),
+    (["--config=experiments/imagenet.py:resnet18", "--mode=predict", "--image=/no/such.jpg"],
+     "--image=/no/such.jpg does not exist"),
+    (["--config=experiments/imagenet.py:resnet18", "--mode=predict", "--image=README.md"],
+     "--image=README.md is not an image file"),
+])
+def test_weight_file_and_image_mistakes_give_one_message_and_exit_code_2(args, message):
+  """Caught before anything is built: no model is initialised, no data set read."""
+  r = launch(*args)
+  assert r.returncode == 2, r.stderr[-2000:]
+  assert message in r.stderr and "Traceback" not in r.stderr, r.stderr
   assert "Traceback" not in r.stderr
   assert "epoch" not in r.stdout  # nothing was trained
 

@@ -166,7 +166,7 @@ def test_a_training_checkpoint_is_unwrapped_and_safetensors_npz_round_trip(tmp_p
 def test_a_pickled_module_is_refused_without_running_it(tmp_path):
   model = torch.nn.Conv2d(1, 1, 1)
   torch.save(model, tmp_path / "module.pth")
-  with pytest.raises(pretrained.WeightFileError, match="whole model object.*state_dict"):
+  with pytest.raises(pretrained.WeightFileError, match="pickles a whole model object.*state_dict"):
     pretrained.read_state_dict(str(tmp_path / "module.pth"))
 
   class Evil:
@@ -189,7 +189,7 @@ def test_a_truncated_file_says_so(tmp_path, fmt):
     pretrained.save_state_dict(str(path), sd)
   data = path.read_bytes()
   path.write_bytes(data[: len(data) * 2 // 3])
-  with pytest.raises(pretrained.WeightFileError, match="truncated"):
+  with pytest.raises(pretrained.WeightFileError, match="is truncated"):
     pretrained.read_state_dict(str(path))
 
 

