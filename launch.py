@@ -8,8 +8,8 @@ import sys
 
 try:
   # Restart once with glibc's huge-page tunable: XLA:CPU's large temporaries then cost 512x fewer page
-  # faults per step (jaxcnn/host_memory.py; JAXCNN_HOST_MALLOC=system keeps the C library's way).
-  from jaxcnn import host_memory
+  # faults per step (jaxcnn/backends/xla_cpu/host_memory.py; JAXCNN_HOST_MALLOC=system keeps the C library's way).
+  from jaxcnn.backends.xla_cpu import host_memory
   if __name__ == "__main__":  # a program that imports this file is left as it was started
     host_memory.reexec()
   from jaxcnn import cli

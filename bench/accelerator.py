@@ -332,6 +332,6 @@ def main():
 
 
 if __name__ == "__main__":
-  from jaxcnn import host_memory  # as launch.py runs: huge pages for XLA:CPU's large buffers
+  from jaxcnn.backends.xla_cpu import host_memory  # as launch.py runs: huge pages for XLA:CPU's large buffers
   host_memory.reexec()
   main()

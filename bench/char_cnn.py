@@ -153,7 +153,7 @@ def main():
 
 
 if __name__ == "__main__":
-  # as launch.py runs: glibc huge pages for XLA:CPU's large buffers (jaxcnn/host_memory.py)
-  from jaxcnn import host_memory  # noqa: E402
+  # as launch.py runs: glibc huge pages for XLA:CPU's large buffers (jaxcnn/backends/xla_cpu/host_memory.py)
+  from jaxcnn.backends.xla_cpu import host_memory  # noqa: E402
   host_memory.reexec()
   main()

@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jaxcnn import host_memory, xla_setup  # noqa: E402
+from jaxcnn.backends.xla_cpu import host_memory, xla_setup  # noqa: E402
 from jaxcnn.conv import conv, conv_transpose  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -149,7 +149,7 @@ def table(rows, torch_version, threads) -> str:
              "YNNPACK (jaxlib's default)")
   lines = [f"Measured on {os.cpu_count()} CPU cores ({cpu}), jax {jax.__version__}, XLA:CPU convolution "
            f"kernels: {kernels}, PyTorch {torch_version} ({threads} threads), float32, milliseconds "
-           f"(min of runs); host malloc for both: {host_memory.policy()} (jaxcnn/host_memory.py).", "",
+           f"(min of runs); host malloc for both: {host_memory.policy()} (jaxcnn/backends/xla_cpu/host_memory.py).", "",
            "| type (stands for) | fwd jaxcnn | fwd XLA | fwd PyTorch | **fwd ratio** | fwd+bwd jaxcnn "
            "| fwd+bwd XLA | fwd+bwd PyTorch | **fwd+bwd ratio** | max rel. diff |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -23,7 +23,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from jaxcnn import host_memory  # noqa: E402
+from jaxcnn.backends.xla_cpu import host_memory  # noqa: E402
 
 TORCHVISION = {"alexnet": "alexnet", **{f"vgg{d}{bn}": f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")},
                "googlenet_bn": "googlenet", **{f"resnet{d}": f"resnet{d}" for d in (18, 34, 50, 101, 152)}}

@@ -113,7 +113,7 @@ def measure_config(config, steps: int, devices=None, inference: bool = False) ->
     rt.ckpt.close()
   step_s = float(np.median(times))
   stats = jax.devices()[0].memory_stats() or {}
-  from jaxcnn import xla_setup
+  from jaxcnn.backends.xla_cpu import xla_setup
   return {**infer, "example_shape": example_shape, "num_devices": rt.par.num_devices,
           "kernels": xla_setup.cpu_kernels() or "n/a", "batch": rt.batch_size,
           "params": loop.num_params(rt.state.params),
@@ -167,7 +167,7 @@ def main():
   for name in names:
     print(f"{name} ...", flush=True)
     # the CPU convolution kernels launch.py would use: the config's, unless the environment chose
-    from jaxcnn import xla_setup
+    from jaxcnn.backends.xla_cpu import xla_setup
     spec = next(s for n, s, *_ in FAMILIES if n == name)
     kernels, _ = xla_setup.choose(None, _load_config(spec).get("cpu_convolutions"), os.environ)
     run_env = {**env, xla_setup.ENV: kernels} if kernels else env
@@ -184,7 +184,7 @@ def main():
 
 
 def _host_malloc() -> str:
-  from jaxcnn import host_memory
+  from jaxcnn.backends.xla_cpu import host_memory
   return {"hugepages": "GLIBC_TUNABLES=glibc.malloc.hugetlb=1"}.get(host_memory.policy(),
                                                                    "the C library's malloc")
 
@@ -198,7 +198,7 @@ def write(rows, a):
            f"{os.cpu_count()} CPUs), jax {jax.__version__}. Each family is its experiment config as "
            "`launch.py` builds it, one process each, with the CPU convolution kernels its config names "
            "(`config.cpu_convolutions`, unless `JAXCNN_CPU_CONVOLUTIONS` is set), and host memory as "
-           f"launch.py sets it (`{_host_malloc()}`, jaxcnn/host_memory.py). Step time: median of the "
+           f"launch.py sets it (`{_host_malloc()}`, jaxcnn/backends/xla_cpu/host_memory.py). Step time: median of the "
            "timed steps. Pipeline: "
            "the grain iterator alone; headroom = pipeline rate / step rate (above 1: the devices never "
            "wait for data). Peak RSS: the process's host memory.", "",
@@ -226,7 +226,7 @@ def write(rows, a):
 
 if __name__ == "__main__":
   sys.path.insert(0, ROOT)
-  # as launch.py runs: glibc huge pages for XLA:CPU's large buffers (jaxcnn/host_memory.py)
-  from jaxcnn import host_memory  # noqa: E402
+  # as launch.py runs: glibc huge pages for XLA:CPU's large buffers (jaxcnn/backends/xla_cpu/host_memory.py)
+  from jaxcnn.backends.xla_cpu import host_memory  # noqa: E402
   host_memory.reexec()
   main()

@@ -64,7 +64,7 @@ def main():
       continue
     print(f"== bench/{name}.py", flush=True)
     t = time.time()
-    # conv_types, unet: one table per XLA:CPU convolution kernel (jaxcnn/xla_setup.py)
+    # conv_types, unet: one table per XLA:CPU convolution kernel (jaxcnn/backends/xla_cpu/xla_setup.py)
     envs = [{}, {"JAXCNN_CPU_CONVOLUTIONS": "eigen"}] if name in ("conv_types", "unet") else [{}]
     codes = [subprocess.run([sys.executable, os.path.join(BENCH, f"{name}.py")], cwd=os.path.dirname(BENCH),
                             env={**os.environ, **env}).returncode for env in envs]

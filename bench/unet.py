@@ -28,7 +28,7 @@ import optax
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from jaxcnn import xla_setup  # noqa: E402
+from jaxcnn.backends.xla_cpu import xla_setup  # noqa: E402
 from jaxcnn.data import pipeline  # noqa: E402
 from jaxcnn.models.unet import unet  # noqa: E402
 from jaxcnn.tasks.segmentation import Segmentation  # noqa: E402
@@ -213,7 +213,7 @@ def main():
 
 
 if __name__ == "__main__":
-  # as launch.py runs: glibc huge pages for XLA:CPU's large buffers (jaxcnn/host_memory.py)
-  from jaxcnn import host_memory  # noqa: E402
+  # as launch.py runs: glibc huge pages for XLA:CPU's large buffers (jaxcnn/backends/xla_cpu/host_memory.py)
+  from jaxcnn.backends.xla_cpu import host_memory  # noqa: E402
   host_memory.reexec()
   main()

@@ -50,7 +50,7 @@ def define_flags(default_config: str) -> None:
   flags.DEFINE_enum("cpu_convolutions", None, ("ynnpack", "eigen"), "On CPU, the kernels that run "
                     "the convolutions: ynnpack (jaxlib's default, one thread each) or eigen (XLA's "
                     "multi-threaded Eigen kernels; faster for some models, slower for others: see "
-                    "jaxcnn/xla_setup.py). Default: $JAXCNN_CPU_CONVOLUTIONS, else the config's "
+                    "jaxcnn/backends/xla_cpu/xla_setup.py). Default: $JAXCNN_CPU_CONVOLUTIONS, else the config's "
                     "cpu_convolutions (the experiment's measured choice), else ynnpack.")
   flags.DEFINE_string("output_dir", None, "--mode=predict (segmentation): where the probability masks, "
                       "overlays and metrics.json go (default: workdir/predictions).")
@@ -191,7 +191,8 @@ def main(argv) -> None:
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.ERROR)  # TFDS and JAX log at INFO/WARNING about normal things
   _quiet_disk_full_logs()
-  from jaxcnn import distributed, xla_setup
+  from jaxcnn import distributed
+  from jaxcnn.backends.xla_cpu import xla_setup
   # before anything starts a JAX backend: the flag, else the environment, else the experiment's choice
   kernels, source = xla_setup.choose(FLAGS.cpu_convolutions, FLAGS.config.get("cpu_convolutions"))
   if kernels is not None:

@@ -6,7 +6,7 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # (`import jaxcnn` then sets NPROC=16: thread-pool room for the 8-device collectives, without which a
-# loaded run aborted now and then; jaxcnn/xla_setup.py: spare_collective_threads.)
+# loaded run aborted now and then; jaxcnn/backends/xla_cpu/xla_setup.py: spare_collective_threads.)
 # The suite is compile-bound and compiles the same programs many times (every seed of a benchmark, each
 # kill-and-resume pair, the CLI subprocesses): XLA's persistent cache, shared by the xdist workers and
 # the subprocesses through the environment, compiles each once. Results are the same executables. The

@@ -150,9 +150,10 @@ def test_max_pool_fast_path_equals_reduce_window_with_ties(shape, window):
   """Non-overlapping max-pooling on CPU (reshape + max, custom gradient) gives XLA's numbers exactly:
   the same maxima and the whole gradient on the first maximum of each window, ties included."""
   from jaxcnn.conv import pooling
+  from jaxcnn.conv.nd import ntuple
   rng = np.random.default_rng(0)
   x = jnp.asarray(np.maximum(rng.integers(-2, 3, shape), 0).astype(np.float32))  # many ties
-  ws = pooling._tuple(window, x.ndim - 2, "window")
+  ws = ntuple(window, x.ndim - 2, "window")
   ref = lambda v: jax.lax.reduce_window(v, -jnp.inf, jax.lax.max, (1, *ws, 1), (1, *ws, 1), "VALID")  # noqa: E731
   new = lambda v: pooling.max_pool(v, window)  # noqa: E731
   y, vjp = jax.vjp(new, x)

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from conftest import subprocess_env
-from jaxcnn import host_memory
+from jaxcnn.backends.xla_cpu import host_memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -103,7 +103,7 @@ def test_overrides_reach_the_run_and_eval_mode(tmp_path, tfds_dir):
   assert "test error at the epoch of lowest train/loss" in r.stdout and "report.md" in r.stdout
   report = open(os.path.join(wd, "report.md")).read()
   assert '"cpu_convolutions": "ynnpack"' in report  # jaxlib's default
-  # launch.py restarted itself with glibc's huge-page tunable (jaxcnn/host_memory.py)
+  # launch.py restarted itself with glibc's huge-page tunable (jaxcnn/backends/xla_cpu/host_memory.py)
   assert f'"host_malloc": "{"system" if host_memory.unsupported() else "hugepages"}"' in report
   assert "ynnpack convolutions, host malloc " in r.stdout
   # Evaluated with the other CPU convolution kernels (Eigen's, as a config may name them): the same

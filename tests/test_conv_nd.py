@@ -6,8 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcnn import host_memory, xla_setup
-from jaxcnn.conv import Conv, causal_conv, conv, convolve, nd, output_size, resolve_padding
+from jaxcnn.backends.xla_cpu import convolution as xla_cpu_conv
+from jaxcnn.backends.xla_cpu import host_memory, xla_setup
+from jaxcnn.conv import Conv, causal_conv, conv, convolve, output_size, resolve_padding
 
 
 def numpy_conv(x, w, stride, pads, dilation, groups):
@@ -127,7 +128,7 @@ def test_second_derivatives_through_the_fast_path(eigen, monkeypatch):
 
 def test_forward_picks_out_taps_where_it_was_measured_faster():
   """YNNPACK's undifferentiated 2D forward: "out_taps" for O <= C on large images (bench/README.md)."""
-  pick = lambda x, k, stride=(1, 1), pads=((1, 1), (1, 1)), dil=(1, 1), groups=1: nd._forward_impl(
+  pick = lambda x, k, stride=(1, 1), pads=((1, 1), (1, 1)), dil=(1, 1), groups=1: xla_cpu_conv.forward_form(
       x, k, stride, pads, dil, groups)
   assert pick((16, 56, 56, 64), (3, 3, 64, 64)) == "out_taps"
   assert pick((8, 64, 64, 128), (3, 3, 128, 64)) == "out_taps"
@@ -145,7 +146,7 @@ def test_ynnpack_forward_with_out_taps_equals_xla_convolution(ks, size, monkeypa
   """A case where the YNNPACK forward takes the out-taps form (3D: each of its 2D convolutions): the
   value equals XLA's convolution, and the derivatives (lead taps) still do."""
   monkeypatch.setattr(xla_setup, "eigen_convolutions", lambda: False)
-  assert nd._forward_impl((2, *size[-2:], 5), (3, 3, 5, 4), (1, 1), ((1, 1), (1, 1)), (1, 1), 1) == \
+  assert xla_cpu_conv.forward_form((2, *size[-2:], 5), (3, 3, 5, 4), (1, 1), ((1, 1), (1, 1)), (1, 1), 1) == \
       "out_taps"
   rng = np.random.default_rng(3)
   x = jnp.asarray(rng.normal(size=(2, *size, 5)), jnp.float32)
@@ -163,7 +164,7 @@ def test_depthwise_weight_gradient_in_image_pairs_equals_xla(size, ks, stride, d
                                                             monkeypatch):
   """Large inputs get the depthwise weight gradient two images at a time (a loop over pairs): the
   same gradients, forward-mode tangents and second derivatives as XLA's grouped convolution."""
-  monkeypatch.setattr(nd, "DEPTHWISE_PAIRS_MIN_BYTES", 0)
+  monkeypatch.setattr(xla_cpu_conv, "DEPTHWISE_PAIRS_MIN_BYTES", 0)
   monkeypatch.setattr(host_memory, "policy", lambda environ=None: "hugepages")
   rng = np.random.default_rng(4)
   c = 3

@@ -1,11 +1,11 @@
-"""launch.py restarts itself with glibc's huge-page tunable (jaxcnn/host_memory.py), unless told not to."""
+"""launch.py restarts itself with glibc's huge-page tunable (jaxcnn/backends/xla_cpu/host_memory.py), unless told not to."""
 import os
 import subprocess
 import sys
 
 import pytest
 
-from jaxcnn import host_memory
+from jaxcnn.backends.xla_cpu import host_memory
 from test_cli import launch
 
 ON = "glibc.malloc.hugetlb=1"

@@ -7,14 +7,14 @@ import pytest
 
 from conftest import load_experiment
 from test_cli import launch
-from jaxcnn import xla_setup
+from jaxcnn.backends.xla_cpu import xla_setup
 
 FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PROBE = """
 import os, jax, jax.numpy as jnp
-from jaxcnn import xla_setup
+from jaxcnn.backends.xla_cpu import xla_setup
 from jaxcnn.conv import conv
 x, w = jnp.ones((16, 56, 56, 64)), jnp.ones((3, 3, 64, 64))  # YNNPACK takes convolutions this big
 hlo = jax.jit(lambda x, w: conv(x, w, impl="lax")).lower(x, w).compile().as_text()

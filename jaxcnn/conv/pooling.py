@@ -4,7 +4,6 @@ All channels-last `[batch, *spatial, channels]`; windows and strides are per spa
 """
 from __future__ import annotations
 
-import functools
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -12,15 +11,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn.conv.nd import _DEFAULT_IMPL, Padding, _tuple, resolve_padding
+from jaxcnn.conv.nd import Padding, current_impl, ntuple, resolve_padding
 
 
 def _window(x: jax.Array, window, stride, padding):
   n = x.ndim - 2
   if n not in (1, 2, 3):
     raise ValueError(f"pooling expects [batch, *spatial, channels] with 1-3 spatial axes; got {x.shape}")
-  ws = _tuple(window, n, "window")
-  ss = ws if stride is None else _tuple(stride, n, "stride")
+  ws = ntuple(window, n, "window")
+  ss = ws if stride is None else ntuple(stride, n, "stride")
   if isinstance(padding, str) and padding.upper() == "CEIL":
     pads = [ceil_mode_padding(d, w, s) for d, w, s in zip(x.shape[1:-1], ws, ss)]
   else:
@@ -42,57 +41,15 @@ def max_pool(x: jax.Array, window, stride=None, padding: Padding = "VALID") -> j
   (`ceil_mode_padding`).
 
   The gradient goes to the first maximum of each window (row-major), as XLA's `select_and_scatter`
-  and PyTorch give it. On CPU, non-overlapping unpadded pooling is computed as a reshape + max with a
-  custom gradient (the same numbers, about 1.5x faster forward+backward than XLA:CPU's
-  `select_and_scatter`; see bench/README.md)."""
+  and PyTorch give it. On CPU, non-overlapping unpadded pooling takes the same numbers from
+  jaxcnn/backends/xla_cpu/pooling.py (a reshape + max, which XLA:CPU runs faster)."""
   dims, strides, pads = _window(x, window, stride, padding)
   if (dims == strides and all(p == (0, 0) for p in pads) and jax.default_backend() == "cpu"
       and all(d <= n for d, n in zip(dims[1:-1], x.shape[1:-1]))
-      and _DEFAULT_IMPL.get() != "lax"):  # jaxcnn.arithmetic traces with "lax": one measurable op
-    return _max_pool_tiles(x, dims[1:-1])
+      and current_impl() != "lax"):  # jaxcnn.arithmetic traces with "lax": one measurable op
+    from jaxcnn.backends.xla_cpu import pooling as xla_cpu
+    return xla_cpu.max_pool_tiles(x, dims[1:-1])
   return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, dims, strides, pads)
-
-
-def _offsets(x: jax.Array, ws: tuple[int, ...]):
-  """The window's offsets in row-major order, each `[batch, *counts, channels]` (a strided slice)."""
-  counts = [n // w for n, w in zip(x.shape[1:-1], ws)]
-  for k in np.ndindex(*ws):
-    idx = tuple(slice(o, o + c * w, w) for o, c, w in zip(k, counts, ws))
-    yield x[(slice(None), *idx, slice(None))]
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _max_pool_tiles(x: jax.Array, ws: tuple[int, ...]) -> jax.Array:
-  n = len(ws)
-  counts = [d // w for d, w in zip(x.shape[1:-1], ws)]
-  x = x[(slice(None), *[slice(0, c * w) for c, w in zip(counts, ws)], slice(None))]
-  tiled = x.reshape(x.shape[0], *[d for c, w in zip(counts, ws) for d in (c, w)], x.shape[-1])
-  return jnp.max(tiled, axis=tuple(2 + 2 * i for i in range(n)))
-
-
-def _max_pool_tiles_fwd(x, ws):
-  y = _max_pool_tiles(x, ws)
-  return y, (x, y)
-
-
-def _max_pool_tiles_bwd(ws, res, g):
-  x, y = res
-  n = len(ws)
-  found = jnp.zeros(y.shape, bool)
-  parts = []
-  for xk in _offsets(x, ws):  # the first maximum in row-major order takes the gradient
-    take = jnp.logical_and(xk == y, jnp.logical_not(found))
-    found = jnp.logical_or(found, take)
-    parts.append(jnp.where(take, g, jnp.zeros_like(g)))
-  counts = y.shape[1:-1]
-  dx = jnp.stack(parts).reshape(*ws, *y.shape)        # [*ws, batch, *counts, C]
-  order = [n] + [a for i in range(n) for a in (n + 1 + i, i)] + [2 * n + 1]
-  dx = dx.transpose(order).reshape(y.shape[0], *[c * w for c, w in zip(counts, ws)], y.shape[-1])
-  pad = [(0, 0)] + [(0, d - c * w) for d, c, w in zip(x.shape[1:-1], counts, ws)] + [(0, 0)]
-  return (jnp.pad(dx, pad),)
-
-
-_max_pool_tiles.defvjp(_max_pool_tiles_fwd, _max_pool_tiles_bwd)
 
 
 def avg_pool(x: jax.Array, window, stride=None, padding: Padding = "VALID") -> jax.Array:
@@ -131,7 +88,7 @@ def adaptive_avg_pool(x: jax.Array, output_size: int | Sequence[int]) -> jax.Arr
   per spatial axis; when the output divides the input it is plain non-overlapping average pooling.
   """
   n = x.ndim - 2
-  out = _tuple(output_size, n, "output_size")
+  out = ntuple(output_size, n, "output_size")
   for axis, (size_in, size_out) in enumerate(zip(x.shape[1:-1], out)):
     if size_in == size_out:
       continue

@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.conv.nd import Conv, Padding, _tuple, conv
+from jaxcnn.conv.nd import Conv, Padding, conv, ntuple
 from jaxcnn.conv.normalization import BatchNorm
 
 SOBEL_COLUMN = (1.0, 2.0, 1.0)
@@ -94,7 +94,7 @@ class DepthwiseSeparableConv(nn.Module):
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
-    ks = _tuple(self.kernel_size, x.ndim - 2, "kernel_size")
+    ks = ntuple(self.kernel_size, x.ndim - 2, "kernel_size")
     x = Conv(c * self.depth_multiplier, ks, stride=self.stride, padding=self.padding, groups=c,
              use_bias=False, name="depthwise")(x)
     if self.activation:

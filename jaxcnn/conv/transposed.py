@@ -26,9 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import math
-
-from jaxcnn.conv.nd import _DEFAULT_IMPL, _dimension_numbers, _tuple, conv, output_size
+from jaxcnn.conv.nd import conv, current_impl, dimension_numbers, ntuple, output_size
 
 
 def transposed_output_size(n: int, kernel_size: int, stride: int = 1, padding: int = 0,
@@ -39,7 +37,7 @@ def transposed_output_size(n: int, kernel_size: int, stride: int = 1, padding: i
 
 def _transpose_pads(padding, n_axes, ks, ss, ds, output_padding):
   """Crop `(low, high)` per axis of the full scatter output `(n-1)s + d(k-1) + 1`."""
-  ops = _tuple(output_padding, n_axes, "output_padding")
+  ops = ntuple(output_padding, n_axes, "output_padding")
   if isinstance(padding, str):
     mode = padding.upper()
     if mode == "VALID":
@@ -64,36 +62,6 @@ def _transpose_pads(padding, n_axes, ks, ss, ds, output_padding):
   return [(lo, hi - op) for (lo, hi), op in zip(crops, ops)]
 
 
-def _conv_transpose_subpixel(x, kernel, strides, crops):
-  """Transposed convolution as ONE stride-1 convolution with `prod(stride)` output phases, interleaved.
-
-  Output position `j = q s + r` only receives the kernel taps `w[m s + r]`, so phase `r` is the true
-  (flipped) convolution of the input with the sub-kernel `w_r[m] = w[m s + r]`, `m < ceil(k / s)`
-  (zero-padded). All phases are the output channels of one convolution; a depth-to-space interleave and
-  the crop give the result. No zeros are inserted into the input, and both the value and the
-  derivatives are those of a plain convolution (XLA:CPU's derivatives of the zero-inserted form are
-  ~50x slower than PyTorch's).
-  """
-  n = x.ndim - 2
-  ks, (ci, co) = kernel.shape[:n], kernel.shape[-2:]
-  ms = [-(-k // s) for k, s in zip(ks, strides)]
-  kp = jnp.pad(kernel, [(0, m * s - k) for m, s, k in zip(ms, strides, ks)] + [(0, 0), (0, 0)])
-  kp = kp.reshape(tuple(v for m, s in zip(ms, strides) for v in (m, s)) + (ci, co))
-  kp = jnp.flip(kp, axis=tuple(2 * a for a in range(n)))
-  # [m0, s0, m1, s1, ..., ci, co] -> [m0, m1, ..., ci, co, s0, s1, ...] -> [m..., ci, co * prod(s)]
-  perm = [2 * a for a in range(n)] + [2 * n, 2 * n + 1] + [2 * a + 1 for a in range(n)]
-  kp = jnp.transpose(kp, perm).reshape(tuple(ms) + (ci, co * math.prod(strides)))
-  y = conv(x, kp, padding=[(m - 1, m - 1) for m in ms])
-  b, qs = y.shape[0], y.shape[1:-1]
-  y = y.reshape((b, *qs, co, *strides))
-  # interleave: [b, q0, ..., co, s0, ...] -> [b, q0, s0, q1, s1, ..., co]
-  perm = [0] + [v for a in range(n) for v in (1 + a, 2 + n + a)] + [1 + n]
-  y = jnp.transpose(y, perm).reshape((b, *(q * s for q, s in zip(qs, strides)), co))
-  full = [(size - 1) * s + k for size, s, k in zip(x.shape[1:-1], strides, ks)]
-  idx = tuple(slice(lo, f - hi) for (lo, hi), f in zip(crops, full))
-  return y[(slice(None), *idx, slice(None))]
-
-
 def conv_transpose(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stride=1,
                    padding: str | int | Sequence[tuple[int, int]] = 0, output_padding=0,
                    dilation=1, impl: str = "auto") -> jax.Array:
@@ -107,9 +75,9 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = Non
       high end, to pick among the input sizes a strided convolution maps to the same output size.
     padding: int `p` (crop `p` on both sides, PyTorch), `[(low, high), ...]`, "VALID" (no crop) or
       "SAME" (output `n * stride`, the adjoint of the "SAME" strided convolution).
-    impl: "auto" (on CPU, for dilation 1: one stride-1 convolution over `prod(stride)` interleaved
-      output phases, `_conv_transpose_subpixel`, the same numbers much faster to differentiate; else
-      "lax") or "lax" (XLA's convolution of the zero-inserted input).
+    impl: "lax" (XLA's convolution of the zero-inserted input, below), "auto" (on CPU, where it applies,
+      the same numbers as one stride-1 convolution over interleaved output phases:
+      jaxcnn/backends/xla_cpu/transposed.py; else "lax") or "subpixel" (that form, by name).
   Returns:
     `[batch, *out_spatial, out_channels]` (sizes from `transposed_output_size`).
   """
@@ -120,28 +88,25 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = Non
   if x.shape[-1] != kernel.shape[-2]:
     raise ValueError(f"input has {x.shape[-1]} channels but the kernel expects {kernel.shape[-2]}")
   ks = kernel.shape[:n]
-  ss, ds = _tuple(stride, n, "stride"), _tuple(dilation, n, "dilation")
+  ss, ds = ntuple(stride, n, "stride"), ntuple(dilation, n, "dilation")
   crops = _transpose_pads(padding, n, ks, ss, ds, output_padding)
-  # The phase decomposition covers dilation 1 and crops inside its (n - 1 + ceil(k/s)) s outputs.
-  phases_fit = all(d == 1 for d in ds) and all(
-      lo >= 0 and (size - 1) * s + k - hi <= (size - 1 + -(-k // s)) * s
-      for (lo, hi), size, s, k in zip(crops, x.shape[1:-1], ss, ks))
+  if impl not in ("auto", "lax", "subpixel"):
+    raise ValueError(f"unknown impl {impl!r}: use 'auto', 'lax' or 'subpixel'")
   if impl == "auto":
-    impl = _DEFAULT_IMPL.get()
-    fast = jax.default_backend() == "cpu" and phases_fit
-    impl = "subpixel" if impl != "lax" and fast else "lax"
-  if impl == "subpixel":
-    if not phases_fit:
+    impl = "lax" if current_impl() == "lax" or jax.default_backend() != "cpu" else "auto"
+  if impl != "lax":  # XLA:CPU: one stride-1 convolution over interleaved phases, where it applies
+    from jaxcnn.backends.xla_cpu import transposed as xla_cpu
+    fits = xla_cpu.subpixel_fits(x.shape, ks, ss, ds, crops)
+    if impl == "subpixel" and not fits:
       raise ValueError("impl='subpixel' needs dilation 1 and non-negative padding no larger than the "
                        "output; use impl='lax' (or 'auto') for this transposed convolution")
-    y = _conv_transpose_subpixel(x, kernel.astype(x.dtype), ss, crops)
-    return y if bias is None else y + bias.astype(y.dtype)
-  if impl != "lax":
-    raise ValueError(f"unknown impl {impl!r}: use 'auto', 'lax' or 'subpixel'")
+    if fits:
+      y = xla_cpu.subpixel(x, kernel.astype(x.dtype), ss, crops)
+      return y if bias is None else y + bias.astype(y.dtype)
   pads = [(d * (k - 1) - lo, d * (k - 1) - hi) for (lo, hi), k, d in zip(crops, ks, ds)]
   flipped = jnp.flip(kernel, axis=tuple(range(n))).astype(x.dtype)
   y = jax.lax.conv_general_dilated(x, flipped, window_strides=(1,) * n, padding=pads, lhs_dilation=ss,
-                                   rhs_dilation=ds, dimension_numbers=_dimension_numbers(n))
+                                   rhs_dilation=ds, dimension_numbers=dimension_numbers(n))
   if bias is not None:
     y = y + bias.astype(y.dtype)
   return y
@@ -171,7 +136,7 @@ def overlap_counts(in_shape: Sequence[int], kernel_size, stride, padding=0) -> j
   counts (a checkerboard in 2D) appear when the kernel size is not divisible by the stride.
   """
   n = len(in_shape)
-  ks = _tuple(kernel_size, n, "kernel_size")
+  ks = ntuple(kernel_size, n, "kernel_size")
   ones = jnp.ones((1, *in_shape, 1))
   return conv_transpose(ones, jnp.ones(ks + (1, 1)), stride=stride, padding=padding)[0, ..., 0]
 
@@ -183,7 +148,7 @@ def resize_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, 
   Odena et al.'s remedy for checkerboard artifacts: every output position sums the same number of terms.
   """
   n = x.ndim - 2
-  scales = _tuple(scale, n, "scale")
+  scales = ntuple(scale, n, "scale")
   shape = (x.shape[0], *(s * f for s, f in zip(x.shape[1:-1], scales)), x.shape[-1])
   up = jax.image.resize(x, shape, method=method)
   return conv(up, kernel, bias, padding="SAME")
@@ -202,7 +167,7 @@ class ConvTranspose(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    ks = _tuple(self.kernel_size, x.ndim - 2, "kernel_size")
+    ks = ntuple(self.kernel_size, x.ndim - 2, "kernel_size")
     kernel = self.param("kernel", self.kernel_init, ks + (x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,)) if self.use_bias else None
     return conv_transpose(x, kernel, bias, stride=self.stride, padding=self.padding,
@@ -219,7 +184,7 @@ class ResizeConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    ks = _tuple(self.kernel_size, x.ndim - 2, "kernel_size")
+    ks = ntuple(self.kernel_size, x.ndim - 2, "kernel_size")
     kernel = self.param("kernel", self.kernel_init, ks + (x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
     return resize_conv(x, kernel, bias, scale=self.scale, method=self.method)

@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn import host_memory, published, registry, xla_setup
+from jaxcnn import published, registry
+from jaxcnn.backends.xla_cpu import host_memory, xla_setup
 from jaxcnn.data import pipeline
 from jaxcnn.data.base import Dataset
 from jaxcnn.train import step as step_lib

@@ -16,7 +16,7 @@ def versions() -> dict[str, str]:
   import tensorflow_datasets
 
   import jaxcnn
-  from jaxcnn import host_memory, xla_setup
+  from jaxcnn.backends.xla_cpu import host_memory, xla_setup
   cpu = xla_setup.cpu_kernels()
   return {"jaxcnn": jaxcnn.__version__, "jax": jax.__version__, "flax": flax.__version__,
           "optax": optax.__version__, "orbax-checkpoint": orbax.checkpoint.__version__,

@@ -82,7 +82,7 @@ def configure(kernels: str, environ=None) -> bool:
   if _backends_started():
     raise KernelsError("cpu_convolutions='eigen' must be chosen before JAX starts its backend (XLA "
                        "reads its flags once): set JAXCNN_CPU_CONVOLUTIONS=eigen in the environment, or "
-                       "call jaxcnn.xla_setup.configure('eigen') before the first JAX computation")
+                       "call jaxcnn.backends.xla_cpu.xla_setup.configure('eigen') before the first JAX computation")
   environ["XLA_FLAGS"] = f"{flags} {FLAG}={VALUE}".strip()
   return True
 

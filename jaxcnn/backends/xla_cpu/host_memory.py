@@ -82,7 +82,7 @@ def _wanted(environ) -> bool:
   value = environ.get(ENV, "hugepages")
   if value not in POLICIES:
     raise HostMallocError(f"unknown host memory policy {value!r} ({ENV}): use one of "
-                          f"{', '.join(POLICIES)} (jaxcnn/host_memory.py says what each does)")
+                          f"{', '.join(POLICIES)} (jaxcnn/backends/xla_cpu/host_memory.py says what each does)")
   return value == "hugepages"
 
 

@@ -1,0 +1,15 @@
+"""Backend-specific ways of computing the typology's operations, kept apart from the typology itself.
+
+`jaxcnn.conv` defines each operation as the short pure function a student reads (`conv` is XLA's
+convolution, four lines). Where one XLA backend runs another formulation of the same numbers much
+faster, that formulation lives here, in a folder per backend, reached through one call from the
+typology when the backend is in use and `impl="auto"`:
+
+- `xla_cpu/`: XLA:CPU. `convolution.py` (every formulation of `conv` and the choice among them),
+  `transposed.py` (the sub-pixel transposed convolution), `pooling.py` (tiled max pooling),
+  `xla_setup.py` (which kernels run XLA:CPU's convolutions, YNNPACK or Eigen) and `host_memory.py`
+  (glibc's huge pages for XLA:CPU's large temporaries). The measurements behind each choice:
+  bench/README.md.
+
+GPU and TPU run the typology's own definitions: XLA compiles them to their native kernels.
+"""
