@@ -81,10 +81,11 @@ def measure_config(config, steps: int, devices=None, inference: bool = False) ->
   import numpy as np
 
   from jaxcnn.data import pipeline
-  from jaxcnn.train import loop
+  from jaxcnn.train.runtime import Runtime
+  from jaxcnn.train.state import num_params
 
   with tempfile.TemporaryDirectory() as workdir:
-    rt = loop._Runtime(config, workdir, devices=devices)  # pylint: disable=protected-access
+    rt = Runtime(config, workdir, devices=devices)
     ds = rt.c.dataset
     it = pipeline.train_iterator(ds.train, ds.train_preprocess or ds.preprocess, batch_size=rt.batch_size,
                                  seed=0, num_epochs=10**6, num_threads=config.train.num_threads,
@@ -116,7 +117,7 @@ def measure_config(config, steps: int, devices=None, inference: bool = False) ->
   from jaxcnn.backends.xla_cpu import xla_setup
   return {**infer, "example_shape": example_shape, "num_devices": rt.par.num_devices,
           "kernels": xla_setup.cpu_kernels() or "n/a", "batch": rt.batch_size,
-          "params": loop.num_params(rt.state.params),
+          "params": num_params(rt.state.params),
           "compile_s": compile_s, "step_ms": 1e3 * step_s, "steps_per_s": 1 / step_s,
           "examples_per_s": rt.batch_size / step_s, "pipeline_batches_per_s": 1 / pipe_s,
           "headroom": step_s / pipe_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -31,7 +31,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from jaxcnn.data import pipeline  # noqa: E402
-from jaxcnn.train import benchmark, loop  # noqa: E402
+from jaxcnn.train import benchmark  # noqa: E402
+from jaxcnn.train.runtime import Runtime  # noqa: E402
 
 
 def _experiment():
@@ -44,7 +45,7 @@ def _experiment():
 
 def measure(config, steps: int) -> dict:
   with tempfile.TemporaryDirectory() as tmp:
-    rt = loop._Runtime(config, tmp)  # pylint: disable=protected-access
+    rt = Runtime(config, tmp)
     ds, par = rt.c.dataset, rt.par
     it = pipeline.train_iterator(ds.train, ds.train_preprocess or ds.preprocess, batch_size=rt.batch_size,
                                  seed=0, num_epochs=1000, rows=rt.rows_per_step)

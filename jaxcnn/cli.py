@@ -229,7 +229,8 @@ def main(argv) -> None:
                         "--config=experiments/fcn_ucr.py:<data set>[,model] with the same model.")
     if FLAGS.summary:
       from jaxcnn.summary import summary_table
-      c = loop.build_components(config)
+      from jaxcnn.train.components import build_components
+      c = build_components(config)
       x = c.dataset.example()["x"]
       console.print(f"{config.model.name} on {config.dataset.name} (one example of shape "
                     f"{list(x.shape)}, {x.dtype}):")
@@ -243,7 +244,8 @@ def main(argv) -> None:
                           "--cam_indices=0,5,9") from None
       from jaxcnn.interpret import CAMError
       try:
-        out = loop.cam_checkpoint(config, workdir, indices=indices, out=FLAGS.cam_out,
+        from jaxcnn.train.cam import cam_checkpoint
+        out = cam_checkpoint(config, workdir, indices=indices, out=FLAGS.cam_out,
                                   split=FLAGS.cam_split)
       except CAMError as e:
         raise ConfigError(f"--mode=cam with model {config.model.name!r}: {e}") from None
@@ -254,7 +256,8 @@ def main(argv) -> None:
       console.print(f"Wrote {out['path']}")
       return
     if FLAGS.mode == "predict" and FLAGS.input_dir and config.task.name == "instance_segmentation":
-      out = loop.predict_instances(config, workdir, FLAGS.input_dir, FLAGS.output_dir)
+      from jaxcnn.train.prediction import predict_instances
+      out = predict_instances(config, workdir, FLAGS.input_dir, FLAGS.output_dir)
       console.print(f"Checkpoint step {out['step']} in {workdir}: {len(out['images'])} image(s) -> "
                     f"{out['output_dir']} (score >= {out['score_threshold']})")
       for r in out["images"]:
@@ -266,7 +269,8 @@ def main(argv) -> None:
                     f"{out['output_dir']}")
       return
     if FLAGS.mode == "predict" and FLAGS.input_dir:
-      out = loop.predict_images(config, workdir, FLAGS.input_dir, FLAGS.mask_dir, FLAGS.output_dir)
+      from jaxcnn.train.prediction import predict_images
+      out = predict_images(config, workdir, FLAGS.input_dir, FLAGS.mask_dir, FLAGS.output_dir)
       console.print(f"Checkpoint step {out['step']} in {workdir}: {len(out['images'])} image(s) -> "
                     f"{out['output_dir']}")
       for r in out["images"]:
@@ -295,7 +299,8 @@ def main(argv) -> None:
           raise ConfigError(f"--text_file={FLAGS.text_file} does not exist")
         with open(FLAGS.text_file, encoding="utf-8") as f:
           texts += [line.rstrip("\n") for line in f if line.strip()]
-      out = loop.predict_checkpoint(config, workdir, texts)
+      from jaxcnn.train.prediction import predict_checkpoint
+      out = predict_checkpoint(config, workdir, texts)
       console.print(f"Checkpoint step {out['step']} in {workdir}:")
       for r in out["predictions"]:
         probs = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])

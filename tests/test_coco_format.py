@@ -154,11 +154,11 @@ def test_missing_files_give_one_clear_error(coco_dir, tmp_path):
 
 
 def test_the_paper_configs_name_registered_parts():
-  from jaxcnn.train import loop
+  from jaxcnn.train.components import check_config
   for arg in ("coco_r50_c4", "coco_r101_c4", "coco_r50_fpn", "coco_r101_fpn", "coco_r50_c4,runlocal",
               "shapes,fpn"):
     c = load_experiment("mask_rcnn", arg)
-    loop.check_config(c)  # model, data set and task names and every keyword exist
+    check_config(c)  # model, data set and task names and every keyword exist
     steps_per_epoch = 118287 / 16  # COCO 2017 train at batch 16
     if arg.startswith("coco") and "runlocal" not in arg:
       assert round(c.schedule.boundaries_epochs[0] * steps_per_epoch) == 120_000

@@ -8,6 +8,8 @@ import pytest
 
 from conftest import ROOT, load_experiment
 from jaxcnn.train import evaluation, loop
+from jaxcnn.train.cam import cam_checkpoint
+from jaxcnn.train.prediction import predict_instances
 
 VARIANTS = {
     # (the TCN runs through the trainer in ucr_benchmark's test)
@@ -93,7 +95,7 @@ def test_runlocal(name, arg, tfds_dir, tmp_path):
     assert result["final"]["test/accuracy"] == pytest.approx(np.trace(confusion) / confusion.sum())
   assert os.path.exists(result["report"])
   if name == "fcn_ucr" and arg.startswith("BasicMotions"):  # the CAM grid of multivariate series
-    cam = loop.cam_checkpoint(c, str(tmp_path))
+    cam = cam_checkpoint(c, str(tmp_path))
     names = result["class_names"]
     assert sorted(e["true"] for e in cam["examples"]) == sorted(names[:10])  # one per class
     assert os.path.getsize(cam["path"]) > 10_000
@@ -182,7 +184,7 @@ def check_mask_rcnn(c, result, tmp_path):
   for i, (h, w) in enumerate(((48, 100), (120, 70))):
     Image.fromarray(S.render(np.random.default_rng(i), 128, 3)[0][:h, :w]).save(folder / f"im{i}.png")
   c.predict.score_threshold = 0.0
-  out = loop.predict_instances(c, str(tmp_path), str(folder))
+  out = predict_instances(c, str(tmp_path), str(folder))
   with open(os.path.join(out["output_dir"], "detections.json")) as f:
     dets = json.load(f)
   with open(os.path.join(out["output_dir"], "images.json")) as f:

@@ -8,6 +8,7 @@ import pytest
 
 from jaxcnn import registry
 from jaxcnn.train import loop
+from jaxcnn.train.components import check_config
 
 registry.load_all()
 
@@ -95,11 +96,11 @@ def test_model_dtype_is_set_through_precision(small_config):
   c = small_config
   c.precision = "float16"
   with pytest.raises(registry.ConfigError, match="config.precision='float16' is not one of float32, bfloat16"):
-    loop.check_config(c)
+    check_config(c)
   c.precision = "float32"
   c.model.dtype = "bfloat16"
   with pytest.raises(registry.ConfigError, match="use --config.precision=bfloat16"):
-    loop.check_config(c)
+    check_config(c)
 
 
 MASK_RCNN = ("mask_rcnn_small", "mask_rcnn_small_fpn")  # traced below

@@ -7,7 +7,7 @@ import jax
 import pytest
 
 from conftest import ROOT, load_experiment
-from jaxcnn import published
+from jaxcnn import published, registry
 from jaxcnn.data import ucr
 from jaxcnn.train import loop
 
@@ -103,7 +103,7 @@ def test_a_manual_dir_data_set_in_the_table_prints_the_papers_number(small_confi
 
 def test_an_unknown_paper_table_is_refused_before_training(small_config, tmp_path):
   small_config.report.paper_table = "wang2017"
-  with pytest.raises(loop.registry.ConfigError, match="config.report.paper_table='wang2017' is not one of"):
+  with pytest.raises(registry.ConfigError, match="config.report.paper_table='wang2017' is not one of"):
     loop.train_and_evaluate(small_config, str(tmp_path), devices=jax.devices()[:1])
   assert not os.path.exists(tmp_path / "checkpoints")
 

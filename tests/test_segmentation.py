@@ -347,7 +347,8 @@ def test_cli_trains_learns_and_predicts_a_folder(tmp_path, tfds_dir):
 
   # --mode=eval (in-process, as the CLI calls it) reproduces the final metrics from the checkpoint.
   from jaxcnn.registry import ConfigError
-  from jaxcnn.train import evaluation, loop
+  from jaxcnn.train import evaluation
+  from jaxcnn.train.prediction import predict_images
   sys.path.insert(0, os.path.join(ROOT, "tests"))
   from conftest import load_experiment
   c = load_experiment("unet_roads", "runlocal")
@@ -370,12 +371,12 @@ def test_cli_trains_learns_and_predicts_a_folder(tmp_path, tfds_dir):
 
   # Bad folders: one clear error each (in-process: the CLI turns ConfigError into exit code 2).
   with pytest.raises(ConfigError, match=r"is \(64, 64\) but .* is \(100, 100\)"):
-    loop.predict_images(c, wd, f"{other}/images", f"{root}/groundtruth")
+    predict_images(c, wd, f"{other}/images", f"{root}/groundtruth")
   with pytest.raises(ConfigError, match="is not a folder of images"):
-    loop.predict_images(c, wd, f"{tmp_path}/nothing")
+    predict_images(c, wd, f"{tmp_path}/nothing")
   with pytest.raises(ConfigError, match="has no mask for 1 image"):
     os.remove(os.path.join(other, "groundtruth", "tile_001.png"))
-    loop.predict_images(c, wd, f"{other}/images", f"{other}/groundtruth")
+    predict_images(c, wd, f"{other}/images", f"{other}/groundtruth")
 
 
 def test_period2_energy_finds_a_checkerboard():

@@ -152,15 +152,15 @@ def write(workdir: str, config, rows: list[dict], wall_time_s: float) -> str:
 
 def run_benchmark(config, workdir: str, *, console=None, devices=None) -> dict:
   """Runs (or resumes) every (data set, seed) of the benchmark, then writes the table."""
-  from jaxcnn.train import loop
+  from jaxcnn.train import components, loop
   console = console or loop._console()  # pylint: disable=protected-access
   names = datasets_of(config)
   seeds = int(config.benchmark.seeds)
   from jaxcnn import registry
   for name in names:  # fail on a bad config or data set name before hours of training
     c = run_config(config, name, 0)
-    loop.check_config(c)
-    registry.DATASETS.build(c.dataset.name, **loop._kwargs(c.dataset))  # pylint: disable=protected-access
+    components.check_config(c)
+    registry.DATASETS.build(c.dataset.name, **components.config_kwargs(c.dataset))
   t0 = time.time()
   runs: dict[str, list[dict]] = {}
   total = len(names) * seeds

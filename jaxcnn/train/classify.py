@@ -38,7 +38,7 @@ def _check_paths(paths) -> list[str]:
 
 def _from_pretrained(config):
   """(model, variables, class names, what was loaded) of `config.model.pretrained` as the file has it."""
-  from jaxcnn.train.loop import _kwargs, compute_dtype
+  from jaxcnn.train.components import compute_dtype, config_kwargs
   path = pretrained_lib.resolve(config.model.pretrained)
   state_dict = pretrained_lib.read_state_dict(path)
   if not pretrained_lib.has_layout(config.model.name):
@@ -52,7 +52,7 @@ def _from_pretrained(config):
                                          f"{layout.source}?")
   num_classes = int(np.shape(state_dict[head])[0])
   model = registry.MODELS.build(config.model.name, num_classes=num_classes, dtype=compute_dtype(config),
-                                axis_name=None, **_kwargs(config.model))
+                                axis_name=None, **config_kwargs(config.model))
   size = int(config.dataset.get("size", 224))
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3))))
   variables, info = pretrained_lib.from_state_dict(config.model.name, shapes, state_dict, model=model,
@@ -84,8 +84,8 @@ def classify_images(config, workdir: str, paths, *, top: int = 5) -> dict:
         f"crop, normalisation; experiments/imagenet.py); data set {config.dataset.name!r} has none: use "
         "--mode=eval on its test split")
   if _has_checkpoint(workdir) or not config.model.get("pretrained"):
-    from jaxcnn.train.loop import _Runtime
-    rt = _Runtime(config, workdir)
+    from jaxcnn.train.runtime import Runtime
+    rt = Runtime(config, workdir)
     step, state = rt.restore_latest("predict")
     rt.ckpt.close()
     model, names = rt.c.init_model, list(rt.c.dataset.class_names)

@@ -25,8 +25,8 @@ def evaluate_checkpoint(config, workdir: str, *, devices=None, console=None) -> 
   """Metrics `{"<split>/<metric>": value}` with `step` (0 for pretrained weights), `data` (the data set's
   note), `class_names`, `weights` (what was evaluated, one line) and `paper` / `paper_error` (the
   published numbers when the data set is theirs); writes eval.md and eval.json (process 0)."""
-  from jaxcnn.train.loop import _Runtime
-  rt = _Runtime(config, workdir, devices)
+  from jaxcnn.train.runtime import Runtime
+  rt = Runtime(config, workdir, devices)
   if rt.pretrained is not None and rt.ckpt.latest_step() is None:
     step, state = 0, rt.state  # the pretrained weights themselves: nothing trained in this workdir
     weights = rt.pretrained["message"]

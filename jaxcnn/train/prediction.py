@@ -1,0 +1,162 @@
+"""`--mode=predict` on raw inputs with the latest checkpoint: texts (classification), a folder of images
+(segmentation, any size by tiles), a folder of images (instance segmentation, COCO results). Image
+classification of image files is `jaxcnn.train.classify`."""
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import numpy as np
+
+from jaxcnn import registry
+from jaxcnn.data import pipeline
+from jaxcnn.train.figures import apply_fn
+from jaxcnn.train.runtime import Runtime
+
+
+def predict_checkpoint(config, workdir: str, texts) -> dict:
+  """`--mode=predict`: class probabilities of the latest checkpoint for raw inputs (e.g. texts), which
+  the data set's `encode` turns into model inputs."""
+  if not texts:
+    raise registry.ConfigError("--mode=predict needs inputs: --text='...' (repeatable) or "
+                               "--text_file=FILE (one input per line)")
+  rt = Runtime(config, workdir)
+  step, state = rt.restore_latest("predict")
+  rt.ckpt.close()
+  ds = rt.c.dataset
+  if ds.encode is None:
+    raise registry.ConfigError(f"--mode=predict classifies raw text; data set {config.dataset.name!r} "
+                               "has no text encoder (use --mode=eval on its test split instead)")
+  batch = pipeline.pad_batch([ds.encode(t) for t in texts], len(texts))
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  logits = jax.jit(lambda v, x: rt.c.init_model.apply(v, x, train=False))(variables, batch["x"])
+  probs = np.asarray(jax.nn.softmax(jax.device_get(logits), axis=-1))
+  names = list(ds.class_names)
+  rows = [{"text": t, "predicted": names[int(p.argmax())],
+           "probabilities": {n: float(q) for n, q in zip(names, p)}} for t, p in zip(texts, probs)]
+  return {"step": step, "predictions": rows}
+
+
+def predict_images(config, workdir: str, input_dir: str, mask_dir: str | None = None,
+                   output_dir: str | None = None) -> dict:
+  """`--mode=predict --input_dir=DIR`: the latest checkpoint on every image of a folder (any size, by
+  overlapping tiles). Writes `<name>_prob.png` (road probability x 255), `<name>_overlay.png` (the
+  lecture's colours when a mask is given) and `metrics.json`; with `mask_dir` (masks of the same file
+  names, road where > 127) it also scores every image and the whole folder."""
+  import json
+
+  from jaxcnn import segment
+  from jaxcnn.data.roads import _images_in, decode_image, decode_mask
+  from jaxcnn.tasks.segmentation import summarize_counts
+  if not os.path.isdir(input_dir):
+    raise registry.ConfigError(f"--input_dir={input_dir} is not a folder of images")
+  if mask_dir and not os.path.isdir(mask_dir):
+    raise registry.ConfigError(f"--mask_dir={mask_dir} is not a folder of masks")
+  images = _images_in(input_dir)
+  if not images:
+    raise registry.ConfigError(f"--input_dir={input_dir} has no images (.png, .tif, .tiff, .jpg)")
+  masks = _images_in(mask_dir) if mask_dir else {}
+  missing = sorted(set(images) - set(masks)) if mask_dir else []
+  if missing:
+    raise registry.ConfigError(f"--mask_dir={mask_dir} has no mask for {len(missing)} image(s), e.g. "
+                               f"{missing[0]} (masks need the images' file names)")
+  rt = Runtime(config, workdir)
+  step, state = rt.restore_latest("predict")
+  rt.ckpt.close()
+  ds, task = rt.c.dataset, rt.c.task
+  if ds.encode is None or not hasattr(task, "headline"):
+    raise registry.ConfigError("--input_dir predicts segmentation masks; this config's task is "
+                               f"{config.task.name!r} (use --text for text classifiers)")
+  output_dir = output_dir or os.path.join(workdir, "predictions")
+  os.makedirs(output_dir, exist_ok=True)
+  apply = apply_fn(rt.c.init_model, state)
+  stride = 2 ** int(config.model.get("depth", 0)) if "depth" in config.model else 1
+  p = config.predict
+  sum_fn = jax.jit(lambda z, y, v: task.metric_sums(z, {"label": y, "pixel_valid": v}, np.ones(1, bool),
+                                                    confusion=True))
+  rows, total = [], None
+  for name, path in images.items():
+    with open(path, "rb") as f:
+      rgb = decode_image(f.read(), path)
+    gt = None
+    if mask_dir:
+      with open(masks[name], "rb") as f:
+        gt = decode_mask(f.read(), masks[name])
+      if gt.shape != rgb.shape[:2]:
+        raise registry.ConfigError(f"{masks[name]} is {gt.shape} but {path} is {rgb.shape[:2]}")
+    x = ds.encode(rgb)["x"]
+    logits = segment.predict_tiled(apply, x, tile=int(p.tile), margin=int(p.margin), stride=stride)
+    prob = 1 / (1 + np.exp(-logits[..., 0]))
+    row = {"image": path, "height": rgb.shape[0], "width": rgb.shape[1]}
+    if mask_dir:
+      sums = jax.device_get(sum_fn(logits[None], gt[None, ..., None].astype(np.float32),
+                                   np.ones((1,) + gt.shape, bool)))
+      total = sums if total is None else jax.tree.map(lambda a, b: a + b, total, sums)
+      row.update({k: v for k, v in summarize_counts(sums).items() if k != "loss"})
+    row["probability"] = segment.save_png((prob * 255).round().astype(np.uint8),
+                                          os.path.join(output_dir, f"{name}_prob.png"))
+    row["overlay"] = segment.save_png(segment.overlay(rgb, prob >= float(p.threshold), gt),
+                                      os.path.join(output_dir, f"{name}_overlay.png"))
+    rows.append(row)
+  out = {"step": step, "output_dir": output_dir, "images": rows,
+         "overall": None if total is None else summarize_counts(total)}
+  with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+    json.dump(out, f, indent=1)
+  return out
+
+
+def predict_instances(config, workdir: str, input_dir: str, output_dir: str | None = None) -> dict:
+  """`--mode=predict --input_dir=DIR` for instance segmentation: the latest checkpoint on every image of
+  a folder (any size: resized and padded as the data set's inputs are). Writes `detections.json` (COCO
+  results in original pixels; image ids 1..N in file-name order, listed in `images.json` with their
+  file names) and `<name>_detections.png` (masks, boxes, class names and scores of the detections
+  scoring at least `config.predict.score_threshold`)."""
+  import json
+
+  from jaxcnn.data.coco_format import read_rgb
+  from jaxcnn.data.roads import _images_in
+  from jaxcnn.detection import coco, draw
+  if not os.path.isdir(input_dir):
+    raise registry.ConfigError(f"--input_dir={input_dir} is not a folder of images")
+  images = _images_in(input_dir)
+  if not images:
+    raise registry.ConfigError(f"--input_dir={input_dir} has no images (.png, .tif, .tiff, .jpg)")
+  rt = Runtime(config, workdir)
+  step, state = rt.restore_latest("predict")
+  rt.ckpt.close()
+  ds, task = rt.c.dataset, rt.c.task
+  output_dir = output_dir or os.path.join(workdir, "predictions")
+  os.makedirs(output_dir, exist_ok=True)
+  apply = apply_fn(rt.c.init_model, state)
+  names = list(ds.class_names)
+  categories = ds.info.get("categories") or [{"id": k, "name": n} for k, n in enumerate(names) if k]
+  by_id = {c["id"]: j for j, c in enumerate(categories, start=1)}  # category id -> model class
+  thr = float(config.predict.get("score_threshold", 0.5))
+  rows, results, listing = [], [], []
+  t0 = time.time()
+  for k, (name, path) in enumerate(images.items(), start=1):
+    rgb = read_rgb(path)
+    h, w = rgb.shape[:2]
+    enc = ds.encode(rgb)
+    det = apply(enc["x"][None])
+    det["row_mask"], det["image_scale"] = np.ones(1, bool), np.asarray([enc["image_scale"]])
+    info = {"id": k, "file_name": os.path.basename(path), "height": h, "width": w}
+    res = task.results({"images": [info], "categories": categories}, [det])
+    results += res
+    listing.append(info)
+    shown = [r for r in res if r["score"] >= thr]
+    boxes = np.array([[x, y, x + bw, y + bh] for x, y, bw, bh in (r["bbox"] for r in shown)]).reshape(-1, 4)
+    masks = np.stack([coco._mask_api().decode(r["segmentation"]).astype(bool) for r in shown]) if shown else None
+    classes = [by_id[r["category_id"]] for r in shown]
+    png = draw.detections_png(rgb, boxes, classes, [r["score"] for r in shown], masks, names,
+                              os.path.join(output_dir, f"{name}_detections.png"))
+    rows.append({"image": path, "height": h, "width": w, "detections": len(shown),
+                 "classes": sorted(names[c] for c in classes), "overlay": png})
+  out = {"step": step, "output_dir": output_dir, "images": rows, "score_threshold": thr,
+         "seconds_per_image": (time.time() - t0) / len(images)}
+  with open(os.path.join(output_dir, "detections.json"), "w") as f:
+    json.dump(results, f)
+  with open(os.path.join(output_dir, "images.json"), "w") as f:
+    json.dump({"images": listing, "categories": categories}, f, indent=1)
+  return out
