@@ -20,7 +20,6 @@ from ml_collections import config_flags
 from jaxcnn.registry import ConfigError
 
 FLAGS = flags.FLAGS
-MODES = ("train", "eval", "cam", "predict")
 USAGE_ERROR = 2
 
 
@@ -30,7 +29,7 @@ def define_flags(default_config: str) -> None:
       "--config.<key>=<value>.", lock_config=True)
   flags.DEFINE_string("workdir", None, "Where checkpoints, metrics, TensorBoard events and report.md go "
                       "(default: runs/<experiment>). Relaunching with the same workdir resumes.")
-  flags.DEFINE_enum("mode", "train", MODES, "train (resumes if workdir has a checkpoint), eval "
+  flags.DEFINE_enum("mode", "train", tuple(MODES), "train (resumes if workdir has a checkpoint), eval "
                     "(evaluate the latest checkpoint of workdir), cam (class activation maps of the "
                     "latest checkpoint for --cam_indices, written as a PNG) or predict (classify "
                     "--text / --text_file, or segment the images of --input_dir, with the latest "
@@ -185,15 +184,15 @@ def _quiet_disk_full_logs() -> None:
   sys.unraisablehook = unraisable
 
 
-def main(argv) -> None:
-  del argv
+def _setup_process() -> None:
+  """Logging, the XLA:CPU convolution kernels (before anything starts a JAX backend: the flag, else the
+  environment, else the experiment's choice) and the multi-process group."""
   from absl import logging
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.ERROR)  # TFDS and JAX log at INFO/WARNING about normal things
   _quiet_disk_full_logs()
   from jaxcnn import distributed
   from jaxcnn.backends.xla_cpu import xla_setup
-  # before anything starts a JAX backend: the flag, else the environment, else the experiment's choice
   kernels, source = xla_setup.choose(FLAGS.cpu_convolutions, FLAGS.config.get("cpu_convolutions"))
   if kernels is not None:
     try:
@@ -214,6 +213,163 @@ def main(argv) -> None:
                            num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
   except ConfigError as e:
     usage_error(str(e))
+
+
+def _task_kind(config) -> str:
+  """The kind of the config's task (jaxcnn/tasks/base.py: KINDS), from its registered class."""
+  from jaxcnn import registry
+  registry.load_all()
+  return registry.TASKS.get(config.task.name).kind
+
+
+# ------------------------------------------------------------------------------------------ the modes
+# Each mode is `(config, workdir, console) -> None`; `main` picks one by --mode (and --summary).
+
+def _summary(config, workdir, console) -> None:
+  del workdir
+  from jaxcnn.summary import summary_table
+  from jaxcnn.train.components import build_components
+  c = build_components(config)
+  x = c.dataset.example()["x"]
+  console.print(f"{config.model.name} on {config.dataset.name} (one example of shape "
+                f"{list(x.shape)}, {x.dtype}):")
+  print(summary_table(c.init_model, x.shape, x.dtype))
+
+
+def _cam(config, workdir, console) -> None:
+  try:
+    indices = None if FLAGS.cam_indices is None else [int(i) for i in FLAGS.cam_indices]
+  except ValueError:
+    raise ConfigError(f"--cam_indices={','.join(FLAGS.cam_indices)} must be integers, e.g. "
+                      "--cam_indices=0,5,9") from None
+  from jaxcnn.interpret import CAMError
+  from jaxcnn.train.cam import cam_checkpoint
+  try:
+    out = cam_checkpoint(config, workdir, indices=indices, out=FLAGS.cam_out, split=FLAGS.cam_split)
+  except CAMError as e:
+    raise ConfigError(f"--mode=cam with model {config.model.name!r}: {e}") from None
+  console.print(f"Class activation maps of checkpoint step {out['step']} in {workdir} "
+                f"({FLAGS.cam_split} split):")
+  for r in out["examples"]:
+    console.print(f"  #{r['index']}: true {r['true']}, predicted {r['predicted']}")
+  console.print(f"Wrote {out['path']}")
+
+
+def _predict(config, workdir, console) -> None:
+  """--image (image classification), --input_dir (a folder: segmentation or instance segmentation, by
+  the task's kind), else --text / --text_file (text classification)."""
+  from jaxcnn.train import prediction
+  if FLAGS.image:
+    from jaxcnn.train.classify import classify_images
+    out = classify_images(config, workdir, FLAGS.image)
+    console.print(out["weights"] + ":", markup=False)
+    for r in out["predictions"]:
+      console.print(f"  {r['image']}", markup=False)
+      console.print("    " + "  ".join(f"{name} {p:.3f}" for name, p in r["top"]), markup=False)
+    return
+  if FLAGS.input_dir and _task_kind(config) == "instance_segmentation":
+    out = prediction.predict_instances(config, workdir, FLAGS.input_dir, FLAGS.output_dir)
+    console.print(f"Checkpoint step {out['step']} in {workdir}: {len(out['images'])} image(s) -> "
+                  f"{out['output_dir']} (score >= {out['score_threshold']})")
+    for r in out["images"]:
+      counts = {c: r["classes"].count(c) for c in sorted(set(r["classes"]))}
+      found = ", ".join(f"{n} {c}" for c, n in counts.items()) or "nothing"
+      console.print(f"  {os.path.basename(r['image'])} ({r['height']}x{r['width']}): {found}")
+    console.print(f"Wrote <name>_detections.png, detections.json (COCO results) and images.json in "
+                  f"{out['output_dir']}")
+    return
+  if FLAGS.input_dir:
+    out = prediction.predict_images(config, workdir, FLAGS.input_dir, FLAGS.mask_dir, FLAGS.output_dir)
+    console.print(f"Checkpoint step {out['step']} in {workdir}: {len(out['images'])} image(s) -> "
+                  f"{out['output_dir']}")
+    for r in out["images"]:
+      scores = (f"  F1 {r['f1']:.4f}  IoU {r['iou']:.4f}  relaxed breakeven {r['relaxed_breakeven']:.4f}"
+                if "f1" in r else "")
+      console.print(f"  {os.path.basename(r['image'])} ({r['height']}x{r['width']}){scores}")
+    if out["overall"]:
+      o = out["overall"]
+      console.print(f"[bold]All pixels[/bold]: precision {o['precision']:.4f}  recall {o['recall']:.4f}  "
+                    f"F1 {o['f1']:.4f}  IoU {o['iou']:.4f}  relaxed breakeven {o['relaxed_breakeven']:.4f}"
+                    f"  patch F1 {o['patch_f1']:.4f}")
+    console.print(f"Wrote <name>_prob.png, <name>_overlay.png and metrics.json in {out['output_dir']}")
+    return
+  texts = list(FLAGS.text or [])
+  if FLAGS.text_file:
+    if not os.path.isfile(FLAGS.text_file):
+      raise ConfigError(f"--text_file={FLAGS.text_file} does not exist")
+    with open(FLAGS.text_file, encoding="utf-8") as f:
+      texts += [line.rstrip("\n") for line in f if line.strip()]
+  out = prediction.predict_checkpoint(config, workdir, texts)
+  console.print(f"Checkpoint step {out['step']} in {workdir}:")
+  for r in out["predictions"]:
+    probs = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])
+    short = r["text"] if len(r["text"]) <= 100 else r["text"][:97] + "..."
+    console.print(f"  {short!r}")
+    console.print(f"    -> [bold]{r['predicted']}[/bold]  " +
+                  "  ".join(f"{name} {p:.3f}" for name, p in probs))
+
+
+def _eval(config, workdir, console) -> None:
+  from jaxcnn.backends.xla_cpu import xla_setup
+  from jaxcnn.train.evaluation import PRINTED_CONFUSION_CLASSES, evaluate_checkpoint
+  out = evaluate_checkpoint(config, workdir, console=console)
+  names = [str(n) for n in out["class_names"]]
+  kernels = xla_setup.cpu_kernels()
+  console.print(out["weights"] + (f", {out['data']}" if out["data"] else "")
+                + (f" ({kernels} convolutions)" if kernels else "") + ":", markup=False)
+  for k, v in out.items():
+    if "/" not in k:
+      continue
+    if k.endswith("confusion"):
+      if len(names) > PRINTED_CONFUSION_CLASSES:
+        console.print(f"  {k}: {len(names)} x {len(names)} in eval.json")
+        continue
+      console.print(f"  {k} (rows: true, columns: predicted):")
+      w = max(6, *(len(n) for n in names)) + 1
+      console.print("    " + " " * w + "".join(f"{n[:w - 1]:>{w}}" for n in names))
+      for name, row in zip(names, v):
+        console.print(f"    {name[:w - 1]:<{w}}" + "".join(f"{c:>{w}d}" for c in row))
+    else:
+      console.print(f"  {k}: {v:.4f}")
+  if out.get("paper_error") is not None:
+    top5 = out.get("paper_top5_error")
+    console.print(f"  published: {out['paper']} (error {_pct(out['paper_error'])}"
+                  + (f", top-5 error {_pct(top5)}" if top5 is not None else "") + ")", markup=False)
+  elif out.get("paper"):
+    console.print(f"  published: {out['paper']}", markup=False)
+  if out.get("report"):
+    console.print(f"Wrote {out['report']} and eval.json")
+
+
+def _benchmark(config, workdir, console) -> None:
+  from jaxcnn import distributed
+  from jaxcnn.train.benchmark import run_benchmark, table
+  out = run_benchmark(config, workdir, console=console)
+  if not distributed.is_primary():
+    return
+  console.print()
+  console.print(f"[bold]{config.experiment}[/bold] (test error at the epoch the protocol selects):")
+  for line in table(out["rows"]):
+    console.print("  " + line)
+  console.print(f"Wrote {out['report']} and benchmark.json; each run's report.md is in "
+                f"{workdir}/<data set>/seed<k>/")
+
+
+def _train(config, workdir, console) -> None:
+  from jaxcnn import distributed
+  from jaxcnn.train import loop
+  result = loop.train_and_evaluate(config, workdir, console=console)
+  if distributed.is_primary():
+    _print_result(config, workdir, console, result)
+
+
+MODES = {"train": _train, "eval": _eval, "cam": _cam, "predict": _predict}
+
+
+def main(argv) -> None:
+  del argv
+  _setup_process()
+  from jaxcnn import distributed
   from jaxcnn.train import loop
   config = FLAGS.config
   workdir = FLAGS.workdir or default_workdir(config)
@@ -227,133 +383,8 @@ def main(argv) -> None:
       raise ConfigError(f"--mode={FLAGS.mode} works on one run, not a benchmark: point --workdir at one "
                         "run's folder (<workdir>/<data set>/seed<k>) and use "
                         "--config=experiments/fcn_ucr.py:<data set>[,model] with the same model.")
-    if FLAGS.summary:
-      from jaxcnn.summary import summary_table
-      from jaxcnn.train.components import build_components
-      c = build_components(config)
-      x = c.dataset.example()["x"]
-      console.print(f"{config.model.name} on {config.dataset.name} (one example of shape "
-                    f"{list(x.shape)}, {x.dtype}):")
-      print(summary_table(c.init_model, x.shape, x.dtype))
-      return
-    if FLAGS.mode == "cam":
-      try:
-        indices = None if FLAGS.cam_indices is None else [int(i) for i in FLAGS.cam_indices]
-      except ValueError:
-        raise ConfigError(f"--cam_indices={','.join(FLAGS.cam_indices)} must be integers, e.g. "
-                          "--cam_indices=0,5,9") from None
-      from jaxcnn.interpret import CAMError
-      try:
-        from jaxcnn.train.cam import cam_checkpoint
-        out = cam_checkpoint(config, workdir, indices=indices, out=FLAGS.cam_out,
-                                  split=FLAGS.cam_split)
-      except CAMError as e:
-        raise ConfigError(f"--mode=cam with model {config.model.name!r}: {e}") from None
-      console.print(f"Class activation maps of checkpoint step {out['step']} in {workdir} "
-                    f"({FLAGS.cam_split} split):")
-      for r in out["examples"]:
-        console.print(f"  #{r['index']}: true {r['true']}, predicted {r['predicted']}")
-      console.print(f"Wrote {out['path']}")
-      return
-    if FLAGS.mode == "predict" and FLAGS.input_dir and config.task.name == "instance_segmentation":
-      from jaxcnn.train.prediction import predict_instances
-      out = predict_instances(config, workdir, FLAGS.input_dir, FLAGS.output_dir)
-      console.print(f"Checkpoint step {out['step']} in {workdir}: {len(out['images'])} image(s) -> "
-                    f"{out['output_dir']} (score >= {out['score_threshold']})")
-      for r in out["images"]:
-        counts = {c: r["classes"].count(c) for c in sorted(set(r["classes"]))}
-        found = ", ".join(f"{n} {c}" for c, n in counts.items()) or "nothing"
-        console.print(f"  {os.path.basename(r['image'])} ({r['height']}x{r['width']}): "
-                      f"{found}")
-      console.print(f"Wrote <name>_detections.png, detections.json (COCO results) and images.json in "
-                    f"{out['output_dir']}")
-      return
-    if FLAGS.mode == "predict" and FLAGS.input_dir:
-      from jaxcnn.train.prediction import predict_images
-      out = predict_images(config, workdir, FLAGS.input_dir, FLAGS.mask_dir, FLAGS.output_dir)
-      console.print(f"Checkpoint step {out['step']} in {workdir}: {len(out['images'])} image(s) -> "
-                    f"{out['output_dir']}")
-      for r in out["images"]:
-        scores = (f"  F1 {r['f1']:.4f}  IoU {r['iou']:.4f}  relaxed breakeven {r['relaxed_breakeven']:.4f}"
-                  if "f1" in r else "")
-        console.print(f"  {os.path.basename(r['image'])} ({r['height']}x{r['width']}){scores}")
-      if out["overall"]:
-        o = out["overall"]
-        console.print(f"[bold]All pixels[/bold]: precision {o['precision']:.4f}  recall {o['recall']:.4f}  "
-                      f"F1 {o['f1']:.4f}  IoU {o['iou']:.4f}  relaxed breakeven {o['relaxed_breakeven']:.4f}"
-                      f"  patch F1 {o['patch_f1']:.4f}")
-      console.print(f"Wrote <name>_prob.png, <name>_overlay.png and metrics.json in {out['output_dir']}")
-      return
-    if FLAGS.mode == "predict" and FLAGS.image:
-      from jaxcnn.train.classify import classify_images
-      out = classify_images(config, workdir, FLAGS.image)
-      console.print(out["weights"] + ":", markup=False)
-      for r in out["predictions"]:
-        console.print(f"  {r['image']}", markup=False)
-        console.print("    " + "  ".join(f"{name} {p:.3f}" for name, p in r["top"]), markup=False)
-      return
-    if FLAGS.mode == "predict":
-      texts = list(FLAGS.text or [])
-      if FLAGS.text_file:
-        if not os.path.isfile(FLAGS.text_file):
-          raise ConfigError(f"--text_file={FLAGS.text_file} does not exist")
-        with open(FLAGS.text_file, encoding="utf-8") as f:
-          texts += [line.rstrip("\n") for line in f if line.strip()]
-      from jaxcnn.train.prediction import predict_checkpoint
-      out = predict_checkpoint(config, workdir, texts)
-      console.print(f"Checkpoint step {out['step']} in {workdir}:")
-      for r in out["predictions"]:
-        probs = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])
-        short = r["text"] if len(r["text"]) <= 100 else r["text"][:97] + "..."
-        console.print(f"  {short!r}")
-        console.print(f"    -> [bold]{r['predicted']}[/bold]  " +
-                      "  ".join(f"{name} {p:.3f}" for name, p in probs))
-      return
-    if FLAGS.mode == "eval":
-      from jaxcnn.train.evaluation import PRINTED_CONFUSION_CLASSES, evaluate_checkpoint
-      out = evaluate_checkpoint(config, workdir, console=console)
-      names = [str(n) for n in out["class_names"]]
-      kernels = xla_setup.cpu_kernels()
-      console.print(out["weights"] + (f", {out['data']}" if out["data"] else "")
-                    + (f" ({kernels} convolutions)" if kernels else "") + ":", markup=False)
-      for k, v in out.items():
-        if "/" not in k:
-          continue
-        if k.endswith("confusion"):
-          if len(names) > PRINTED_CONFUSION_CLASSES:
-            console.print(f"  {k}: {len(names)} x {len(names)} in eval.json")
-            continue
-          console.print(f"  {k} (rows: true, columns: predicted):")
-          w = max(6, *(len(n) for n in names)) + 1
-          console.print("    " + " " * w + "".join(f"{n[:w - 1]:>{w}}" for n in names))
-          for name, row in zip(names, v):
-            console.print(f"    {name[:w - 1]:<{w}}" + "".join(f"{c:>{w}d}" for c in row))
-        else:
-          console.print(f"  {k}: {v:.4f}")
-      if out.get("paper_error") is not None:
-        top5 = out.get("paper_top5_error")
-        console.print(f"  published: {out['paper']} (error {_pct(out['paper_error'])}"
-                      + (f", top-5 error {_pct(top5)}" if top5 is not None else "") + ")", markup=False)
-      elif out.get("paper"):
-        console.print(f"  published: {out['paper']}", markup=False)
-      if out.get("report"):
-        console.print(f"Wrote {out['report']} and eval.json")
-      return
-    if "benchmark" in config:
-      from jaxcnn.train.benchmark import run_benchmark, table
-      out = run_benchmark(config, workdir, console=console)
-      if not distributed.is_primary():
-        return
-      console.print()
-      console.print(f"[bold]{config.experiment}[/bold] (test error at the epoch the protocol selects):")
-      for line in table(out["rows"]):
-        console.print("  " + line)
-      console.print(f"Wrote {out['report']} and benchmark.json; each run's report.md is in "
-                    f"{workdir}/<data set>/seed<k>/")
-      return
-    result = loop.train_and_evaluate(config, workdir, console=console)
-    if not distributed.is_primary():
-      return
+    mode = (_summary if FLAGS.summary else _benchmark if "benchmark" in config else MODES[FLAGS.mode])
+    mode(config, workdir, console)
   except (ConfigError, FileNotFoundError) as e:
     usage_error(str(e))
   except loop.NonFiniteLossError as e:
@@ -364,9 +395,15 @@ def main(argv) -> None:
     print(f"error: {e}", file=sys.stderr, flush=True)
     # orbax's and tensorboardX's writer threads fail on the same full disk: one message is enough
     os._exit(DISK_FULL)
+
+
+def _print_result(config, workdir, console, result) -> None:
+  """What `python launch.py` prints after training: the headline numbers beside the paper's, and the
+  files the run wrote."""
   sel, fin = result["selected"], result["final"]
+  kind = result.get("task_kind", "classification")
   console.print()
-  if result.get("eval_splits") and config.task.name == "segmentation":
+  if result.get("eval_splits") and kind == "segmentation":
     from jaxcnn.train.report import segmentation_lines
     console.print(f"[bold]Result[/bold] at the final epoch ({fin.get('epoch')}), threshold 0.5:")
     for line in segmentation_lines(fin, result["eval_splits"]):
@@ -379,7 +416,7 @@ def main(argv) -> None:
       console.print(f"  {what:<12} {path}")
     return
 
-  if result.get("eval_splits") and config.task.name == "instance_segmentation":
+  if result.get("eval_splits") and kind == "instance_segmentation":
     from jaxcnn.train.report import coco_lines
     console.print(f"[bold]Result[/bold] at the final epoch ({fin.get('epoch')}), COCO AP in %:")
     for line in coco_lines(fin, result["eval_splits"]):
@@ -418,6 +455,8 @@ def main(argv) -> None:
                      ("TensorBoard events", os.path.join(workdir, "tensorboard")),
                      ("report", result["report"]), ("curves", os.path.join(workdir, "curves.png"))):
     console.print(f"  {what:<19} {path}")
+
+
 
 
 def run(default_config: str) -> None:

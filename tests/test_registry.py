@@ -28,3 +28,14 @@ def test_register_twice_fails():
   r.register("a")(lambda: 1)
   with pytest.raises(registry.RegistryError):
     r.register("a")(lambda: 2)
+
+
+def test_every_task_declares_the_task_contract():
+  """The loop, the step, the report and the CLI call tasks through jaxcnn.tasks.base.Task only."""
+  from jaxcnn.tasks.base import KINDS, Task
+  registry.load_all()
+  for name in registry.TASKS.names():
+    cls = registry.TASKS.get(name)
+    assert issubclass(cls, Task) and cls.kind in KINDS, name
+    if cls.host_eval:
+      assert cls.predict_body is not Task.predict_body and cls.evaluate is not Task.evaluate, name

@@ -12,6 +12,7 @@ import numpy as np
 import optax
 
 from jaxcnn.registry import TASKS
+from jaxcnn.tasks.base import Task
 
 
 def split_outputs(outputs):
@@ -23,9 +24,11 @@ def split_outputs(outputs):
 
 
 @TASKS.register("classification")
-class Classification:
+class Classification(Task):
   """Metrics are returned as *sums* over valid examples (weights 0 for padding) so they can be added
   across steps and devices; `summarize` turns sums into means."""
+
+  kind = "classification"
 
   def __init__(self, num_classes: int, label_smoothing: float = 0.0, aux_weight: float = 0.3,
                top_k: int = 1):

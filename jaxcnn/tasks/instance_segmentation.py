@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn.registry import TASKS, ConfigError
+from jaxcnn.tasks.base import Task
 
 LOSSES = ("rpn_cls", "rpn_box", "cls", "box", "mask")
 
@@ -33,9 +34,10 @@ def _coco():
 
 
 @TASKS.register("instance_segmentation")
-class InstanceSegmentation:
+class InstanceSegmentation(Task):
   """Mask R-CNN's multi-task loss and COCO evaluation (`headline`: the mask AP)."""
 
+  kind = "instance_segmentation"
   headline = "segm/AP"
   host_eval = True
   curve_metrics = ("segm/AP", "segm/AP50", "bbox/AP", "bbox/AP50")
@@ -50,8 +52,7 @@ class InstanceSegmentation:
     _coco()
 
   # ------------------------------------------------------------------------------------------ training
-  @staticmethod
-  def train_inputs(batch, rng) -> dict:
+  def train_inputs(self, batch, rng) -> dict:
     """What the model needs besides the images to compute its losses."""
     return {"targets": batch, "key": rng}
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from jaxcnn.conv.pooling import avg_pool, max_pool
 from jaxcnn.registry import TASKS, ConfigError
+from jaxcnn.tasks.base import Task
 
 
 def _valid(batch, shape, weights=None):
@@ -143,10 +144,11 @@ def summarize_counts(sums) -> dict:
 
 
 @TASKS.register("segmentation")
-class Segmentation:
+class Segmentation(Task):
   """Binary per-pixel classification with a sigmoid: loss = mean BCE over an image's valid pixels
   (+ `dice_weight` x soft Dice loss 1 - 2|P G| / (|P| + |G|) of the image)."""
 
+  kind = "segmentation"
   headline = "iou"  # shown in the progress bar
   curve_metrics = ("iou", "f1", "relaxed_breakeven")
 

@@ -106,7 +106,7 @@ def build_components(config) -> Components:
   mk = functools.partial(registry.MODELS.build, config.model.name, num_classes=dataset.num_classes,
                          dtype=compute_dtype(config), **config_kwargs(config.model))
   task = registry.TASKS.build(config.task.name, num_classes=dataset.num_classes, **config_kwargs(config.task))
-  if getattr(task, "host_eval", False) and dataset.coco_ground_truth is None:
+  if task.host_eval and dataset.coco_ground_truth is None:
     raise registry.ConfigError(f"task {config.task.name!r} scores detections against COCO-format ground "
                                f"truth, which data set {config.dataset.name!r} does not provide (use an "
                                "instance-segmentation data set: shapes_instances or coco)")

@@ -179,7 +179,7 @@ class _Trainer:
     desc = f"epoch {epoch}/{self.epochs} loss {train['loss']:.4f}"
     if "test/error" in record:
       desc += f" test err {100 * record['test/error']:.1f}%"
-    elif getattr(self.task, "headline", None):
+    elif self.task.headline:
       split = next(iter(self.ds.evals))
       if f"{split}/{self.task.headline}" in record:
         desc += f" {split} {self.task.headline} {record[f'{split}/{self.task.headline}']:.4f}"
@@ -190,7 +190,8 @@ class _Trainer:
     config, rt, ds = self.config, self.rt, self.ds
     final = self.state.final or self.last
     return {
-        "experiment": config.get("experiment"), "dataset": ds.name, "class_names": list(ds.class_names),
+        "experiment": config.get("experiment"), "task_kind": self.task.kind, "dataset": ds.name,
+        "class_names": list(ds.class_names),
         "num_train": rt.num_train, "num_test": len(next(iter(ds.evals.values()))),
         "num_params": num_params(self.par.get_state(dstate).params), "batch_size": rt.batch_size,
         "steps_per_epoch": self.spe, "epochs_done": rt.total_steps // self.spe,
@@ -301,9 +302,9 @@ def _train_and_evaluate(config, workdir: str, *, devices, interrupt_at_step, con
   with open(os.path.join(workdir, "result.json"), "w") as f:
     json.dump(result, f, indent=1)
   history = MetricsWriter.read(writer.path)
-  if getattr(task, "host_eval", False):  # instance segmentation: detections on the first eval images
+  if task.kind == "instance_segmentation":  # detections on the first eval images
     result["figures"] = write_detection_figure(rt, par.get_state(dstate), workdir)
-  elif getattr(task, "headline", None):  # segmentation: overlay figures of the first eval split
+  elif task.kind == "segmentation":  # overlay figures of the first eval split
     result["figures"] = write_overlays(rt, par.get_state(dstate), workdir)
   result["report"] = write_report(workdir, config, result, history, task=task)
   return result

@@ -65,7 +65,7 @@ def predict_images(config, workdir: str, input_dir: str, mask_dir: str | None = 
   step, state = rt.restore_latest("predict")
   rt.ckpt.close()
   ds, task = rt.c.dataset, rt.c.task
-  if ds.encode is None or not hasattr(task, "headline"):
+  if ds.encode is None or task.kind != "segmentation":
     raise registry.ConfigError("--input_dir predicts segmentation masks; this config's task is "
                                f"{config.task.name!r} (use --text for text classifiers)")
   output_dir = output_dir or os.path.join(workdir, "predictions")

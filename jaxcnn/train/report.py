@@ -208,9 +208,9 @@ def write_instance_report(workdir: str, config, result: dict, history: list[dict
 
 
 def write_report(workdir: str, config, result: dict, history: list[dict], task=None) -> str:
-  if getattr(task, "host_eval", False):
+  if task is not None and task.kind == "instance_segmentation":
     return write_instance_report(workdir, config, result, history, task)
-  if getattr(task, "headline", None):
+  if task is not None and task.kind == "segmentation":
     return write_segmentation_report(workdir, config, result, history, task)
   sel, final = result["selected"], result["final"]
   paper_error = result.get("paper_error")

@@ -137,7 +137,7 @@ class Runtime:
     out = {}
     ds = self.c.dataset
     for split, source in ds.evals.items():
-      if getattr(self.c.task, "host_eval", False):
+      if self.c.task.host_eval:
         out.update({f"{split}/{k}": v for k, v in self._host_evaluate(dstate, split, write).items()})
         continue
       total = pipeline.steps_per_epoch(len(source), self.eval_batch_size)

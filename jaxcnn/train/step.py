@@ -52,7 +52,7 @@ def train_step(state: TrainState, batch, *, model, task, tx: optax.GradientTrans
 
   # Tasks whose model computes its own losses (Mask R-CNN samples anchors and RoIs against the ground
   # truth) pass the batch and a key to it: `task.train_inputs(batch, rng)` -> extra keyword arguments.
-  extra = task.train_inputs(batch, rng) if hasattr(task, "train_inputs") else {}
+  extra = task.train_inputs(batch, rng)
 
   def loss_fn(params):
     logits, new_vars = model.apply(
