@@ -17,7 +17,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxcnn.registry import ConfigError
+from jaxcnn.errors import ConfigError
 
 FLAGS = flags.FLAGS
 USAGE_ERROR = 2

@@ -14,7 +14,7 @@ how the test suite runs two processes on one machine.
 """
 from __future__ import annotations
 
-from jaxcnn.registry import ConfigError
+from jaxcnn.errors import ConfigError
 
 
 def initialize(*, auto: bool = False, coordinator_address: str | None = None,

@@ -2,16 +2,20 @@
 
 Configs refer to code by name (`config.model.name = "fcn"`); the registry builds it. Unknown names fail
 with the list of registered ones, so a typo is caught at start-up, before any work.
+
+Each registry is filled by the modules of one package (`jaxcnn.models`, `jaxcnn.data`, `jaxcnn.tasks`),
+which register their constructors with the `register` decorator when imported. The registry imports
+that package by name the first time a name is looked up (`load`), so this module imports none of them:
+a leaf that every model, data set and task can import.
 """
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
 from typing import Any, Callable
 
-
-class ConfigError(ValueError):
-  """A config value that cannot work (a user error, not a bug): the message says how to fix it."""
+from jaxcnn.errors import ConfigError
 
 
 class RegistryError(ConfigError):
@@ -21,22 +25,40 @@ class RegistryError(ConfigError):
 class Registry:
   """A named collection of constructors, filled with the `register` decorator."""
 
-  def __init__(self, kind: str):
-    self.kind = kind
+  def __init__(self, kind: str, package: str | None = None):
+    self.kind, self.package = kind, package
     self._entries: dict[str, Callable[..., Any]] = {}
+    self._info: dict[str, dict[str, Any]] = {}
 
-  def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+  def register(self, name: str, **info) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Registers the decorated constructor as `name`, with `info` about it (models: `input_shape`, the
+    natural input without the batch axis, and `input_dtype`: what `python -m jaxcnn.summary NAME`
+    traces)."""
     def decorator(fn):
       if name in self._entries and self._entries[name] is not fn:
         raise RegistryError(f"{self.kind} {name!r} is registered twice")
       self._entries[name] = fn
+      self._info[name] = dict(info)
       return fn
     return decorator
 
+  def load(self) -> None:
+    """Imports the package whose modules register this registry's entries (once)."""
+    if self.package:
+      importlib.import_module(self.package)
+
   def names(self) -> list[str]:
+    self.load()
     return sorted(self._entries)
 
+  def info(self, name: str) -> dict[str, Any]:
+    """What `register` was told about `name` (e.g. a model's natural `input_shape`)."""
+    self.get(name)
+    return dict(self._info[name])
+
   def get(self, name: str) -> Callable[..., Any]:
+    if name not in self._entries:
+      self.load()
     if name not in self._entries:
       close = difflib.get_close_matches(name, self.names(), n=3)
       hint = f" Did you mean: {', '.join(close)}?" if close else ""
@@ -51,6 +73,7 @@ class Registry:
     return fn(**kwargs)
 
   def __contains__(self, name: str) -> bool:
+    self.load()
     return name in self._entries
 
 
@@ -74,13 +97,12 @@ def check_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any], what: str) -> N
                         f"It accepts: {', '.join(accepted)}.")
 
 
-MODELS = Registry("model")
-DATASETS = Registry("dataset")
-TASKS = Registry("task")
+MODELS = Registry("model", "jaxcnn.models")
+DATASETS = Registry("dataset", "jaxcnn.data")
+TASKS = Registry("task", "jaxcnn.tasks")
 
 
 def load_all() -> None:
-  """Imports every module that registers something, so the registries are complete."""
-  import jaxcnn.models  # noqa: F401
-  import jaxcnn.data  # noqa: F401
-  import jaxcnn.tasks  # noqa: F401
+  """Fills every registry now (each also fills itself at its first look-up)."""
+  for r in (MODELS, DATASETS, TASKS):
+    r.load()

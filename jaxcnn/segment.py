@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from jaxcnn.registry import ConfigError
+from jaxcnn.errors import ConfigError
 
 # The lecture's colours: true positives yellow, false negatives blue, false positives red.
 TP_COLOR, FN_COLOR, FP_COLOR = (255, 255, 0), (0, 0, 255), (255, 0, 0)

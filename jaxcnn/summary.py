@@ -1,4 +1,4 @@
-"""Per-layer summary of a model: `python -m jaxcnn.summary MODEL --input_shape=H,W,C [--kw key=value]`.
+"""Per-layer summary of a model: `python -m jaxcnn.summary MODEL [--input_shape=H,W,C] [--kw key=value]`.
 
 MODEL is a registered model name (`fcn`, `resnet_ts`, ...) or any Flax module class as
 `package.module:Class` (e.g. `jaxcnn.conv:InceptionNaive`). Prints, for one example, each layer's kind,
@@ -6,6 +6,7 @@ output shape, parameters, multiply-accumulates and receptive field, computed by 
 from the traced model. `python launch.py --config=... --summary` does the same for an experiment's model
 on its data set's input shape.
 
+  python -m jaxcnn.summary resnet50                          # a registered model's natural input
   python -m jaxcnn.summary jaxcnn.conv:InceptionNaive --input_shape=28,28,256
   python -m jaxcnn.summary fcn --input_shape=150,1 --kw num_classes=2
   python -m jaxcnn.summary char_cnn_small --input_shape=1014 --dtype=int8   # character indices
@@ -60,13 +61,23 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m jaxcnn.summary", description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("model", help="registered model name or package.module:Class")
-  parser.add_argument("--input_shape", required=True,
-                      help="one example's shape, channels last, without the batch axis: e.g. 28,28,256")
+  parser.add_argument("--input_shape", default=None,
+                      help="one example's shape, channels last, without the batch axis: e.g. 28,28,256 "
+                           "(default for a registered model: its natural input, e.g. 224,224,3)")
   parser.add_argument("--kw", action="append", default=[], metavar="KEY=VALUE",
                       help="constructor argument (repeatable), e.g. --kw num_classes=10")
-  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "int8", "int32"),
-                      help="input type; int8/int32 = token indices without a channel axis (char_cnn)")
+  parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "int8", "int32"),
+                      help="input type; int8/int32 = token indices without a channel axis (char_cnn); "
+                           "default: the registered model's, else float32")
   args = parser.parse_args(argv)
+  info = registry.MODELS.info(args.model) if args.model in registry.MODELS else {}
+  args.dtype = args.dtype or info.get("input_dtype", "float32")
+  if args.input_shape is None:
+    if "input_shape" not in info:
+      print(f"error: {args.model} declares no natural input: pass --input_shape (one example's shape, "
+            "channels last, without the batch axis, e.g. 28,28,256)", file=sys.stderr)
+      return 2
+    args.input_shape = ",".join(map(str, info["input_shape"]))
   try:
     shape = tuple(int(v) for v in args.input_shape.split(","))
   except ValueError:

@@ -137,6 +137,9 @@ def test_summary_cli_prints_the_table():
   r = run_summary("fcn", "--input_shape=150,1", "--kw", "num_classes=2")
   assert r.returncode == 0, r.stderr
   assert "total params: 264,962" in r.stdout and "FCN/ConvBNReLU_2/Conv_0" in r.stdout
+  r = run_summary("resnet50")  # a registered model's natural input: 224x224x3
+  assert r.returncode == 0, r.stderr
+  assert "input [1, 224, 224, 3] -> output [1, 1000]" in r.stdout and "total params: 25,557,032" in r.stdout
 
 
 @pytest.mark.parametrize("args,message", [
@@ -145,6 +148,7 @@ def test_summary_cli_prints_the_table():
     (["fcn", "--input_shape=a,b"], "must be comma-separated integers"),
     (["fcn", "--input_shape=150,1", "--kw", "num_classes=2", "--kw", "widht=3"], "does not take 'widht'"),
     (["jaxcnn.conv:Nope", "--input_shape=4,4,1"], "cannot import 'jaxcnn.conv:Nope'"),
+    (["jaxcnn.conv:InceptionNaive"], "declares no natural input: pass --input_shape"),
 ])
 def test_summary_cli_errors(args, message):
   r = run_summary(*args)

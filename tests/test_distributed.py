@@ -11,7 +11,7 @@ import pytest
 
 from conftest import subprocess_env
 from jaxcnn import distributed
-from jaxcnn.registry import ConfigError
+from jaxcnn.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["--config=experiments/fcn_ucr.py:ItalyPowerDemand,runlocal", "--config.model.filters=(4,8,4)",

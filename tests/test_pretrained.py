@@ -356,7 +356,7 @@ def test_freeze_names_from_the_config(value, names):
 
 
 def test_freezing_an_unknown_module_or_every_module_is_one_error():
-  from jaxcnn.registry import ConfigError
+  from jaxcnn.errors import ConfigError
   from jaxcnn.train.start import check_frozen
   params = {"stem": {}, "block0": {}, "block1": {}, "head": {}}
   with pytest.raises(ConfigError, match="config.model.freeze names 'stage9', which is not a module of "

@@ -39,3 +39,13 @@ def test_every_task_declares_the_task_contract():
     assert issubclass(cls, Task) and cls.kind in KINDS, name
     if cls.host_eval:
       assert cls.predict_body is not Task.predict_body and cls.evaluate is not Task.evaluate, name
+
+
+def test_every_model_takes_the_injected_arguments_and_declares_its_input():
+  """The model contract of jaxcnn/models/__init__.py: the trainer's num_classes / axis_name / dtype,
+  and the natural input `python -m jaxcnn.summary NAME` traces."""
+  for name in registry.MODELS.names():
+    accepted = registry.accepted_kwargs(registry.MODELS.get(name))
+    assert accepted is None or {"num_classes", "axis_name", "dtype"} <= set(accepted), (name, accepted)
+    info = registry.MODELS.info(name)
+    assert isinstance(info.get("input_shape"), tuple) and all(d > 0 for d in info["input_shape"]), name

@@ -346,7 +346,7 @@ def test_cli_trains_learns_and_predicts_a_folder(tmp_path, tfds_dir):
   assert os.path.getsize(os.path.join(wd, "overlays_validation.png")) > 10_000
 
   # --mode=eval (in-process, as the CLI calls it) reproduces the final metrics from the checkpoint.
-  from jaxcnn.registry import ConfigError
+  from jaxcnn.errors import ConfigError
   from jaxcnn.train import evaluation
   from jaxcnn.train.prediction import predict_images
   sys.path.insert(0, os.path.join(ROOT, "tests"))

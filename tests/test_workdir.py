@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import subprocess_env
-from jaxcnn.registry import ConfigError
+from jaxcnn.errors import ConfigError
 from jaxcnn.train import workdir as W
 from test_cli import ROOT, launch
 

@@ -6,7 +6,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from jaxcnn.registry import ConfigError
+from jaxcnn.errors import ConfigError
 
 
 class DatasetError(ConfigError):

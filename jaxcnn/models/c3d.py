@@ -56,7 +56,7 @@ class C3D(nn.Module):
     return classifier_head(x, self.num_classes, self.dtype)
 
 
-@MODELS.register("c3d")
+@MODELS.register("c3d", input_shape=(16, 112, 112, 3))
 def c3d(num_classes: int = 487, width: int = 1, fc_units: int = 4096, dropout: float = 0.5,
         axis_name: str | None = None, dtype: str | None = None) -> C3D:
   """C3D; `width=k` divides every filter count by k."""

@@ -105,7 +105,7 @@ def _register(size: str):
                    dropout=dropout, alphabet_size=alphabet_size, axis_name=axis_name, dtype=dtype)
   build.__doc__ = (f"The paper's {size} character-level ConvNet ({defaults['features']} features, "
                    f"{defaults['fc_units']} units, N(0, {defaults['init_std']}) init).")
-  MODELS.register(f"char_cnn_{size}")(build)
+  MODELS.register(f"char_cnn_{size}", input_shape=(1014,), input_dtype="int8")(build)
 
 
 for _size in SIZES:

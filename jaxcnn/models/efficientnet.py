@@ -77,7 +77,7 @@ class EfficientNetLite(nn.Module):
     return classifier_head(x, self.num_classes, self.dtype, kernel_init=DENSE_INIT)
 
 
-@MODELS.register("efficientnet_lite0")
+@MODELS.register("efficientnet_lite0", input_shape=(224, 224, 3))
 def efficientnet_lite0(num_classes: int = 1000, dropout: float = 0.2, drop_connect: float = 0.2,
                        bn_momentum: float = 0.99, axis_name: str | None = None,
                        dtype: str | None = None) -> EfficientNetLite:

@@ -61,7 +61,7 @@ class ConvBNReLU(nn.Module):
     return zero_padding(nn.relu(x), pool_mask)
 
 
-@MODELS.register("fcn")
+@MODELS.register("fcn", input_shape=(150, 1))  # GunPoint: 150 steps, 1 channel
 class FCN(nn.Module):
   """Wang et al. 2017 FCN. `filters`/`kernel_sizes` default to the paper's 128/256/128 and 8/5/3."""
   num_classes: int

@@ -130,7 +130,7 @@ class GoogLeNet(nn.Module):
     return (logits, tuple(aux)) if train and aux else logits
 
 
-@MODELS.register("googlenet")
+@MODELS.register("googlenet", input_shape=(224, 224, 3))
 def googlenet(num_classes: int = 1000, aux_logits: bool = True, dropout: float = 0.4,
               axis_name: str | None = None, dtype: str | None = None) -> GoogLeNet:
   """The paper's GoogLeNet (LRN, biases, 5x5 branches), auxiliary classifiers in training."""
@@ -138,7 +138,7 @@ def googlenet(num_classes: int = 1000, aux_logits: bool = True, dropout: float =
                    aux_logits=aux_logits, dropout=dropout, axis_name=axis_name, dtype=dtype)
 
 
-@MODELS.register("googlenet_bn")
+@MODELS.register("googlenet_bn", input_shape=(224, 224, 3))
 def googlenet_bn(num_classes: int = 1000, aux_logits: bool = True, branch3_kernel: int = 3,
                  dropout: float = 0.2, axis_name: str | None = None,
                  dtype: str | None = None) -> GoogLeNet:

@@ -67,7 +67,7 @@ class InceptionModule1D(nn.Module):
     return zero_padding(nn.relu(y), pool_mask)
 
 
-@MODELS.register("inception_time")
+@MODELS.register("inception_time", input_shape=(150, 1))
 class InceptionNet(nn.Module):
   """One InceptionTime network (the paper's defaults: depth 6, 32 filters, kernels 40/20/10)."""
   num_classes: int

@@ -147,7 +147,7 @@ class LeNet5(nn.Module):
     return classifier_head(x, self.num_classes, self.dtype)
 
 
-@MODELS.register("lenet5")
+@MODELS.register("lenet5", input_shape=(32, 32, 1))
 def lenet5(num_classes: int = 10, c3_table: bool = True, subsampling: str = "trainable",
            axis_name: str | None = None, dtype: str | None = None) -> LeNet5:
   """LeNet-5 as in the paper (sparse C3, trainable sub-sampling, scaled tanh), softmax output."""
@@ -155,7 +155,7 @@ def lenet5(num_classes: int = 10, c3_table: bool = True, subsampling: str = "tra
                 axis_name=axis_name, dtype=dtype)
 
 
-@MODELS.register("lenet5_gap")
+@MODELS.register("lenet5_gap", input_shape=(32, 32, 1))
 def lenet5_gap(num_classes: int = 10, c3_table: bool = True, subsampling: str = "trainable",
                axis_name: str | None = None, dtype: str | None = None) -> LeNet5:
   """LeNet-5's C1-S2-C3, a 3x3 convolution with 120 maps, global average pooling, dense output."""

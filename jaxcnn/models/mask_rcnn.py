@@ -384,7 +384,7 @@ def _builder(name: str, defaults: dict, doc: str, cls=MaskRCNN):
   build.__signature__ = inspect.Signature(
       [inspect.Parameter(f, inspect.Parameter.KEYWORD_ONLY, default=default(f)) for f in fields])
   build.__name__, build.__doc__ = name, doc
-  MODELS.register(name)(build)
+  MODELS.register(name, input_shape=(128, 128, 3) if "small" in name else (1344, 1344, 3))(build)
   return build
 
 

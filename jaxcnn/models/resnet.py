@@ -105,7 +105,7 @@ def _register_imagenet(depth):
     return ResNet(num_classes=num_classes, stage_sizes=stages, block=block,
                   zero_init_last=zero_init_last, axis_name=axis_name, dtype=dtype)
   build.__doc__ = f"ResNet-{depth} ({block} blocks {stages}), torchvision's layout."
-  MODELS.register(f"resnet{depth}")(build)
+  MODELS.register(f"resnet{depth}", input_shape=(224, 224, 3))(build)
 
 
 def _register_cifar(depth):
@@ -114,7 +114,7 @@ def _register_cifar(depth):
     return CifarResNet(num_classes=num_classes, depth=depth, projection=projection,
                        axis_name=axis_name, dtype=dtype)
   build.__doc__ = f"CIFAR ResNet-{depth} (He et al. 2016, section 4.2)."
-  MODELS.register(f"cifar_resnet{depth}")(build)
+  MODELS.register(f"cifar_resnet{depth}", input_shape=(32, 32, 3))(build)
 
 
 for _d in IMAGENET_DEPTHS:

@@ -42,7 +42,7 @@ class ResidualBlock1D(nn.Module):
     return zero_padding(nn.relu(y + shortcut), pool_mask)
 
 
-@MODELS.register("resnet_ts")
+@MODELS.register("resnet_ts", input_shape=(150, 1))
 class ResNetTS(nn.Module):
   """Wang et al. 2017 ResNet for time series."""
   num_classes: int

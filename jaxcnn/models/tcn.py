@@ -106,7 +106,7 @@ def last_valid(y: jax.Array, mask: jax.Array | None) -> jax.Array:
   return jnp.take_along_axis(y, idx[:, None, None], axis=1)[:, 0]
 
 
-@MODELS.register("tcn")
+@MODELS.register("tcn", input_shape=(150, 1))
 class TCN(nn.Module):
   """Bai et al. 2018 TCN classifier. Defaults are the paper's sequential-MNIST model (8 levels of 25
   channels, kernel 7, dropout 0.05); `channels` may also list one width per level."""

@@ -90,7 +90,7 @@ class UNet(nn.Module):
     return x.astype(jnp.float32)
 
 
-@MODELS.register("unet")
+@MODELS.register("unet", input_shape=(256, 256, 3))  # the roads crops
 def unet(num_classes: int = 1, depth: int = 4, features: int = 64, dropout: float = 0.5,
          norm: str | None = "batch", upsample: str = "transposed", dtype: str | None = None,
          axis_name: str | None = None) -> UNet:

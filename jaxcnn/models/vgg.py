@@ -109,7 +109,7 @@ def _register_vgg(depth, bn):
     return VGG(num_classes=num_classes, layers=VGG_CONFIGS[depth], batch_norm=bn, fc_units=fc_units,
                dropout=dropout, axis_name=axis_name, dtype=dtype)
   build.__doc__ = f"VGG-{depth}{' with BatchNorm' if bn else ''} (torchvision's layout)."
-  MODELS.register(f"vgg{depth}{'_bn' if bn else ''}")(build)
+  MODELS.register(f"vgg{depth}{'_bn' if bn else ''}", input_shape=(224, 224, 3))(build)
 
 
 for _d in VGG_CONFIGS:
@@ -117,7 +117,7 @@ for _d in VGG_CONFIGS:
   _register_vgg(_d, True)
 
 
-@MODELS.register("alexnet")
+@MODELS.register("alexnet", input_shape=(224, 224, 3))
 def alexnet(num_classes: int = 1000, fc_units: int = 4096, dropout: float = 0.5,
             axis_name: str | None = None, dtype: str | None = None) -> AlexNet:
   """AlexNet, torchvision's single-tower layout."""

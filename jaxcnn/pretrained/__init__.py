@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxcnn.pretrained.files import WeightFileError, read_state_dict, save_state_dict
 from jaxcnn.pretrained.layouts import Layout, has_layout, layout_for
-from jaxcnn.registry import ConfigError
+from jaxcnn.errors import ConfigError
 
 __all__ = ["PretrainedError", "WeightFileError", "from_state_dict", "has_layout", "layout_for", "load",
            "read_state_dict", "reference_shapes", "resolve", "save_state_dict", "to_state_dict"]

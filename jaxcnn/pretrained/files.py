@@ -26,7 +26,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from jaxcnn.registry import ConfigError
+from jaxcnn.errors import ConfigError
 
 
 class WeightFileError(ConfigError):

@@ -21,7 +21,8 @@ import os
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn.registry import TASKS, ConfigError
+from jaxcnn.errors import ConfigError
+from jaxcnn.registry import TASKS
 from jaxcnn.tasks.base import Task
 
 LOSSES = ("rpn_cls", "rpn_box", "cls", "box", "mask")

@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn.conv.pooling import avg_pool, max_pool
-from jaxcnn.registry import TASKS, ConfigError
+from jaxcnn.errors import ConfigError
+from jaxcnn.registry import TASKS
 from jaxcnn.tasks.base import Task
 
 

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from jaxcnn import published
-from jaxcnn.registry import ConfigError
+from jaxcnn.errors import ConfigError
 
 
 def datasets_of(config) -> list[str]:

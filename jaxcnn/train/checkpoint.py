@@ -16,7 +16,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 import jaxcnn
-from jaxcnn.registry import ConfigError
+from jaxcnn.errors import ConfigError
 
 FORMAT_VERSION = 1
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import optax
 
-from jaxcnn.registry import ConfigError
+from jaxcnn.errors import ConfigError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "plateau", "cosine", "warmup_cosine", "step", "piecewise")

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxcnn.registry import ConfigError
+from jaxcnn.errors import ConfigError
 
 MODES = ("jit", "pmap")
 AXIS = "data"

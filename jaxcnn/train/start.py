@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxcnn import pretrained as pretrained_lib
-from jaxcnn.registry import ConfigError
+from jaxcnn.errors import ConfigError
 
 
 def frozen_names(config) -> tuple[str, ...]:

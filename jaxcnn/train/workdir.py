@@ -22,7 +22,7 @@ import socket
 import sys
 import time
 
-from jaxcnn.registry import ConfigError
+from jaxcnn.errors import ConfigError
 
 LOCK_NAME = ".lock"
 
