@@ -15,12 +15,11 @@ but not up/down: 50 % error.) `--config.model.width=1 --config.model.fc_units=40
 import ml_collections
 from ml_collections import config_dict
 
+from jaxcnn.configs import parse_arg
+
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-  parts = [p for p in (arg or "").split(",") if p]
-  unknown = set(parts) - {"runlocal"}
-  if unknown:
-    raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: runlocal")
+  _, parts = parse_arg(arg, leading=False, options=("runlocal",))
   c = ml_collections.ConfigDict()
   c.experiment = "c3d_moving_shapes"
   c.seed = 0

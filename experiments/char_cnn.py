@@ -31,21 +31,21 @@ error with 120,000 training rows; the cells not transcribed there say so in the 
 import ml_collections
 from ml_collections import config_dict
 
+from jaxcnn.configs import parse_arg
+
 DATASETS = ("ag_news", "ag_news_subset", "dbpedia", "yelp_polarity", "yelp_full", "yahoo_answers",
             "amazon_full", "amazon_polarity", "sogou_news")
 SIZES = ("small", "large")
 
 
 def get_config(arg: str = "ag_news_subset") -> ml_collections.ConfigDict:
-  parts = [p for p in (arg or "").split(",") if p]
-  unknown = set(parts) - set(DATASETS) - set(SIZES) - {"runlocal"}
-  names = [p for p in parts if p in DATASETS]
-  sizes = [p for p in parts if p in SIZES]
-  if unknown or len(names) > 1 or len(sizes) > 1:
-    raise ValueError(f"bad argument {arg!r}: give one data set of {', '.join(DATASETS)}, optionally "
-                     "small|large and runlocal (e.g. char_cnn.py:ag_news,large)")
-  name = names[0] if names else "ag_news_subset"
+  name, opts = parse_arg(arg, default="ag_news_subset", names=DATASETS, what="data set",
+                         options=(*SIZES, "runlocal"), example="char_cnn.py:ag_news,large")
+  sizes = [s for s in SIZES if s in opts]
+  if len(sizes) > 1:
+    raise ValueError(f"choose one size, not {', '.join(sizes)}")
   size = sizes[0] if sizes else "small"
+  parts = [name, *opts]
   subset = name == "ag_news_subset"
   c = ml_collections.ConfigDict()
   c.experiment = f"char_cnn_{size}_{name}"

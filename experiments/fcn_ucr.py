@@ -33,49 +33,65 @@ there the two agree. `--config.dataset.normalize=per_series` gives the former pr
 import ml_collections
 from ml_collections import config_dict
 
-# The paper tables the reports print beside our error, by model (jaxcnn/published.py: where each came
-# from). They are looked up for the run's data set (`dataset.subset`), whatever `manual_dir` holds; a set
-# that is not in the table says so in the report. `--config.report.paper_error=X` overrides.
-PAPER_TABLES = {"fcn": "wang2017_fcn", "resnet": "wang2017_resnet", "inceptiontime": "inceptiontime2020"}
-MODELS = ("fcn", "resnet", "inceptiontime", "tcn")
+from jaxcnn.configs import parse_arg
+
+# Each model's published protocol, as data: the model's constructor arguments (`model`), and what
+# differs from the FCN protocol of Wang et al. (the `config` overrides, by dotted key). The paper table
+# the reports print beside our error (jaxcnn/published.py: where each came from) is looked up for the
+# run's data set (`dataset.subset`), whatever `manual_dir` holds; a set that is not in the table says so
+# in the report. `--config.report.paper_error=X` overrides.
+PROTOCOLS = {
+    "fcn": dict(
+        model=dict(name="fcn", filters=(128, 256, 128), kernel_sizes=(8, 5, 3)),
+        config={"report.paper": "Wang, Yan & Oates 2017, FCN", "report.paper_table": "wang2017_fcn"}),
+    "resnet": dict(  # Wang et al.'s ResNet for time series, same protocol, 1000 epochs (their ResNet.py)
+        model=dict(name="resnet_ts", filters=(64, 128, 128), kernel_sizes=(8, 5, 3)),
+        # On CPU, XLA's Eigen convolutions: they made its steps 1.7x faster on 2 cores (a tie since
+        # launch.py runs with huge pages; kept so the benchmark's ResNet rows stay comparable).
+        config={"cpu_convolutions": "eigen", "train.epochs": 1000,
+                "report.paper": "Wang, Yan & Oates 2017, ResNet", "report.paper_table": "wang2017_resnet"}),
+    "inceptiontime": dict(
+        model=dict(name="inception_time", depth=6, filters=32, kernel_sizes=(40, 20, 10), bottleneck=32,
+                   residual_every=3),
+        config={"dataset.normalize": "per_series", "optimizer.eps": 1e-7, "train.batch_size": 64,
+                "train.epochs": 1500, "report.paper": "Ismail Fawaz et al. 2020, InceptionTime (ensemble of 5)",
+                "report.paper_table": "inceptiontime2020"}),
+    "tcn": dict(
+        model=dict(name="tcn", channels=25, levels=8, kernel_size=7, dropout=0.05),
+        config={"optimizer.eps": 1e-7, "optimizer.learning_rate": 2e-3, "train.batch_size": 64,
+                "train.epochs": 1500, "report.paper": "Bai, Kolter & Koltun 2018 (no UCR results)",
+                "report.paper_table": ""}),
+}
+MODELS = tuple(PROTOCOLS)
+PAPER_TABLES = {m: p["config"]["report.paper_table"] for m, p in PROTOCOLS.items() if p["config"]["report.paper_table"]}
+
+
+def _set(c: ml_collections.ConfigDict, dotted: str, value) -> None:
+  *path, key = dotted.split(".")
+  for k in path:
+    c = c[k]
+  c[key] = value
 
 
 def get_config(arg: str = "GunPoint") -> ml_collections.ConfigDict:
-  parts = [p for p in (arg or "GunPoint").split(",") if p]
-  name = parts[0]
-  runlocal = "runlocal" in parts[1:]
-  unknown = set(parts[1:]) - {"runlocal", "quick", *MODELS}
-  if unknown:
-    raise ValueError(f"unknown option(s) {sorted(unknown)} after the data set name; valid: runlocal, "
-                     "quick, " + ", ".join(MODELS[1:]) + " (e.g. fcn_ucr.py:GunPoint,runlocal)")
-  models = [p for p in parts[1:] if p in MODELS]
+  name, opts = parse_arg(arg, default="GunPoint", what="data set", options=("runlocal", "quick", *MODELS[1:]),
+                         example="fcn_ucr.py:GunPoint,runlocal")
+  models = [o for o in MODELS if o in opts]
   if len(models) > 1:
     raise ValueError(f"choose one model, not {', '.join(models)}")
   arch = models[0] if models else "fcn"
+  protocol = PROTOCOLS[arch]
 
   c = ml_collections.ConfigDict()
-  c.experiment = f"{arch}_ucr:{name}" if arch != "fcn" else f"fcn_ucr:{name}"
+  c.experiment = f"{arch}_ucr:{name}"
   c.seed = 0
   c.parallel = "jit"            # "jit" (jit + shard_map over a device mesh) or "pmap"
   c.precision = "float32"      # "bfloat16": bfloat16 compute, float32 parameters and optimizer state
-  # On CPU, XLA's convolution kernels: Eigen (multi-threaded) for the ResNet, whose steps it made 1.7x
-  # faster on 2 cores (a tie since launch.py runs with huge pages; kept so the benchmark's ResNet rows
-  # stay comparable); jaxlib's YNNPACK for the others, which Eigen slows down (bench/README.md).
-  c.cpu_convolutions = "eigen" if arch == "resnet" else "ynnpack"
-
+  # On CPU, XLA's convolution kernels: jaxlib's YNNPACK, which Eigen slows down for these models
+  # (bench/README.md), unless the protocol says otherwise.
+  c.cpu_convolutions = "ynnpack"
   # Every key but `name` is passed to the model constructor (num_classes comes from the data set).
-  if arch == "resnet":  # Wang et al.'s ResNet for time series, same protocol
-    c.model = ml_collections.ConfigDict(dict(name="resnet_ts", filters=(64, 128, 128),
-                                             kernel_sizes=(8, 5, 3)))
-  elif arch == "inceptiontime":
-    c.model = ml_collections.ConfigDict(dict(name="inception_time", depth=6, filters=32,
-                                             kernel_sizes=(40, 20, 10), bottleneck=32, residual_every=3))
-  elif arch == "tcn":
-    c.model = ml_collections.ConfigDict(dict(name="tcn", channels=25, levels=8, kernel_size=7,
-                                             dropout=0.05))
-  else:
-    c.model = ml_collections.ConfigDict(dict(name="fcn", filters=(128, 256, 128),
-                                             kernel_sizes=(8, 5, 3)))
+  c.model = ml_collections.ConfigDict(dict(protocol["model"]))
   c.dataset = ml_collections.ConfigDict(dict(
       name="ucr_uea", subset=name, normalize="train_global",
       data_dir=config_dict.placeholder(str),    # TFDS data dir (default ~/tensorflow_datasets)
@@ -83,6 +99,7 @@ def get_config(arg: str = "GunPoint") -> ml_collections.ConfigDict:
   ))
   c.task = ml_collections.ConfigDict(dict(name="classification", label_smoothing=0.0))
 
+  # Wang et al.'s FCN protocol; PROTOCOLS says what the other models change.
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adam", learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, momentum=0.0))
   c.schedule = ml_collections.ConfigDict(dict(
@@ -104,33 +121,23 @@ def get_config(arg: str = "GunPoint") -> ml_collections.ConfigDict:
   c.checkpoint = ml_collections.ConfigDict(dict(every_epochs=100, keep=2))
   c.report = ml_collections.ConfigDict(dict(
       select_by="train/loss",  # the reported number: test metrics at the epoch of lowest train loss
-      paper="Wang, Yan & Oates 2017, FCN",
-      paper_table=PAPER_TABLES.get(arch, ""),   # jaxcnn/published.py; "" for none
+      paper="",
+      paper_table="",           # jaxcnn/published.py; "" for none
       paper_error=config_dict.placeholder(float),
       note="",
       # test probabilities at the selected epoch -> predictions.npz (one more test-set pass per
       # selection; ucr_benchmark.py turns it on for its ensembles)
       save_predictions=False,
   ))
-  if arch == "resnet":
-    c.train.epochs = 1000
-    c.report.paper = "Wang, Yan & Oates 2017, ResNet"
-  elif arch in ("inceptiontime", "tcn"):
-    c.dataset.normalize = "per_series" if arch == "inceptiontime" else "train_global"
-    c.optimizer.eps = 1e-7
-    c.train.batch_size = 64
-    c.train.epochs = 1500
-    c.report.paper = ("Ismail Fawaz et al. 2020, InceptionTime (ensemble of 5)"
-                      if arch == "inceptiontime" else "Bai, Kolter & Koltun 2018 (no UCR results)")
-    if arch == "tcn":
-      c.optimizer.learning_rate = 2e-3
-  if "quick" in parts[1:]:
+  for key, value in protocol["config"].items():
+    _set(c, key, value)
+  if "quick" in opts:
     full = c.train.epochs
     c.experiment += ",quick"
     c.train.epochs = full // 2
     c.report.note = (f"quick run: {c.train.epochs} of the protocol's {full} epochs; "
                      f"--config=experiments/fcn_ucr.py:{arg.replace(',quick', '')} runs the full protocol")
-  if runlocal:
+  if "runlocal" in opts:
     c.train.epochs = 5
     c.checkpoint.every_epochs = 2
   return c

@@ -22,22 +22,16 @@ weight decay 1e-5, batch 20, 40 epochs (200 steps at 10 per class), the final ep
 import ml_collections
 from ml_collections import config_dict
 
+from jaxcnn.configs import parse_arg
+
 STARTS = ("pretrained", "scratch")
 
 
 def get_config(arg: str = "pretrained") -> ml_collections.ConfigDict:
-  parts = [p for p in (arg or "pretrained").split(",") if p]
-  start = parts[0]
-  if start not in STARTS:
-    raise ValueError(f"unknown start {start!r}; valid: {', '.join(STARTS)} (e.g. finetune_mnist.py:pretrained,10)")
-  per_class, runlocal = 10, False
-  for p in parts[1:]:
-    if p == "runlocal":
-      runlocal = True
-    elif p.isdigit() and int(p) > 0:
-      per_class = int(p)
-    else:
-      raise ValueError(f"unknown option {p!r}; valid: a number of images per digit (e.g. 10), runlocal")
+  numbers = [p.strip() for p in (arg or "").split(",")[1:] if p.strip().isdigit() and int(p) > 0]
+  start, opts = parse_arg(arg, default="pretrained", names=STARTS, what="start",
+                          options=("runlocal", *numbers), example="finetune_mnist.py:pretrained,10")
+  per_class, runlocal = (int(numbers[-1]) if numbers else 10), "runlocal" in opts
   c = ml_collections.ConfigDict()
   c.experiment = f"finetune_mnist_{start}_{per_class}"
   c.seed = 0

@@ -31,6 +31,8 @@ TensorFlow Lite builder's).
 import ml_collections
 from ml_collections import config_dict
 
+from jaxcnn.configs import parse_arg
+
 from jaxcnn.published import IMAGENET
 
 MODELS = tuple(IMAGENET)
@@ -38,13 +40,7 @@ LITE_MEAN, LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3
 
 
 def get_config(arg: str = "resnet50") -> ml_collections.ConfigDict:
-  parts = [p for p in (arg or "resnet50").split(",") if p]
-  name, opts = parts[0], set(parts[1:])
-  if name not in MODELS:
-    raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
-  unknown = opts - {"synthetic", "runlocal"}
-  if unknown:
-    raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: synthetic, runlocal")
+  name, opts = parse_arg(arg, default="resnet50", names=MODELS, what="model", options=("synthetic", "runlocal"))
   c = ml_collections.ConfigDict()
   c.experiment = f"imagenet_{name}" + ("_synthetic" if "synthetic" in opts else "")
   c.seed = 0

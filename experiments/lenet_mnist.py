@@ -21,15 +21,13 @@ training set faster and ends at 1.29 % on the 8,000 shipped test images; SGD end
 import ml_collections
 from ml_collections import config_dict
 
+from jaxcnn.configs import parse_arg
+
 PAPER = "LeCun et al. 1998, LeNet-5 without distortions"
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-  parts = [p for p in (arg or "").split(",") if p]
-  unknown = set(parts) - {"gap", "runlocal"}
-  if unknown:
-    raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: gap, runlocal "
-                     "(e.g. lenet_mnist.py:gap,runlocal)")
+  _, parts = parse_arg(arg, leading=False, options=("gap", "runlocal"), example="lenet_mnist.py:gap,runlocal")
   gap = "gap" in parts
   c = ml_collections.ConfigDict()
   c.experiment = "lenet5_gap_mnist" if gap else "lenet5_mnist"

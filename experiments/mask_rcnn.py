@@ -37,6 +37,8 @@ Published mask AP (He et al. 2017, Table 2a, COCO minival = 2017 val): ResNet-50
 import ml_collections
 from ml_collections import config_dict
 
+from jaxcnn.configs import parse_arg
+
 COCO_TRAIN_IMAGES = 118287
 PAPER_MASK_AP = {"coco_r50_c4": 0.303, "coco_r101_c4": 0.327, "coco_r50_fpn": 0.336, "coco_r101_fpn": 0.354}
 OPTIONS = ("runlocal", "fpn")
@@ -56,12 +58,7 @@ def _base() -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str = "shapes") -> ml_collections.ConfigDict:
-  parts = [p for p in (arg or "shapes").split(",") if p]
-  name, opts = parts[0], set(parts[1:])
-  if name not in ("shapes", *PAPER_MASK_AP):
-    raise ValueError(f"unknown variant {name!r}; valid: shapes, {', '.join(PAPER_MASK_AP)}")
-  if opts - set(OPTIONS):
-    raise ValueError(f"unknown option(s) {sorted(opts - set(OPTIONS))}; valid: {', '.join(OPTIONS)}")
+  name, opts = parse_arg(arg, default="shapes", names=("shapes", *PAPER_MASK_AP), options=OPTIONS)
   c = _base()
   c.experiment = f"mask_rcnn_{name}" + ("_fpn" if "fpn" in opts else "")
   if name == "shapes":

@@ -21,18 +21,15 @@ for more devices scale the batch and the learning rate together (Goyal et al. 20
 import ml_collections
 from ml_collections import config_dict
 
+from jaxcnn.configs import parse_arg
+
 PAPER_ERROR = {20: 0.0875, 32: 0.0751, 44: 0.0717, 56: 0.0697, 110: 0.0643}
 
 
 def get_config(arg: str = "resnet20") -> ml_collections.ConfigDict:
-  parts = [p for p in (arg or "resnet20").split(",") if p]
-  name, opts = parts[0], set(parts[1:])
   depths = {f"resnet{d}": d for d in PAPER_ERROR}
-  if name not in depths:
-    raise ValueError(f"unknown model {name!r}; valid: {', '.join(depths)}")
-  unknown = opts - {"synthetic", "runlocal"}
-  if unknown:
-    raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: synthetic, runlocal")
+  name, opts = parse_arg(arg, default="resnet20", names=depths, what="model",
+                         options=("synthetic", "runlocal"))
   depth = depths[name]
   c = ml_collections.ConfigDict()
   c.experiment = f"cifar10_{name}" + ("_synthetic" if "synthetic" in opts else "")

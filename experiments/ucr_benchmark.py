@@ -17,6 +17,8 @@ import os
 
 import ml_collections
 
+from jaxcnn.configs import parse_arg
+
 # Univariate (UCR) and multivariate (UEA) classification sets shipped in the aeon wheel.
 SHIPPED = ("GunPoint", "ItalyPowerDemand", "ArrowHead", "OSULeaf", "ACSF1", "BasicMotions", "JapaneseVowels",
            "PickupGestureWiimoteZ")
@@ -32,14 +34,9 @@ def _fcn_ucr():
 
 def get_config(arg: str = "fcn") -> ml_collections.ConfigDict:
   fcn_ucr = _fcn_ucr()
-  parts = [p for p in (arg or "fcn").split(",") if p]
-  model, options = parts[0], parts[1:]
-  if model not in fcn_ucr.MODELS:
-    raise ValueError(f"unknown model {model!r}: use one of {', '.join(fcn_ucr.MODELS)} "
-                     "(e.g. ucr_benchmark.py:inceptiontime)")
-  unknown = set(options) - {"runlocal", "quick"}
-  if unknown:
-    raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: runlocal, quick")
+  model, opts = parse_arg(arg, default="fcn", names=fcn_ucr.MODELS, what="model",
+                          options=("runlocal", "quick"), example="ucr_benchmark.py:inceptiontime")
+  options = [o for o in ("runlocal", "quick") if o in opts]
   c = fcn_ucr.get_config(",".join(["GunPoint", *options] + ([model] if model != "fcn" else [])))
   c.experiment = f"ucr_benchmark:{arg}"
   c.benchmark = ml_collections.ConfigDict(dict(

@@ -22,14 +22,13 @@ paper-width U-Net; made for a GPU/TPU run with the user's copy of the data.
 import ml_collections
 from ml_collections import config_dict
 
+from jaxcnn.configs import parse_arg
+
 OPTIONS = ("runlocal", "resize", "massachusetts", "dice")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-  parts = [p for p in (arg or "").split(",") if p]
-  unknown = set(parts) - set(OPTIONS)
-  if unknown:
-    raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: {', '.join(OPTIONS)}")
+  _, parts = parse_arg(arg, leading=False, options=OPTIONS)
   c = ml_collections.ConfigDict()
   c.experiment = "unet_roads"
   c.seed = 0

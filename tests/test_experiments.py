@@ -199,3 +199,19 @@ def check_mask_rcnn(c, result, tmp_path):
       assert x >= 0 and y >= 0 and x + bw <= im["width"] + 1e-3 and y + bh <= im["height"] + 1e-3
       assert d["segmentation"]["size"] == [im["height"], im["width"]]
     assert os.path.getsize(row["overlay"]) > 1000
+
+
+def test_config_arguments_are_parsed_one_way():
+  """experiments/*.py share jaxcnn.configs.parse_arg: a leading name, then options; one error each."""
+  from jaxcnn.configs import parse_arg
+  assert parse_arg("", default="resnet50", names=("resnet50",)) == ("resnet50", set())
+  assert parse_arg("resnet50,synthetic", names=("resnet50",), options=("synthetic",)) == ("resnet50", {"synthetic"})
+  assert parse_arg("gap,runlocal", leading=False, options=("gap", "runlocal")) == ("", {"gap", "runlocal"})
+  with pytest.raises(ValueError, match=r"unknown model 'resnet51'; valid: resnet50 \(e.g. x.py:resnet50\)"):
+    parse_arg("resnet51", names=("resnet50",), what="model", example="x.py:resnet50")
+  with pytest.raises(ValueError, match=r"unknown option\(s\) \['quik'\] after the data set name"):
+    parse_arg("GunPoint,quik", what="data set", options=("quick",))
+  for name, arg in (("imagenet", "resnet50,foo"), ("char_cnn", "ag_news,huge"), ("mask_rcnn", "shapez"),
+                    ("lenet_mnist", "gapp"), ("finetune_mnist", "pre"), ("ucr_benchmark", "fcnn")):
+    with pytest.raises(ValueError, match="unknown"):
+      load_experiment(name, arg)
