@@ -24,27 +24,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from jaxcnn.backends.xla_cpu import host_memory  # noqa: E402
+from jaxcnn.pretrained import reference  # noqa: E402
 
-TORCHVISION = {"alexnet": "alexnet", **{f"vgg{d}{bn}": f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")},
-               "googlenet_bn": "googlenet", **{f"resnet{d}": f"resnet{d}" for d in (18, 34, 50, 101, 152)}}
-MODELS = (*TORCHVISION, "efficientnet_lite0")
-
-
-def torchvision_model(name: str):
-  import torch
-  import torchvision
-  torch.manual_seed(0)
-  extra = {"aux_logits": True, "init_weights": True} if name == "googlenet_bn" else {}
-  model = getattr(torchvision.models, TORCHVISION[name])(weights=None, **extra)
-  g = torch.Generator().manual_seed(1)
-  with torch.no_grad():
-    for m in model.modules():
-      if isinstance(m, torch.nn.BatchNorm2d):
-        m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.3)
-        m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-        m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-        m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-  return model.eval()
+MODELS = (*reference.TORCHVISION, "efficientnet_lite0")
 
 
 def photos():
@@ -73,7 +55,7 @@ def compare(name: str) -> dict:
     state = pretrained.read_state_dict(path)
     what = "trained weights, 3 photographs"
   else:
-    ref = torchvision_model(name)
+    ref = reference.torchvision_model(name)
     x = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
     state = {k: v.detach().numpy() for k, v in ref.state_dict().items()}
     what = "random weights, 2 random images"
@@ -123,7 +105,7 @@ def main():
            "|---|---|---|---:|---:|---|"]
   for r in rows:
     ref = ("EfficientNet-PyTorch port (efficientnet_lite_pytorch)" if r["model"] == "efficientnet_lite0"
-           else f"torchvision.models.{TORCHVISION[r['model']]}")
+           else f"torchvision.models.{reference.TORCHVISION[r['model']]}")
     lines.append(f"| `{r['model']}` | {ref} | {r['what']} | {r['abs']:.1e} | {r['rel']:.1e} | "
                  f"{'yes' if r['argmax'] else 'NO'} |")
   with open(args.out, "w") as f:

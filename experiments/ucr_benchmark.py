@@ -12,28 +12,18 @@ looked up for every data set, or "not in the paper's table"). Running the comman
 Add `--config.dataset.manual_dir=/path/to/Univariate_ts` (and the names in `benchmark.datasets`) to run
 data sets of the full archives.
 """
-import importlib.util
-import os
 
 import ml_collections
 
-from jaxcnn.configs import parse_arg
+from jaxcnn.configs import parse_arg, sibling
 
 # Univariate (UCR) and multivariate (UEA) classification sets shipped in the aeon wheel.
 SHIPPED = ("GunPoint", "ItalyPowerDemand", "ArrowHead", "OSULeaf", "ACSF1", "BasicMotions", "JapaneseVowels",
            "PickupGestureWiimoteZ")
 
 
-def _fcn_ucr():
-  spec = importlib.util.spec_from_file_location(
-      "_jaxcnn_fcn_ucr", os.path.join(os.path.dirname(os.path.abspath(__file__)), "fcn_ucr.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
-
-
 def get_config(arg: str = "fcn") -> ml_collections.ConfigDict:
-  fcn_ucr = _fcn_ucr()
+  fcn_ucr = sibling(__file__, "fcn_ucr")
   model, opts = parse_arg(arg, default="fcn", names=fcn_ucr.MODELS, what="model",
                           options=("runlocal", "quick"), example="ucr_benchmark.py:inceptiontime")
   options = [o for o in ("runlocal", "quick") if o in opts]

@@ -9,6 +9,8 @@ its `configs/common.py` in its package): any config file can import it.
 """
 from __future__ import annotations
 
+import importlib.util
+import os
 from typing import Iterable
 
 
@@ -39,3 +41,13 @@ def parse_arg(arg: str | None, *, default: str = "", names: Iterable[str] | None
     raise ValueError(f"unknown option(s) {unknown}{after}; valid: {', '.join(valid) or 'none'}"
                      + (f" (e.g. {example})" if example else ""))
   return name, set(parts)
+
+
+def sibling(config_file: str, name: str):
+  """The config module `name`.py in the folder of `config_file` (a config's `__file__`), loaded by path
+  as config files are: e.g. `sibling(__file__, "fcn_ucr").get_config("GunPoint")`."""
+  path = os.path.join(os.path.dirname(os.path.abspath(config_file)), f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"_jaxcnn_config_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from jaxcnn import pretrained, registry
+from jaxcnn.pretrained import reference
 
 torch = pytest.importorskip("torch", reason="the torchvision reference: pip install -e '.[reference]'")
 torchvision = pytest.importorskip("torchvision", reason="pip install -e '.[reference]'")
@@ -43,20 +44,7 @@ TOLERANCE = 2e-5   # relative to the largest |value|; measured up to 2e-6 (AMD Z
 
 
 def torch_model(name: str, **kw):
-  torch.manual_seed(0)
-  tv_name, _ = FAMILIES[name]
-  extra = {"aux_logits": True, "init_weights": True} if tv_name == "googlenet" else {}
-  model = getattr(torchvision.models, tv_name)(weights=None, **extra, **kw)
-  # Random BatchNorm statistics and affine parameters (fresh ones are 0/1 and would hide a mix-up).
-  g = torch.Generator().manual_seed(1)
-  with torch.no_grad():
-    for m in model.modules():
-      if isinstance(m, torch.nn.BatchNorm2d):
-        m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.3)
-        m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-        m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-        m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-  return model.eval()
+  return reference.torchvision_model(name, **kw)
 
 
 def jax_shapes(name: str, size: int = 64, num_classes: int = 1000):
