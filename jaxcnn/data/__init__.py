@@ -2,6 +2,7 @@
 from jaxcnn.data import coco_format  # noqa: F401
 from jaxcnn.data import images  # noqa: F401
 from jaxcnn.data import mnist  # noqa: F401
+from jaxcnn.data import nuclei  # noqa: F401
 from jaxcnn.data import moving_shapes  # noqa: F401
 from jaxcnn.data import roads  # noqa: F401
 from jaxcnn.data import shapes_instances  # noqa: F401
