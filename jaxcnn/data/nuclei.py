@@ -11,7 +11,7 @@ some foreground; an image without masks, a non-PNG file, an image of another siz
 `DatasetError` naming the file.
 
 Held out for evaluation (`holdout`): with one image, or `holdout="region"`, the right `val_fraction` of
-every image's columns (COCO AP on a part of the image no training crop sees); with several images,
+every image's columns (rounded up to whole `crop`-wide tiles) (COCO AP on a part of the image no training crop sees); with several images,
 `holdout="images"` (the default then) keeps a seeded `val_fraction` of the images whole. Nuclei cut by
 the border between the two parts keep their visible part on each side.
 
@@ -135,7 +135,10 @@ def _load(root: str, data_dir: str | None):
   builder = _make_builder(folders, _digest(folders), data_dir)
   prepare_builder(builder)
   source = builder.as_data_source(split="images")
-  return [source[i] for i in range(len(source))]
+  rows = [source[i] for i in range(len(source))]
+  for r in rows:
+    r["name"] = r["name"].decode() if isinstance(r["name"], bytes) else str(r["name"])
+  return rows
 
 
 def instance_targets(ids: np.ndarray, max_instances: int):
@@ -187,7 +190,7 @@ def nuclei(manual_dir: str | None = None, data_dir: str | None = None, crop: int
   if mode == "region":
     for i, s in enumerate(samples):
       w = s["image"].shape[1]
-      cut = w - max(int(round(w * val_fraction)), crop)
+      cut = w - -(-int(round(w * val_fraction)) // crop) * crop  # a band of whole tiles
       if cut < crop:
         raise DatasetError(f"{s['name']}: {w} columns cannot hold a training part and a held-out part of "
                            f"at least crop={crop} columns each; lower the crop or use holdout=images")
