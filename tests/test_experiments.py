@@ -25,7 +25,8 @@ VARIANTS = {
     "char_cnn": ["ag_news,runlocal", "ag_news_subset,large,runlocal"],
     "unet_roads": ["resize,dice,runlocal"],  # the default variant: test_segmentation's CLI test
     "ucr_benchmark": ["tcn,runlocal"],  # every (data set, seed) run is an fcn_ucr run: two of each
-    "mask_rcnn": ["shapes,runlocal"],  # C4 here; the FPN network overfits to a high AP in test_mask_rcnn.py
+    # C4 here; the FPN network overfits to a high AP in test_mask_rcnn.py; nuclei: its data in test_nuclei.py
+    "mask_rcnn": ["shapes,runlocal", "nuclei,runlocal"],
 }
 
 
@@ -41,7 +42,8 @@ def test_every_experiment_file_has_variants_listed():
 # test_segmentation.py's CLI test; Dice and resize have unit tests).
 EIGHT_DEVICES = {("fcn_ucr", "GunPoint,runlocal"), ("char_cnn", "ag_news,runlocal"), ("lenet_mnist", "runlocal")}
 SLOW = {("resnet_imagenet", "resnet18,synthetic,runlocal"), ("unet_roads", "resize,dice,runlocal"),
-        ("imagenet", "alexnet,synthetic,runlocal"), ("finetune_mnist", "scratch,2,runlocal")}
+        ("imagenet", "alexnet,synthetic,runlocal"), ("finetune_mnist", "scratch,2,runlocal"),
+        ("mask_rcnn", "nuclei,runlocal")}
 
 
 @pytest.mark.parametrize("name,arg", [(n, a) if (n, a) not in SLOW else
@@ -66,6 +68,9 @@ def test_runlocal(name, arg, tfds_dir, tmp_path):
       c.dataset.subset_file = "train.csv"
     c.dataset.length = 200
     c.model.features, c.model.fc_units = 16, 32
+  if arg.startswith("nuclei"):  # a small folder in the Data Science Bowl's layout
+    from test_nuclei import make_bowl_folder
+    c.dataset.manual_dir = make_bowl_folder(str(tmp_path / "bowl"))[0]
   if name == "unet_roads":  # a small folder of synthetic road images in the ETH/EPFL layout
     from test_segmentation import make_road_folder
     c.dataset.manual_dir = make_road_folder(str(tmp_path / "roads"), n=10, size=32)
@@ -158,14 +163,15 @@ def check_mask_rcnn(c, result, tmp_path):
       assert 0.0 <= final[f"val/{kind}/{stat}"] <= 1.0
   with open(tmp_path / "detections_val.json") as f:
     dets = json.load(f)
-  assert {d["image_id"] for d in dets} <= set(range(1, 9)) and len(dets) > 0
-  assert {d["category_id"] for d in dets} <= {1, 2, 3, 4}
+  n_val = result["eval_sizes"]["val"]
+  assert {d["image_id"] for d in dets} <= set(range(1, n_val + 1)) and len(dets) > 0
+  assert {d["category_id"] for d in dets} <= set(range(1, len(result["class_names"])))
   assert all(len(d["bbox"]) == 4 and "counts" in d["segmentation"] for d in dets)
-  assert final["val/detections_per_image"] == len(dets) / 8
+  assert final["val/detections_per_image"] == len(dets) / n_val
   text = open(result["report"]).read()
   assert "| val | segm |" in text and os.path.exists(tmp_path / "detections_val.png")
   by_image = lambda ds: {i: sorted((d["category_id"], d["score"]) for d in ds if d["image_id"] == i)  # noqa: E731
-                         for i in range(1, 9)}
+                         for i in range(1, n_val + 1)}
   for devices, parallel in ((jax.devices()[:1], "jit"),):
     c.parallel = parallel
     ev = evaluation.evaluate_checkpoint(c, str(tmp_path), devices=devices)
