@@ -66,7 +66,11 @@ def _base() -> ml_collections.ConfigDict:
 def _nuclei(c, runlocal: bool) -> ml_collections.ConfigDict:
   """The small FPN network from scratch on real microscopy (jaxcnn/data/nuclei.py): random 128 x 128
   crops of the training part of each image, COCO AP on the held-out part's tiles."""
-  c.model = ml_collections.ConfigDict(dict(name="mask_rcnn_small_fpn", width=16, detections_per_image=48))
+  # Proposals and detections per image: a tile holds up to about 20 nuclei; to predict a whole image at
+  # once, raise them (e.g. --config.model.detections_per_image=200 --config.model.post_nms_test=400
+  # --config.model.pre_nms_test=3000: they change no weight).
+  c.model = ml_collections.ConfigDict(dict(name="mask_rcnn_small_fpn", width=16, detections_per_image=48,
+                                           pre_nms_test=600, post_nms_test=100))
   c.dataset = ml_collections.ConfigDict(dict(name="nuclei", manual_dir=config_dict.placeholder(str),
                                              data_dir=config_dict.placeholder(str), crop=128, max_instances=48,
                                              holdout="auto", val_fraction=0.25, seed=0, crops_per_epoch=256))
