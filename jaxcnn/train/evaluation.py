@@ -48,8 +48,10 @@ def evaluate_checkpoint(config, workdir: str, *, devices=None, console=None) -> 
 
 
 class _progress:
-  """A rich progress bar over the eval batches when a console is given (ImageNet's validation set: 196
-  batches of 256); it disappears when the evaluation ends."""
+  """A rich progress bar over the eval batches when a console is given and a split has more than
+  `MIN_BATCHES` batches (ImageNet's validation set: 196 batches of 256); it disappears at the end."""
+
+  MIN_BATCHES = 4
 
   def __init__(self, console):
     self.console, self.bar, self.tasks = console, None, {}
@@ -57,12 +59,15 @@ class _progress:
   def __enter__(self):
     if self.console is None:
       return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    self.bar = Progress(TextColumn("eval {task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeRemainingColumn(), console=self.console, transient=True)
-    self.bar.start()
 
     def update(split, done, total):
+      if total <= self.MIN_BATCHES:
+        return
+      if self.bar is None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        self.bar = Progress(TextColumn("eval {task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), console=self.console, transient=True)
+        self.bar.start()
       if split not in self.tasks:
         self.tasks[split] = self.bar.add_task(split, total=total)
       self.bar.update(self.tasks[split], completed=done)
