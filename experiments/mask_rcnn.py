@@ -30,11 +30,13 @@ at batch 16, i.e. 2 images on each of 8 devices; lr 0.02 divided by 10 at 120k; 
 momentum 0.9; a linear warm-up from lr/10 over the first 1000 iterations; images resized to short side
 800, long side at most 1333, then padded to a fixed 1344 x 1344 so every step has one shape). The epoch
 count is the nearest whole number of epochs over COCO 2017 train (118,287 images; 22 epochs = 162,646
-iterations at batch 16) and the drop is at exactly 120k. The backbone starts from scratch: jaxcnn
-downloads nothing and cannot load converted ImageNet weights yet, while the paper fine-tunes an
-ImageNet-pretrained ResNet; from scratch, the 1x schedule falls short of the published AP (He, Girshick &
-Dollár 2019 match it from scratch only with about 3x longer schedules and normalisation that trains, e.g.
-`--config.model.frozen_bn=False` with large per-device batches). Made for a TPU/GPU pod; not run here.
+iterations at batch 16) and the drop is at exactly 120k. The paper fine-tunes an ImageNet-pretrained
+ResNet: `--config.model.pretrained=resnet50-0676ba61.pth --config.model.freeze=conv1,norm1,stages_0`
+(torchvision's file; jaxcnn downloads nothing) loads it into the backbone and freezes the stem and res2
+as torchvision does. Without it the backbone starts from scratch, and the 1x schedule falls short of
+the published AP (He, Girshick & Dollár 2019 match it from scratch only with about 3x longer schedules
+and normalisation that trains, e.g. `--config.model.frozen_bn=False` with large per-device batches).
+Made for a TPU/GPU pod; not run here.
 
 Published mask AP (He et al. 2017, Table 2a, COCO minival = 2017 val): ResNet-50-C4 30.3, ResNet-101-C4
 32.7, ResNet-50-FPN 33.6, ResNet-101-FPN 35.4; on test-dev (Table 1) ResNet-101-C4 33.1, ResNet-101-FPN
@@ -118,6 +120,13 @@ def get_config(arg: str = "shapes") -> ml_collections.ConfigDict:
       raise ValueError(f"{name} names its backbone already; use coco_r50_fpn / coco_r101_fpn")
     depth, variant = (101 if "r101" in name else 50), name.split("_")[-1]
     c.model = ml_collections.ConfigDict(dict(name=f"mask_rcnn_r{depth}_{variant}"))
+    # The paper's start: an ImageNet ResNet's weights in the backbone (torchvision's file, e.g.
+    # resnet50-0676ba61.pth; RPN, FPN and heads keep their initialisation) with the stem and res2
+    # frozen, as torchvision's trainable_backbone_layers=3: --config.model.pretrained=FILE
+    # --config.model.freeze=conv1,norm1,stages_0 (FPN) or conv1,norm1,c4_blocks_0,c4_blocks_1,c4_blocks_2
+    # (C4). BatchNorm is frozen (its running statistics) either way.
+    c.model.pretrained = config_dict.placeholder(str)
+    c.model.freeze = ()
     c.dataset = ml_collections.ConfigDict(dict(name="coco", manual_dir=config_dict.placeholder(str),
                                                train_split="train2017", eval_split="val2017",
                                                min_size=800, max_size=1333, pad_to=1344,

@@ -352,3 +352,26 @@ def test_freezing_an_unknown_module_or_every_module_is_one_error():
     check_frozen(("stem", "stage9"), params)
   with pytest.raises(ConfigError, match="freezes every module of the model: nothing would train"):
     check_frozen(("stem", "block0", "block1", "head"), params)
+
+
+@pytest.mark.parametrize("name,depth", [("mask_rcnn_r50_fpn", 50), ("mask_rcnn_r50_c4", 50)])
+def test_an_imagenet_resnet_starts_the_mask_rcnn_backbone(name, depth):
+  """Issue 27's protocol: an ImageNet ResNet's state dict (torchvision's names) fills the detector's
+  backbone, every tensor of it but the classifier used; the RPN, FPN and heads keep their
+  initialisation; a missing backbone tensor is named."""
+  ref = torch_model(f"resnet{depth}")
+  sd = _numpy_state_dict(ref)
+  model = registry.MODELS.build(name, num_classes=3)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3))))
+  variables = jax.tree.map(lambda s: np.full(s.shape, 0.5, s.dtype), shapes)  # traced, not compiled
+  new, info = pretrained.from_state_dict(name, variables, sd, model=model)
+  assert info["ignored"] == ["fc.bias", "fc.weight"] and "rpn_head" in info["fresh"]
+  assert info["loaded"] == len([k for k in sd if not k.startswith("fc.") and not k.endswith("num_batches_tracked")])
+  np.testing.assert_array_equal(new["params"]["rpn_head"]["conv"]["kernel"],
+                                variables["params"]["rpn_head"]["conv"]["kernel"])
+  np.testing.assert_array_equal(new["params"]["conv1"]["kernel"], sd["conv1.weight"].transpose(2, 3, 1, 0))
+  last = "stages_3_2" if name.endswith("fpn") else "res5_2"
+  np.testing.assert_array_equal(new["batch_stats"][last]["norm3"]["mean"], sd["layer4.2.bn3.running_mean"])
+  with pytest.raises(pretrained.PretrainedError, match="no tensor 'layer3.5.conv1.weight'"):
+    pretrained.from_state_dict(name, variables, {k: v for k, v in sd.items() if not k.startswith("layer3.5.")},
+                               model=model)

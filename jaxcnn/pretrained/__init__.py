@@ -90,14 +90,21 @@ def from_state_dict(model_name: str, variables, state_dict: dict[str, np.ndarray
                     source: str = "the state dict"):
   """`(variables, info)`: `variables` with every tensor taken from `state_dict` (see module doc).
   `info`: `loaded` (number of tensors), `reinitialised` (jaxcnn modules kept from `variables`: the
-  head when the class count differs), `ignored` (the file's tensors not used, by rule)."""
+  head when the class count differs), `ignored` (the file's tensors not used, by rule), `fresh` (the
+  top-level jaxcnn modules the file does not hold, kept from `variables`: a detector's RPN and heads
+  when the file is an ImageNet backbone)."""
   layout = _layout(model_name, model)
   leaves = _leaves(variables)
   heads = {h for h in layout.heads}
   used, loaded, reinit = set(), 0, []
   new = {"params": {}, "batch_stats": {}}
   missing = []
+  fresh = set()
   for collection, module, leaf, value in leaves:
+    if layout.fresh(module):  # not in the file: keeps its initialisation
+      fresh.add("/".join(module[:1]))
+      _set(new[collection], module + (leaf,), np.asarray(value))
+      continue
     key = _reference_key(layout, collection, module, leaf)
     if key not in state_dict:
       missing.append((key, module, leaf))
@@ -133,7 +140,7 @@ def from_state_dict(model_name: str, variables, state_dict: dict[str, np.ndarray
         f"vgg16_bn)")
   ignored = sorted(k for k in state_dict if k not in used and layout.ignored(k))
   info = {"loaded": loaded, "reinitialised": sorted(set(reinit)), "ignored": ignored,
-          "source": layout.source}
+          "source": layout.source, "fresh": sorted(fresh)}
   if not new["batch_stats"]:
     new.pop("batch_stats")
   return new, info
@@ -145,6 +152,8 @@ def to_state_dict(model_name: str, variables, *, model=None) -> dict[str, np.nda
   layout = _layout(model_name, model)
   out: dict[str, np.ndarray] = {}
   for collection, module, leaf, value in _leaves(variables):
+    if layout.fresh(module):
+      continue
     key = _reference_key(layout, collection, module, leaf)
     out[key] = np.ascontiguousarray(_to_reference(np.asarray(jax.device_get(value)), leaf,
                                                   layout.flatten.get(module)))
@@ -159,6 +168,8 @@ def reference_shapes(model_name: str, variables, *, model=None) -> dict[str, tup
   layout = _layout(model_name, model)
   out = {}
   for collection, module, leaf, value in _leaves(variables):
+    if layout.fresh(module):
+      continue
     shape = tuple(value.shape)
     if leaf == "kernel" and len(shape) >= 3:
       shape = (shape[-1], shape[-2]) + shape[:-2]

@@ -119,6 +119,45 @@ def _efficientnet(path):
   raise KeyError(path)
 
 
+def _block_prefix(layer: int, index: int, sub: str) -> str:
+  """torchvision's name of module `sub` (conv1 / norm2 / proj / proj_norm ...) of a residual block."""
+  names = {"proj": "downsample.0", "proj_norm": "downsample.1"}
+  if sub in names:
+    return f"layer{layer}.{index}.{names[sub]}"
+  m = re.fullmatch(r"(conv|norm)(\d)", sub)
+  if not m:
+    raise KeyError(sub)
+  return f"layer{layer}.{index}.{'conv' if m.group(1) == 'conv' else 'bn'}{m.group(2)}"
+
+
+def _mask_rcnn_backbone(stage_sizes):
+  """Mask R-CNN's ResNet backbone in an ImageNet ResNet's state dict (torchvision's names): C4's
+  `c4_blocks_k` (res2-res4 in one list) and `res5_b`, FPN's `stages_s_b`; the stem."""
+  starts = [sum(stage_sizes[:s]) for s in range(3)]
+
+  def name(path):
+    top, rest = path[0], path[1:]
+    if top == "conv1":
+      return "conv1"
+    if top == "norm1":
+      return "bn1"
+    m = re.fullmatch(r"stages_(\d)_(\d+)", top) or re.fullmatch(r"res(5)_(\d+)", top)
+    if m and len(rest) == 1:
+      layer = int(m.group(1)) + 1 if top.startswith("stages") else 4
+      return _block_prefix(layer, int(m.group(2)), rest[0])
+    m = re.fullmatch(r"c4_blocks_(\d+)", top)
+    if m and len(rest) == 1:
+      k = int(m.group(1))
+      s = max(i for i in range(3) if starts[i] <= k)
+      return _block_prefix(s + 1, k - starts[s], rest[0])
+    raise KeyError(path)
+  return name
+
+
+def _is_backbone(path) -> bool:
+  return bool(re.fullmatch(r"conv1|norm1|stages_\d_\d+|res5_\d+|c4_blocks_\d+", path[0]))
+
+
 class Layout:
   """A model family's names in a reference state dict.
 
@@ -126,12 +165,15 @@ class Layout:
   of the maps flattened before a dense layer; `heads` the jaxcnn modules whose shape follows the
   number of classes (re-initialised when it differs from the file's); `ignored` reference tensors that
   jaxcnn's model does not have in this configuration (for example the auxiliary classifiers of a
-  GoogLeNet built without them); `source` names the reference."""
+  GoogLeNet built without them); `fresh(path)` jaxcnn modules that the reference file does not hold
+  at all and that keep their initialisation (a detector's heads, when the file is an ImageNet
+  backbone); `source` names the reference."""
 
   def __init__(self, name, source: str, flatten: Flatten | None = None, heads=(("head",),),
-               ignored: Callable[[str], bool] = lambda k: False):
+               ignored: Callable[[str], bool] = lambda k: False,
+               fresh: Callable[[tuple[str, ...]], bool] = lambda path: False):
     self.name, self.source, self.flatten = name, source, flatten or {}
-    self.heads, self.ignored = tuple(heads), ignored
+    self.heads, self.ignored, self.fresh = tuple(heads), ignored, fresh
 
 
 TORCHVISION = "torchvision.models"
@@ -156,6 +198,13 @@ def layout_for(model_name: str, model=None) -> Layout:
                   ignored=(lambda k: False) if aux else (lambda k: k.startswith(("aux1.", "aux2."))))
   if model_name == "efficientnet_lite0":
     return Layout(_efficientnet, "EfficientNet-PyTorch (lukemelas) efficientnet-lite0")
+  m = re.fullmatch(r"mask_rcnn_r(50|101)_(c4|fpn)", model_name)
+  if m:
+    stages = tuple(getattr(model, "stage_sizes", (3, 4, 6 if m.group(1) == "50" else 23, 3)))
+    return Layout(_mask_rcnn_backbone(stages),
+                  f"{TORCHVISION}.resnet{m.group(1)} ImageNet weights (the backbone; RPN, FPN and heads "
+                  "keep their initialisation)", heads=(), ignored=lambda k: k.startswith("fc."),
+                  fresh=lambda path: not _is_backbone(path))
   raise KeyError(model_name)
 
 
@@ -168,4 +217,4 @@ def has_layout(model_name: str) -> bool:
 
 
 KNOWN = ("alexnet, vgg11 ... vgg19 and vgg11_bn ... vgg19_bn, googlenet_bn, resnet18 ... resnet152, "
-         "efficientnet_lite0")
+         "efficientnet_lite0; the backbones of mask_rcnn_r50/r101_c4/fpn (ImageNet ResNet weights)")

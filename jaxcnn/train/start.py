@@ -68,6 +68,8 @@ def load_pretrained(state, model, config, tx):
   if info["reinitialised"]:
     msg += (f"; {', '.join(info['reinitialised'])} re-initialised: the file's classifier has another "
             f"number of classes than this data set's")
+  if info.get("fresh"):
+    msg += f"; {len(info['fresh'])} modules not in the file keep their initialisation ({', '.join(info['fresh'][:4])}, ...)"
   if info["ignored"]:
     msg += f"; {len(info['ignored'])} tensors of the file not used (e.g. {info['ignored'][0]})"
   frozen = frozen_names(config)
