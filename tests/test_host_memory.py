@@ -10,18 +10,27 @@ from test_cli import launch
 
 ON = "glibc.malloc.hugetlb=1"
 
-# What XLA:CPU does with a step's temporaries: malloc a large block, write it, free it, again.
+# What XLA:CPU does with a step's temporaries: malloc a large block and write it. Printed: whether
+# the kernel's mapping of that block carries glibc's huge-page advice (VmFlags "hg", madvise(MADV_HUGEPAGE)).
+# The advice is what the tunable controls; how many 2 MB pages the kernel then finds free depends on the
+# host's memory fragmentation (a loaded CI machine gave 5,781 faults instead of 32 for 64 MB), so the
+# fault counts are measured in bench/ (bench/README.md), not asserted here.
 PROBE = """
-import ctypes, resource
+import ctypes
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
-size = 64 << 20
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(4):
-  p = libc.malloc(size)
-  ctypes.memset(p, 1, size)
-  libc.free(ctypes.c_void_p(p))
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 4)
+p = libc.malloc(64 << 20)
+ctypes.memset(p, 1, 64 << 20)
+flags, inside = [], False
+with open("/proc/self/smaps") as f:
+  for line in f:
+    head = line.split()[0]
+    if not head.endswith(":"):
+      lo, hi = (int(x, 16) for x in head.split("-"))
+      inside = lo <= p < hi
+    elif inside and head == "VmFlags:":
+      flags = line.split()[1:]
+print("hg" in flags)
 """
 
 
@@ -59,13 +68,15 @@ def test_an_unknown_policy_is_one_message_and_exit_2():
 
 
 @pytest.mark.skipif(host_memory.unsupported() is not None, reason=str(host_memory.unsupported()))
-def test_the_tunable_cuts_the_page_faults_of_repeated_large_temporaries():
-  def faults(tunables):
+def test_the_tunable_advises_huge_pages_for_large_temporaries():
+  def advised(tunables):
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
     env.update({"GLIBC_TUNABLES": tunables} if tunables else {})
-    return int(subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True,
-                              check=True).stdout)
-  pages = (64 << 20) // os.sysconf("SC_PAGE_SIZE")
-  system, huge = faults(None), faults(host_memory.environment({})["GLIBC_TUNABLES"])
-  assert system > pages // 2  # glibc: mmap + munmap, every 4 KB page faulted in again
-  assert huge < system // 4, (system, huge)  # 2 MB pages (where the kernel finds them free)
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip() == "True"
+  with open(host_memory.THP) as f:
+    mode = f.read().split("[")[1].split("]")[0]
+  assert not advised(None)  # glibc alone: plain 4 KB pages, every one faulted in again after each free
+  # THP "madvise" (the common default): glibc advises the block. THP "always": the kernel gives huge pages
+  # to every large mapping by itself and glibc adds no advice.
+  assert advised(host_memory.environment({})["GLIBC_TUNABLES"]) == (mode == "madvise"), mode
