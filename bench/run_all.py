@@ -38,6 +38,9 @@ SCRIPTS = [
      "800 x 1333), host post-processing, compile time, peak memory", "[mask_rcnn.md](mask_rcnn.md)"),
     ("equivalence", "the zoo against torchvision (and EfficientNet-Lite0 against its PyTorch port): the "
      "largest difference of the logits for the same weights, per model", "[equivalence.md](equivalence.md)"),
+    ("init_compile", "every zoo model's initialisation: compile time at XLA:CPU's default LLVM level and at "
+     "level 1 (what runs use), and that both give the same parameters bit for bit",
+     "[init_compile.md](init_compile.md)"),
 ]
 BEGIN, END = "<!-- index:begin -->", "<!-- index:end -->"
 

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import jit_init
 from jaxcnn import arithmetic
 from jaxcnn.conv import BottleneckBlock, Conv, DilatedCausalStack, InceptionNaive, global_avg_pool
 
@@ -48,7 +49,7 @@ def test_gap_vs_dense_weights():
 def support(model, length):
   """The input positions the centre output depends on, from the gradient (all-ones weights)."""
   x = jnp.ones((1, length, 1))
-  v = model.init(jax.random.PRNGKey(0), x)
+  v = jit_init(model, jax.random.PRNGKey(0), x)
   v = jax.tree.map(jnp.ones_like, v)
   y = model.apply(v, x)
   centre = y.shape[1] // 2
@@ -113,7 +114,7 @@ def test_bottleneck_block_counts_match_closed_forms():
   assert rows["conv2"].receptive_field == (3, 3) and rows["conv3"].receptive_field == (3, 3)
   assert rows["proj"].output_shape == (1, 28, 28, 256)
   assert rows["norm1"].kind == "BatchNorm" and rows["norm1"].params == 128
-  variables = BottleneckBlock(64, stride=2).init(jax.random.PRNGKey(0), jnp.ones((1, 56, 56, 256)))
+  variables = jit_init(BottleneckBlock(64, stride=2), jax.random.PRNGKey(0), jnp.ones((1, 56, 56, 256)))
   assert s.total_params == sum(a.size for a in jax.tree.leaves(variables["params"]))
 
 

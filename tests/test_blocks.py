@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import jit_init
 from jaxcnn.conv import (BasicBlock, BottleneckBlock, DepthwiseSeparableConv, InceptionAsymmetric,
                          InceptionFactorized, InceptionNaive, InceptionReduced, SqueezeExcite, avg_pool,
                          conv, depthwise_separable_conv, global_avg_pool, global_max_pool, inception,
@@ -16,8 +17,8 @@ KEY = jax.random.PRNGKey(0)
 
 
 def init_apply(module, x, **kw):
-  v = module.init(KEY, x, **kw)
-  return v, module.apply(v, x, **kw)
+  v = jit_init(module, KEY, x, **kw)
+  return v, jax.jit(lambda v, x: module.apply(v, x, **kw))(v, x)
 
 
 def test_inception_naive_output_is_28x28x672():
@@ -90,7 +91,7 @@ def test_residual_identity_and_projection():
     residual(x, lambda t: t[:, ::2, ::2])
   # Zero the residual branch: an identity block outputs relu(x) = H(x) with F(x) = 0.
   block = BasicBlock(16, norm=None)
-  v = block.init(KEY, x)
+  v = jit_init(block, KEY, x)
   zeroed = jax.tree_util.tree_map_with_path(
       lambda path, a: jnp.zeros_like(a) if path[1].key == "conv2" else a, v)
   np.testing.assert_allclose(block.apply(zeroed, x), nn.relu(x), atol=1e-6)

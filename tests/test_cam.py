@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import jit_init
 from jaxcnn import registry
 from jaxcnn.interpret import CAMError, class_activation_map, compute_cam, normalize, upsample
 from jaxcnn.models.fcn import FCN
@@ -13,7 +14,7 @@ registry.load_all()
 
 
 def _init(model, x):
-  v = jax.jit(model.init)(jax.random.PRNGKey(0), x)
+  v = jit_init(model, jax.random.PRNGKey(0), x)
   # Non-trivial BatchNorm statistics, so eval mode is not the identity.
   if "batch_stats" in v:
     v = {**v, "batch_stats": jax.tree.map(lambda s: s + 0.2, v["batch_stats"])}
@@ -63,7 +64,7 @@ def test_normalize_and_upsample():
 def test_models_without_gap_say_so():
   model = registry.MODELS.build("lenet5", num_classes=10)
   x = jnp.zeros((1, 32, 32, 1))
-  v = jax.jit(model.init)(jax.random.PRNGKey(0), x)
+  v = jit_init(model, jax.random.PRNGKey(0), x)
   with pytest.raises(CAMError, match="does not record its last feature maps before global average pooling.*"
                                     "lenet5_gap"):
     compute_cam(model, v, x)

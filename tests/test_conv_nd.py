@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import jit_init
 from jaxcnn.backends.xla_cpu import convolution as xla_cpu_conv
 from jaxcnn.backends.xla_cpu import host_memory, xla_setup
 from jaxcnn.conv import Conv, causal_conv, conv, convolve, output_size, resolve_padding
@@ -252,6 +253,6 @@ def test_bad_arguments_give_clear_errors(kwargs, message):
 def test_conv_module_is_thin():
   x = jnp.ones((2, 6, 6, 4))
   m = Conv(6, 3, stride=2, groups=2)
-  v = m.init(jax.random.PRNGKey(0), x)
+  v = jit_init(m, jax.random.PRNGKey(0), x)
   assert jax.tree.map(jnp.shape, v["params"]) == {"kernel": (3, 3, 2, 6), "bias": (6,)}
   np.testing.assert_allclose(m.apply(v, x), conv(x, **v["params"], stride=2, groups=2))

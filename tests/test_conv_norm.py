@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 
+from conftest import jit_init
 from jaxcnn.conv import batch_norm, conv, global_avg_pool
 
 
@@ -101,7 +102,7 @@ def test_the_fcn_conv_bias_gets_no_adam_steps():
   model = FCN(num_classes=2, filters=(4, 8, 4))
   x = jnp.asarray(np.random.default_rng(0).normal(size=(6, 30, 1)), jnp.float32)
   labels = jnp.array([0, 1, 0, 1, 1, 0])
-  v = model.init(jax.random.key(0), x)
+  v = jit_init(model, jax.random.key(0), x)
   params, stats = v["params"], v["batch_stats"]
   tx = optax.adam(1e-2)
   opt = tx.init(params)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import jit_init
 from jaxcnn import detection as det
 
 
@@ -311,7 +312,7 @@ def test_proposals_are_top_k_decoded_clipped_then_nms():
 def test_rpn_head_outputs_one_score_and_four_deltas_per_anchor():
   head = rpn.RPNHead(num_anchors=15, channels=32)
   x = jnp.zeros((2, 8, 10, 16))
-  v = head.init(jax.random.key(0), x)
+  v = jit_init(head, jax.random.key(0), x)
   logits, deltas = head.apply(v, x)
   assert logits.shape == (2, 8 * 10 * 15) and deltas.shape == (2, 8 * 10 * 15, 4)
   assert v["params"]["objectness"]["kernel"].shape == (1, 1, 32, 15)

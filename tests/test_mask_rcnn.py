@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 
+from conftest import jit_init
 from jaxcnn.data import shapes_instances as S
 from jaxcnn.detection import coco
 from jaxcnn.tasks.instance_segmentation import InstanceSegmentation
@@ -35,7 +36,7 @@ def batch():
 @pytest.fixture(scope="module")
 def model_and_vars(batch):
   model = mask_rcnn_small(num_classes=len(S.CLASSES) + 1)
-  return model, jax.jit(lambda x: model.init(jax.random.key(0), x))(batch["x"])
+  return model, jit_init(model, jax.random.key(0), batch["x"])
 
 
 # (model, Adam steps): in development the C4 network reached segm AP50 0.92 / AP 0.69-0.81 after 120-200
@@ -46,7 +47,7 @@ def model_and_vars(batch):
                                         ("mask_rcnn_small_fpn", 80)])
 def test_initial_losses_gradients_everywhere_and_an_overfit_run_reaches_a_high_coco_ap(batch, name, steps):
   model = registry.MODELS.build(name, num_classes=len(S.CLASSES) + 1)
-  v = jax.jit(lambda x: model.init(jax.random.key(0), x))(batch["x"])
+  v = jit_init(model, jax.random.key(0), batch["x"])
   tx = optax.adam(2e-3)
 
   @jax.jit

@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 
+from conftest import jit_init
 from jaxcnn.models.fcn import FCN
 from jaxcnn.models.resnet_ts import ResNetTS
 from jaxcnn.train.state import num_params
@@ -16,7 +17,7 @@ def test_fcn_parameter_count_and_shape():
               + 2 * (128 + 256 + 128) + 128 * 2 + 2)
   assert expected == 264_962
   model = FCN(num_classes=2)
-  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 150, 1)))
+  variables = jit_init(model, jax.random.PRNGKey(0), jnp.zeros((1, 150, 1)))
   assert num_params(variables["params"]) == expected
   assert num_params(variables["batch_stats"]) == 2 * (128 + 256 + 128)
   assert model.apply(variables, jnp.zeros((3, 150, 1))).shape == (3, 2)
@@ -33,6 +34,6 @@ def test_resnet_ts_parameter_count_and_shape():
     expected += 2 * (cout if cin != cout else cin)  # shortcut BatchNorm
   expected += 128 * 4 + 4 + 2  # head, input BatchNorm
   model = ResNetTS(num_classes=4)
-  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 100, 1)))
+  variables = jit_init(model, jax.random.PRNGKey(0), jnp.zeros((1, 100, 1)))
   assert num_params(variables["params"]) == expected
   assert model.apply(variables, jnp.zeros((2, 100, 1))).shape == (2, 4)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import jit_init
 from jaxcnn import pretrained, registry
 from jaxcnn.pretrained import reference
 
@@ -211,7 +212,7 @@ def test_the_wrong_model_names_the_first_missing_unexpected_or_misshaped_tensor(
 def test_another_number_of_classes_keeps_a_fresh_head_and_says_so():
   ref = _numpy_state_dict(torch_model("resnet18"))
   model = registry.MODELS.build("resnet18", num_classes=10)
-  variables = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+  variables = jit_init(model, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
   new, info = pretrained.from_state_dict("resnet18", variables, ref, model=model)
   assert info["reinitialised"] == ["head"]
   np.testing.assert_array_equal(new["params"]["head"]["kernel"], variables["params"]["head"]["kernel"])

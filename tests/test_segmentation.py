@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import subprocess_env
+from conftest import subprocess_env, jit_init
 from jaxcnn import segment
 from jaxcnn.data import DatasetError
 from jaxcnn.data import roads as R
@@ -199,7 +199,7 @@ def test_tiled_prediction_equals_one_pass_over_the_whole_image():
   model = unet(depth=1, features=4)
   rng = np.random.default_rng(3)
   x = rng.normal(size=(71, 89, 3)).astype(np.float32)  # padded to 72 x 90 inside
-  variables = jax.jit(model.init)(jax.random.key(0), jnp.ones((1, 32, 32, 3)))  # jitted: eager init is slow
+  variables = jit_init(model, jax.random.key(0), jnp.ones((1, 32, 32, 3)))  # jitted: eager init is slow
   variables = jax.tree.map(lambda v: v + 0.1 * jax.random.normal(jax.random.key(1), v.shape), variables)
   apply = jax.jit(lambda a: model.apply(variables, a))
   full = np.zeros((72, 90, 3), np.float32)

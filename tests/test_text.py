@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import jit_init
 from jaxcnn import registry
 from jaxcnn.data import DatasetError
 from jaxcnn.data import text as T
@@ -198,7 +199,7 @@ def np_reference(params, idx: np.ndarray, alphabet_size=70) -> np.ndarray:
 def test_char_cnn_matches_numpy_reference():
   model = char_cnn.CharCNN(num_classes=4, features=8, fc_units=16)
   idx = np.stack([T.quantize("Stocks rally, oil falls.", 300), T.quantize("GOAL! " * 40, 300)])
-  v = model.init(jax.random.PRNGKey(0), jnp.asarray(idx))
+  v = jit_init(model, jax.random.PRNGKey(0), jnp.asarray(idx))
   got = model.apply(v, jnp.asarray(idx))
   np.testing.assert_allclose(np.asarray(got), np_reference(v["params"], idx), rtol=2e-4, atol=2e-5)
   # a float one-hot input is taken as already encoded
@@ -218,7 +219,7 @@ def test_param_counts_and_frames(size, features, units):
   assert n == convs + fcs
   assert char_cnn.frame_lengths() == [1008, 336, 330, 110, 108, 106, 104, 102, 34]
   # the paper's std: every parameter (biases too) drawn from N(0, std)
-  v = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 1014), jnp.int8)) if size == "small" else None
+  v = jit_init(model, jax.random.PRNGKey(0), jnp.zeros((1, 1014), jnp.int8)) if size == "small" else None
   if v is not None:
     assert abs(float(jnp.std(v["params"]["fc1"]["kernel"])) - 0.05) < 0.002
     assert abs(float(jnp.std(v["params"]["conv2"]["bias"])) - 0.05) < 0.01

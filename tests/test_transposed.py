@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import jit_init
 from jaxcnn.conv import (ConvTranspose, conv, conv_matrix, conv_transpose, overlap_counts, resize_conv,
                          transposed_output_size)
 
@@ -118,7 +119,7 @@ def test_checkerboard_overlap_counts():
 def test_same_padding_doubles_and_errors_are_clear():
   m = ConvTranspose(4, 3, stride=2, padding="SAME")
   x = jnp.ones((1, 5, 7, 2))
-  v = m.init(jax.random.PRNGKey(0), x)
+  v = jit_init(m, jax.random.PRNGKey(0), x)
   assert m.apply(v, x).shape == (1, 10, 14, 4)
   with pytest.raises(ValueError, match="input has 3 channels but the kernel expects 2"):
     conv_transpose(jnp.ones((1, 4, 3)), jnp.ones((3, 2, 1)))

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import jit_init
 from jaxcnn.models.fcn import FCN
 from jaxcnn.models.inception_time import InceptionNet, masked_max_pool
 from jaxcnn.models.resnet_ts import ResNetTS
@@ -13,8 +14,7 @@ from jaxcnn.models.tcn import TCN, levels_for, receptive_field, weight_norm_kern
 
 def _init(model, x):
   # Jitted: eager Flax init dispatches every op separately, which is slower than one compile.
-  return jax.jit(lambda x: model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x,
-                                      train=False))(x)
+  return jit_init(model, {"params": jax.random.key(0), "dropout": jax.random.key(1)}, x, train=False)
 
 
 def _shapes(model, x):

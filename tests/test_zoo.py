@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 
+from conftest import jit_init
 from jaxcnn import arithmetic, registry
 from jaxcnn.conv import adaptive_avg_pool, zero_pad_shortcut
 from jaxcnn.models.lenet import C3_TABLE, sparse_conv
@@ -287,7 +288,7 @@ def test_bfloat16_compute_stays_close_to_float32():
   model32 = registry.MODELS.build("resnet18", num_classes=10)
   model16 = registry.MODELS.build("resnet18", num_classes=10, dtype="bfloat16")
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 64, 64, 3))
-  v = jax.jit(model32.init)(jax.random.PRNGKey(1), x)
+  v = jit_init(model32, jax.random.PRNGKey(1), x)
   y32, y16 = jax.jit(model32.apply)(v, x), jax.jit(model16.apply)(v, x)
   assert y16.dtype == jnp.float32
   assert jax.tree.leaves(v["params"])[0].dtype == jnp.float32

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcnn.backends.xla_cpu import init_compile
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -20,9 +22,16 @@ class TrainState:
 
 
 def init_model(model, example: dict[str, np.ndarray], rng: jax.Array):
-  """Initialises `model` on one example (batch of 1). Returns `(params, batch_stats)`."""
+  """Initialises `model` on one example (batch of 1). Returns `(params, batch_stats)`.
+
+  Compiled with the backend's init options (on CPU: the same values, compiled about 1.5-3x sooner;
+  jaxcnn/backends/xla_cpu/init_compile.py)."""
   x = jnp.asarray(example["x"])[None]
-  variables = jax.jit(lambda r, x: model.init(r, x, train=False))(rng, x)
+  init = jax.jit(lambda r, x: model.init(r, x, train=False))
+  if isinstance(rng, jax.core.Tracer):  # traced (eval_shape, an enclosing jit): nothing compiles here
+    variables = init(rng, x)
+  else:
+    variables = init.lower(rng, x).compile(init_compile.compiler_options(jax.default_backend()))(rng, x)
   return variables["params"], variables.get("batch_stats", {})
 
 
