@@ -163,3 +163,6 @@ def test_the_paper_configs_name_registered_parts():
     if arg.startswith("coco") and "runlocal" not in arg:
       assert round(c.schedule.boundaries_epochs[0] * steps_per_epoch) == 120_000
       assert c.train.epochs * steps_per_epoch >= 160_000 and c.optimizer.learning_rate == 0.02
+    if arg.endswith("fpn") and arg.startswith("coco"):  # torchvision's RPN settings for maskrcnn_resnet50_fpn
+      assert c.model.per_level_proposals and (c.model.pre_nms_train, c.model.post_nms_train) == (2000, 2000)
+      assert (c.model.pre_nms_test, c.model.post_nms_test) == (1000, 1000)

@@ -107,6 +107,20 @@ def test_detections_have_static_shapes(batch, model_and_vars):
   assert (b[:, :2] >= 0).all() and (b[:, 2:] <= SIZE).all()
 
 
+def test_fpn_with_torchvisions_per_level_proposals_trains_and_detects_with_static_shapes(batch):
+  """`per_level_proposals=True` (rpn.proposals_per_level, equal to torchvision's choice:
+  test_mask_rcnn_torchvision.py) in the model: traced for training and inference, same output shapes."""
+  model = registry.MODELS.build("mask_rcnn_small_fpn", num_classes=len(S.CLASSES) + 1, per_level_proposals=True)
+  x = jax.ShapeDtypeStruct(batch["x"].shape, jnp.float32)
+  v = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+  det = jax.eval_shape(lambda v, x: model.apply(v, x), v, x)
+  n = model.detections_per_image
+  assert det["boxes"].shape == (2, n, 4) and det["valid"].shape == (2, n)
+  losses = jax.eval_shape(lambda v, x, t: model.apply(v, x, targets=t, key=jax.random.key(0), train=True),
+                          v, x, batch)
+  assert losses["loss"].shape == (2,) and set(losses) >= {"rpn_cls", "rpn_box", "cls", "box", "mask"}
+
+
 def test_the_papers_c4_network_has_the_lecture_shapes():
   model = mask_rcnn_r50_c4()
   x = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)

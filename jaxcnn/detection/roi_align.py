@@ -103,3 +103,14 @@ def roi_pool(features, boxes, output_size=(7, 7), spatial_scale: float = 1.0):
     return jnp.where(empty[..., None], 0, out)
 
   return jax.lax.map(one, (r, roi_h, roi_w))
+
+
+def pyramid_level(boxes, k_min: int = 2, k_max: int = 5, canonical_size: float = 224.0,
+                  canonical_level: int = 4, eps: float = 1e-6):
+  """The FPN level each box `[..., 4]` is pooled from (Lin et al. 2017, Eq. 1):
+  `floor(k0 + log2(sqrt(w h) / 224) + eps)` clamped to `[k_min, k_max]`, as torchvision's
+  `MultiScaleRoIAlign` (its `LevelMapper`) and Detectron2's `assign_boxes_to_levels` compute it."""
+  w, h = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+  scale = jnp.sqrt(jnp.maximum(w * h, 1e-12))  # empty boxes: level k_min, and no log(0)
+  level = jnp.floor(canonical_level + jnp.log2(scale / canonical_size) + eps)
+  return jnp.clip(level, k_min, k_max).astype(jnp.int32)

@@ -18,11 +18,12 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxcnn.conv import Conv
 from jaxcnn.detection import boxes as box_ops
 from jaxcnn.detection.anchors import inside_image
-from jaxcnn.detection.nms import nms
+from jaxcnn.detection.nms import batched_nms, nms
 
 POSITIVE, NEGATIVE, IGNORED = 1, 0, -1
 
@@ -115,4 +116,30 @@ def proposals(anchors, objectness, deltas, image_hw, *, pre_nms_topk: int, post_
   boxes = box_ops.clip(box_ops.decode(deltas[idx], anchors[idx], weights), image_hw[0], image_hw[1])
   big = ((boxes[:, 2] - boxes[:, 0]) > min_size) & ((boxes[:, 3] - boxes[:, 1]) > min_size)
   keep, ok = nms(boxes, scores, nms_threshold, post_nms_topk, valid=big & jnp.isfinite(scores))
+  return boxes[keep], jnp.where(ok, scores[keep], -jnp.inf), ok
+
+
+def proposals_per_level(anchors, objectness, deltas, image_hw, level_sizes, *, pre_nms_topk: int,
+                        post_nms_topk: int, nms_threshold: float = 0.7, min_size: float = 1e-3,
+                        weights=(1.0, 1.0, 1.0, 1.0)):
+  """The FPN RPN's proposals for one image as torchvision's `RegionProposalNetwork.filter_proposals`
+  (and Detectron2's `find_top_rpn_proposals`) choose them: the top `pre_nms_topk` anchors of each level
+  (`level_sizes`: how many of `anchors` each level holds, in order), decoded and clipped to the image,
+  boxes narrower or lower than `min_size` dropped, NMS within each level, then the best `post_nms_topk`
+  over all levels. Returns `(boxes [post_nms_topk, 4], scores [post_nms_topk], valid [post_nms_topk])`,
+  best first; scores are objectness logits (torchvision's sigmoid keeps their order)."""
+  starts = np.cumsum([0, *level_sizes])
+  if starts[-1] != objectness.shape[0]:
+    raise ValueError(f"level_sizes {tuple(level_sizes)} add up to {starts[-1]} anchors, the RPN scored "
+                     f"{objectness.shape[0]}")
+  scores, idx, level = [], [], []
+  for i, n in enumerate(level_sizes):
+    s, j = jax.lax.top_k(objectness[starts[i]:starts[i + 1]], min(pre_nms_topk, n))
+    scores.append(s)
+    idx.append(j + starts[i])
+    level.append(jnp.full(j.shape, i, jnp.int32))
+  scores, idx, level = jnp.concatenate(scores), jnp.concatenate(idx), jnp.concatenate(level)
+  boxes = box_ops.clip(box_ops.decode(deltas[idx], anchors[idx], weights), image_hw[0], image_hw[1])
+  big = ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
+  keep, ok = batched_nms(boxes, scores, level, nms_threshold, post_nms_topk, valid=big & jnp.isfinite(scores))
   return boxes[keep], jnp.where(ok, scores[keep], -jnp.inf), ok

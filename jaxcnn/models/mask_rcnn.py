@@ -35,7 +35,7 @@ from jaxcnn.detection import boxes as box_ops
 from jaxcnn.detection import roi_heads, rpn
 from jaxcnn.detection.anchors import grid_anchors, num_anchors
 from jaxcnn.detection.nms import batched_nms
-from jaxcnn.detection.roi_align import roi_align
+from jaxcnn.detection.roi_align import pyramid_level, roi_align
 from jaxcnn.models.common import HE_FAN_OUT, batch_norm_def, cast
 from jaxcnn.registry import MODELS
 
@@ -153,6 +153,13 @@ class MaskRCNN(nn.Module):
     obj, deltas = self.rpn_head(feats.astype(jnp.float32))
     return obj, deltas, self._anchors(feats.shape[1:3])
 
+  def _proposals(self, feats, obj, deltas, anchors, hw, pre_nms: int, post_nms: int):
+    """`(boxes [B, post_nms, 4], scores, valid)`: the RPN's proposals of each image (one feature map:
+    the top `pre_nms` anchors, then NMS)."""
+    del feats
+    return jax.vmap(lambda o, d: rpn.proposals(anchors, o, d, hw, pre_nms_topk=pre_nms, post_nms_topk=post_nms,
+                                               nms_threshold=self.rpn_nms))(obj, deltas)
+
   def _heads(self, feats, rois, train: bool):
     """Training: `(class logits [B, R, K+1], deltas [B, R, K, 4], mask logits [B, R, m, m, K])`."""
     b, r = rois.shape[:2]
@@ -180,9 +187,8 @@ class MaskRCNN(nn.Module):
                                                                  batch_size=self.rpn_batch))(
         gt_boxes, gt_valid, jax.random.split(k_rpn, b))
     rpn_cls, rpn_box = jax.vmap(rpn.losses)(obj, deltas, labels, target_deltas)
-    props, _, props_ok = jax.vmap(lambda o, d: rpn.proposals(
-        anchors, o, d, hw, pre_nms_topk=self.pre_nms_train, post_nms_topk=self.post_nms_train,
-        nms_threshold=self.rpn_nms))(jax.lax.stop_gradient(obj), jax.lax.stop_gradient(deltas))
+    props, _, props_ok = self._proposals(feats, jax.lax.stop_gradient(obj), jax.lax.stop_gradient(deltas),
+                                         anchors, hw, self.pre_nms_train, self.post_nms_train)
     rois, classes, matched, valid = jax.vmap(functools.partial(
         roi_heads.sample_rois, batch_size=self.roi_batch, positive_fraction=self.roi_positive_fraction))(
         props, props_ok, gt_boxes, gt_classes, gt_valid, jax.random.split(k_roi, b))
@@ -203,9 +209,7 @@ class MaskRCNN(nn.Module):
 
   def _detect(self, feats, obj, deltas, anchors, hw, b):
     k = self.num_classes - 1
-    props, _, props_ok = jax.vmap(lambda o, d: rpn.proposals(
-        anchors, o, d, hw, pre_nms_topk=self.pre_nms_test, post_nms_topk=self.post_nms_test,
-        nms_threshold=self.rpn_nms))(obj, deltas)
+    props, _, props_ok = self._proposals(feats, obj, deltas, anchors, hw, self.pre_nms_test, self.post_nms_test)
     r = props.shape[1]
     logits, box_deltas = self._box_outputs(feats, props)
     probs = jax.nn.softmax(logits, -1)[..., 1:]  # [B, R, K] foreground classes
@@ -242,8 +246,10 @@ class MaskRCNNFPN(MaskRCNN):
   stride-2 transposed convolution, 1x1 to K masks of 28x28).
 
   Static shapes: every RoI is pooled on all four levels and the one of its level kept (4x the RoIAlign
-  work, no gather of variable-size groups); the proposals are the top `pre_nms_*` anchors over all levels
-  then NMS (Detectron2 takes the top-k of each level first, then NMS per level).
+  work, no gather of variable-size groups). Proposals: by default the top `pre_nms_*` anchors over all
+  levels, then one NMS; `per_level_proposals=True` chooses them as torchvision and Detectron2 do (the top
+  `pre_nms_*` of each level, NMS within each level, the best `post_nms_*` over all:
+  `rpn.proposals_per_level`, tested against torchvision's `filter_proposals`).
   """
   anchor_sizes: Sequence[float] = (32, 64, 128, 256, 512)
   fpn_channels: int = 256
@@ -253,6 +259,7 @@ class MaskRCNNFPN(MaskRCNN):
   post_nms_train: int = 1000
   pre_nms_test: int = 2000
   post_nms_test: int = 1000
+  per_level_proposals: bool = False
 
   def setup(self):
     if self.block not in ("basic", "bottleneck"):
@@ -308,12 +315,17 @@ class MaskRCNNFPN(MaskRCNN):
                                   self.aspect_ratios))
     return jnp.concatenate(objs, 1), jnp.concatenate(deltas, 1), jnp.asarray(np.concatenate(anchors))
 
+  def _proposals(self, feats, obj, deltas, anchors, hw, pre_nms: int, post_nms: int):
+    if not self.per_level_proposals:
+      return super()._proposals(feats, obj, deltas, anchors, hw, pre_nms, post_nms)
+    sizes = [f.shape[1] * f.shape[2] * len(self.aspect_ratios) for f in feats]
+    return jax.vmap(lambda o, d: rpn.proposals_per_level(
+        anchors, o, d, hw, sizes, pre_nms_topk=pre_nms, post_nms_topk=post_nms,
+        nms_threshold=self.rpn_nms))(obj, deltas)
+
   def _pool_levels(self, feats, rois, resolution: int):
     """`[B, R, P, P, C]`: each RoI pooled from its pyramid level (P2-P5)."""
-    w = rois[..., 2] - rois[..., 0]
-    h = rois[..., 3] - rois[..., 1]
-    level = jnp.floor(4 + jnp.log2(jnp.sqrt(jnp.maximum(w * h, 1e-6)) / 224 + 1e-8))
-    level = jnp.clip(level, 2, 5).astype(jnp.int32)
+    level = pyramid_level(rois)
     p = (resolution,) * 2
     out = 0.0
     for lv in range(2, 6):

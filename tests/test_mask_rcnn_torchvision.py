@@ -1,0 +1,59 @@
+"""Mask R-CNN's FPN pieces against torchvision's own functions on the same inputs: the RPN's per-level
+proposal choice (`RegionProposalNetwork.filter_proposals` after `BoxCoder.decode`) and the level each RoI
+is pooled from (`MultiScaleRoIAlign`'s `LevelMapper`). torchvision is the reference (the `reference`
+extra, which `.ci/run` installs)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcnn.detection import grid_anchors, rpn
+from jaxcnn.detection.roi_align import pyramid_level
+
+torch = pytest.importorskip("torch", reason="the torchvision reference: pip install -e '.[reference]'")
+from torchvision.models.detection import _utils as det_utils  # noqa: E402
+from torchvision.models.detection.rpn import RegionProposalNetwork  # noqa: E402
+from torchvision.ops.poolers import LevelMapper  # noqa: E402
+
+
+@pytest.mark.parametrize("image_hw,pre,post,seed", [((64, 96), 100, 60, 0), ((128, 128), 300, 200, 1)])
+def test_per_level_proposals_equal_torchvisions_filter_proposals(image_hw, pre, post, seed):
+  """Three FPN levels (strides 8, 16, 32; the coarsest has fewer anchors than `pre`), three aspect
+  ratios, random objectness and deltas: the same boxes in the same order."""
+  rng = np.random.default_rng(seed)
+  ratios, strides, sizes = (0.5, 1.0, 2.0), (8, 16, 32), (32.0, 64.0, 128.0)
+  anchors = [grid_anchors((image_hw[0] // s, image_hw[1] // s), s, (z,), ratios) for s, z in zip(strides, sizes)]
+  per_level = [len(a) for a in anchors]
+  anchors = np.concatenate(anchors).astype(np.float32)
+  objectness = rng.normal(size=len(anchors)).astype(np.float32)
+  deltas = (rng.normal(size=(len(anchors), 4)) * 0.5).astype(np.float32)
+
+  boxes, scores, ok = jax.jit(lambda o, d: rpn.proposals_per_level(
+      jnp.asarray(anchors), o, d, image_hw, per_level, pre_nms_topk=pre, post_nms_topk=post,
+      nms_threshold=0.7))(objectness, deltas)
+  boxes, scores, ok = np.asarray(boxes), np.asarray(scores), np.asarray(ok)
+
+  tv = RegionProposalNetwork(None, None, 0.7, 0.3, 256, 0.5, pre_nms_top_n=dict(training=pre, testing=pre),
+                             post_nms_top_n=dict(training=post, testing=post), nms_thresh=0.7).eval()
+  decoded = det_utils.BoxCoder((1.0, 1.0, 1.0, 1.0)).decode(torch.from_numpy(deltas)[None],
+                                                             [torch.from_numpy(anchors)]).view(1, -1, 4)
+  with torch.no_grad():
+    tv_boxes, tv_scores = tv.filter_proposals(decoded, torch.from_numpy(objectness)[None, :, None],
+                                              [image_hw], per_level)
+  tv_boxes, tv_scores = tv_boxes[0].numpy(), tv_scores[0].numpy()
+  assert 0 < len(tv_boxes) <= post and ok.sum() == len(tv_boxes), (ok.sum(), len(tv_boxes))
+  np.testing.assert_allclose(boxes[ok], tv_boxes, rtol=1e-5, atol=1e-3)
+  np.testing.assert_allclose(jax.nn.sigmoid(scores[ok]), tv_scores, rtol=1e-6)  # torchvision: probabilities
+
+
+def test_level_of_each_roi_equals_torchvisions_level_mapper():
+  rng = np.random.default_rng(0)
+  xy = rng.uniform(0, 800, (2000, 2))
+  wh = np.exp(rng.uniform(np.log(0.5), np.log(900), (2000, 2)))
+  boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+  # Boxes whose sqrt(area) sits on a level boundary (112, 224, 448: log2 exactly an integer).
+  boxes[:3] = [[0, 0, 112, 112], [10, 10, 234, 234], [0, 0, 448, 448]]
+  ours = np.asarray(pyramid_level(jnp.asarray(boxes)))
+  theirs = LevelMapper(2, 5)([torch.from_numpy(boxes)]).numpy() + 2
+  np.testing.assert_array_equal(ours, theirs)
+  assert set(ours) == {2, 3, 4, 5} and list(ours[:3]) == [3, 4, 5]
