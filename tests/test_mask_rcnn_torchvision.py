@@ -57,3 +57,36 @@ def test_level_of_each_roi_equals_torchvisions_level_mapper():
   theirs = LevelMapper(2, 5)([torch.from_numpy(boxes)]).numpy() + 2
   np.testing.assert_array_equal(ours, theirs)
   assert set(ours) == {2, 3, 4, 5} and list(ours[:3]) == [3, 4, 5]
+
+
+@pytest.mark.parametrize("image_hw,classes,seed", [((64, 96), 3, 0), ((200, 150), 8, 1)])
+def test_final_detections_equal_torchvisions_postprocess_detections(image_hw, classes, seed):
+  """The box head's outputs for 60 proposals (10 more of them padding, which must never appear): the same
+  boxes, scores and classes in the same order as `RoIHeads.postprocess_detections`."""
+  from torchvision.models.detection.roi_heads import RoIHeads
+
+  from jaxcnn.detection import roi_heads
+  rng = np.random.default_rng(seed)
+  r, valid_rows, h, w = 60, 50, *image_hw
+  xy = rng.uniform(0, [w, h], (r, 2))
+  props = np.concatenate([xy, xy + rng.uniform(1, [w / 2, h / 2], (r, 2))], 1).astype(np.float32)
+  props[:3, 2:] = props[:3, :2] + 0.004  # tiny proposals: boxes under 1e-2 pixels are dropped
+  logits = (rng.normal(size=(r, classes + 1)) * 2).astype(np.float32)
+  deltas = (rng.normal(size=(r, classes, 4)) * 0.3).astype(np.float32)
+  ok = np.arange(r) < valid_rows
+
+  boxes, scores, labels, valid = (np.asarray(a) for a in jax.jit(lambda *a: roi_heads.detections(
+      *a, image_hw, score_threshold=0.05, nms_threshold=0.5, max_detections=40))(logits, deltas, props, ok))
+
+  tv = RoIHeads(None, None, None, 0.5, 0.5, 512, 0.25, None, score_thresh=0.05, nms_thresh=0.5,
+                detections_per_img=40)
+  regression = np.concatenate([np.zeros((r, 1, 4), np.float32), deltas], 1).reshape(r, -1)
+  with torch.no_grad():
+    tv_boxes, tv_scores, tv_labels = (x[0].numpy() for x in tv.postprocess_detections(
+        torch.from_numpy(logits[ok]), torch.from_numpy(regression[ok]), [torch.from_numpy(props[ok])],
+        [image_hw]))
+  assert 10 < len(tv_boxes) <= 40 and valid.sum() == len(tv_boxes), (valid.sum(), len(tv_boxes))
+  np.testing.assert_allclose(boxes[valid], tv_boxes, rtol=1e-5, atol=1e-3)
+  np.testing.assert_allclose(scores[valid], tv_scores, rtol=1e-5)
+  np.testing.assert_array_equal(labels[valid], tv_labels)
+  assert (scores[~valid] == 0).all() and (labels[~valid] == 0).all()

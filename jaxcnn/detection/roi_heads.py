@@ -11,6 +11,9 @@ a time with static shapes.
   target is the ground-truth mask cropped to the RoI and resampled to `m x m` (RoIAlign, then >= 0.5).
 
 The total loss is L = L_cls + L_box + L_mask (plus the RPN's two losses).
+
+At inference `detections` turns the box head's outputs into the final boxes as torchvision's
+`RoIHeads.postprocess_detections` does.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn.detection import boxes as box_ops
+from jaxcnn.detection.nms import batched_nms
 from jaxcnn.detection.roi_align import roi_align
 from jaxcnn.detection.rpn import keep_random
 
@@ -134,3 +138,26 @@ def mask_loss(mask_logits, classes, targets, valid):
   bce = jnp.maximum(logits, 0) - logits * targets + jnp.log1p(jnp.exp(-jnp.abs(logits)))
   per_roi = jnp.mean(bce, axis=(1, 2))
   return jnp.sum(jnp.where(fg, per_roi, 0.0)) / jnp.maximum(jnp.sum(fg), 1)
+
+
+def detections(class_logits, box_deltas, proposals, proposal_valid, image_hw, *, score_threshold: float = 0.05,
+               nms_threshold: float = 0.5, max_detections: int = 100, min_size: float = 1e-2,
+               weights=BOX_WEIGHTS):
+  """One image's final detections from the box head, as torchvision's `postprocess_detections`: every
+  (RoI, foreground class) pair is a candidate box (its class's deltas decoded on the RoI, clipped to the
+  image) scored by the class's softmax probability; candidates scoring `score_threshold` or less or
+  narrower / lower than `min_size` pixels are dropped; NMS within each class; the best `max_detections`.
+
+  Args: `class_logits [R, K+1]` (class 0 the background), `box_deltas [R, K, 4]`, `proposals [R, 4]`,
+  `proposal_valid [R]`. Returns `(boxes [N, 4], scores [N], classes [N] in 1..K, valid [N])`, best first;
+  invalid rows have score 0 and class 0.
+  """
+  r, k = box_deltas.shape[:2]
+  probs = jax.nn.softmax(class_logits, -1)[:, 1:]
+  boxes = box_ops.clip(box_ops.decode(box_deltas, proposals[:, None, :], weights), image_hw[0], image_hw[1])
+  boxes, scores = boxes.reshape(r * k, 4), probs.reshape(r * k)
+  classes = jnp.tile(jnp.arange(1, k + 1), r)
+  big = ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
+  ok = jnp.repeat(proposal_valid, k) & (scores > score_threshold) & big
+  idx, valid = batched_nms(boxes, scores, classes, nms_threshold, max_detections, valid=ok)
+  return boxes[idx], jnp.where(valid, scores[idx], 0.0), jnp.where(valid, classes[idx], 0), valid

@@ -31,10 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn.conv import BasicBlock, BottleneckBlock, Conv, ConvTranspose, max_pool
-from jaxcnn.detection import boxes as box_ops
 from jaxcnn.detection import roi_heads, rpn
 from jaxcnn.detection.anchors import grid_anchors, num_anchors
-from jaxcnn.detection.nms import batched_nms
 from jaxcnn.detection.roi_align import pyramid_level, roi_align
 from jaxcnn.models.common import HE_FAN_OUT, batch_norm_def, cast
 from jaxcnn.registry import MODELS
@@ -212,20 +210,9 @@ class MaskRCNN(nn.Module):
     props, _, props_ok = self._proposals(feats, obj, deltas, anchors, hw, self.pre_nms_test, self.post_nms_test)
     r = props.shape[1]
     logits, box_deltas = self._box_outputs(feats, props)
-    probs = jax.nn.softmax(logits, -1)[..., 1:]  # [B, R, K] foreground classes
-    boxes = box_ops.clip(box_ops.decode(box_deltas.reshape(b, r, k, 4), props[:, :, None, :],
-                                        roi_heads.BOX_WEIGHTS), hw[0], hw[1])
-    n = self.detections_per_image
-
-    def per_image(bx, pr, ok):
-      flat_boxes = bx.reshape(r * k, 4)
-      flat_scores = pr.reshape(r * k)
-      flat_classes = jnp.tile(jnp.arange(1, k + 1), r)
-      keep_ok = jnp.repeat(ok, k) & (flat_scores > self.score_threshold)
-      idx, valid = batched_nms(flat_boxes, flat_scores, flat_classes, self.test_nms, n, valid=keep_ok)
-      return flat_boxes[idx], jnp.where(valid, flat_scores[idx], 0.0), jnp.where(valid, flat_classes[idx], 0), valid
-
-    det_boxes, det_scores, det_classes, det_valid = jax.vmap(per_image)(boxes, probs, props_ok)
+    det_boxes, det_scores, det_classes, det_valid = jax.vmap(functools.partial(
+        roi_heads.detections, image_hw=hw, score_threshold=self.score_threshold, nms_threshold=self.test_nms,
+        max_detections=self.detections_per_image))(logits, box_deltas.reshape(b, r, k, 4), props, props_ok)
     # The mask branch runs on the final boxes (the paper's inference), for the predicted class only.
     mask_logits = self._mask_outputs(feats, det_boxes)
     own = jnp.take_along_axis(mask_logits, jnp.maximum(det_classes - 1, 0)[:, :, None, None, None],
