@@ -7,8 +7,10 @@ COCO's format (LVIS-style exports of CVAT, Label Studio, Roboflow, ...).
   DIR/<split>/<file_name>                     # the images named by the JSON's `file_name`
 
 Each image is resized so its short side is `min_size` and its long side at most `max_size` (the paper:
-800 / 1333), then padded at the bottom and right to a fixed `pad_to x pad_to` so every step has one
-shape (jit, TPU). Annotations become `max_instances` padded ground-truth rows: boxes (x1, y1, x2, y2 in
+800 / 1333) as torchvision's `GeneralizedRCNNTransform` resizes it (normalised, then bilinear without
+antialiasing, `floor(side x scale)` pixels; boxes scaled by each axis's own ratio), then padded at the
+bottom and right to a fixed `pad_to x pad_to` so every step has one shape (jit, TPU; torchvision pads
+each batch to a multiple of 32 instead). Annotations become `max_instances` padded ground-truth rows: boxes (x1, y1, x2, y2 in
 input pixels), classes (1..K: the JSON's categories in id order; 0 is the background) and each mask as a
 `mask_size x mask_size` crop of its box (`gt_mask_crops`; full-image masks of 100 instances at 1333 x
 800 would take 100 MB per image). Crowd regions (`iscrowd: 1`) and boxes under one pixel are not
@@ -25,6 +27,7 @@ import contextlib
 import copy
 import functools
 import io
+import math
 import os
 
 import numpy as np
@@ -37,25 +40,46 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 def resize_scale(height: int, width: int, min_size: int, max_size: int) -> float:
-  """Detectron's ResizeShortestEdge: short side to `min_size` unless the long side would pass `max_size`."""
-  scale = min_size / min(height, width)
-  if max(height, width) * scale > max_size:
-    scale = max_size / max(height, width)
-  return scale
+  """Short side to `min_size` unless the long side would pass `max_size` (Detectron's ResizeShortestEdge,
+  torchvision's `_resize_image_and_masks`)."""
+  return min(min_size / min(height, width), max_size / max(height, width))
+
+
+def resized_hw(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
+  """The resized image's size, as torch's `interpolate(scale_factor=, recompute_scale_factor=True)`
+  computes it: `floor(side x scale)`."""
+  scale = resize_scale(height, width, min_size, max_size)
+  return math.floor(float(height) * scale), math.floor(float(width) * scale)
+
+
+def bilinear_resize(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+  """`x [H, W, C]` resized by bilinear interpolation with half-pixel centres and no antialiasing: torch's
+  `interpolate(mode="bilinear", align_corners=False)` (source coordinate `(i + 0.5) in / out - 0.5`,
+  clamped at 0; the last row / column repeated)."""
+  def taps(n_in, n_out):
+    # torch: float32 scale, `scale * (i + 0.5) - 0.5` rounded once (a fused multiply-add); float64 holds
+    # the product exactly
+    scale = np.float64(np.float32(n_in) / np.float32(n_out))
+    src = np.maximum(((np.arange(n_out) + 0.5) * scale - 0.5).astype(np.float32), 0)
+    lo = np.minimum(src.astype(np.int64), n_in - 1)
+    return lo, np.minimum(lo + 1, n_in - 1), (src - lo).astype(np.float32)
+  lo, hi, t = taps(x.shape[0], out_h)
+  x = x[lo] * (1 - t)[:, None, None] + x[hi] * t[:, None, None]
+  lo, hi, t = taps(x.shape[1], out_w)
+  return x[:, lo] * (1 - t)[None, :, None] + x[:, hi] * t[None, :, None]
 
 
 def resize_and_pad(rgb: np.ndarray, min_size: int, max_size: int, pad_to: int,
-                   mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tuple[np.ndarray, float, tuple[int, int]]:
-  """`(x [pad_to, pad_to, 3] float32 normalised, scale, (h, w) of the image inside x)`."""
-  from PIL import Image
+                   mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+  """`(x [pad_to, pad_to, 3] float32 normalised, scale (y, x): input pixels per original pixel along each
+  axis, (h, w) of the image inside x)`."""
   h, w = rgb.shape[:2]
-  scale = resize_scale(h, w, min_size, max_size)
-  nh, nw = min(pad_to, int(round(h * scale))), min(pad_to, int(round(w * scale)))
-  if (nh, nw) != (h, w):
-    rgb = np.asarray(Image.fromarray(np.asarray(rgb, np.uint8)).resize((nw, nh), Image.BILINEAR))
+  nh, nw = resized_hw(h, w, min_size, max_size)
+  nh, nw = min(pad_to, nh), min(pad_to, nw)
   x = np.zeros((pad_to, pad_to, 3), np.float32)  # padding is 0 after normalisation: the mean colour
-  x[:nh, :nw] = (rgb.astype(np.float32) / 255.0 - mean) / std
-  return x, scale, (nh, nw)
+  norm = (np.asarray(rgb, np.float32) / 255.0 - mean) / std
+  x[:nh, :nw] = norm if (nh, nw) == (h, w) else bilinear_resize(norm, nh, nw)
+  return x, np.array([nh / h, nw / w], np.float32), (nh, nw)
 
 
 def read_rgb(path: str) -> np.ndarray:
@@ -169,11 +193,11 @@ def coco(manual_dir: str | None = None, train_split: str = "train2017", eval_spl
     if n:
       orig = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
                        for a in anns], np.float32)
-      boxes[:n] = orig * scale
+      boxes[:n] = orig * np.tile(scale[::-1], 2)  # (x, y, x, y) by each axis's ratio, as torchvision
       classes[:n] = [category_index[a["category_id"]] for a in anns]
       crops[:n] = crop_masks(np.stack([api.annToMask(a) for a in anns]), orig, mask_size)
     return {"x": x, "gt_boxes": boxes, "gt_classes": classes, "gt_mask_crops": crops,
-            "gt_valid": np.arange(max_instances) < n, "image_scale": np.float32(scale),
+            "gt_valid": np.arange(max_instances) < n, "image_scale": scale,
             "image_hw": np.array([nh, nw], np.int32)}
 
   def augment(ex, rng: np.random.Generator):
@@ -191,7 +215,7 @@ def coco(manual_dir: str | None = None, train_split: str = "train2017", eval_spl
 
   def encode(rgb):
     x, scale, _ = resize_and_pad(np.asarray(rgb), min_size, max_size, pad_to)
-    return {"x": x, "image_scale": np.float32(scale)}
+    return {"x": x, "image_scale": scale}
 
   def coco_ground_truth(split: str) -> dict:
     name = {"train": train_split, "val": eval_split}.get(split, split)

@@ -266,7 +266,7 @@ def nuclei(manual_dir: str | None = None, data_dir: str | None = None, crop: int
     ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
     x = np.zeros((ph, pw, 3), np.float32)
     x[:h, :w] = (rgb[..., :3].astype(np.float32) / 255.0 - mean) / std
-    return {"x": x, "image_scale": np.float32(1.0)}
+    return {"x": x, "image_scale": np.ones(2, np.float32)}
 
   nval = sum(1 for _ in val)
   count = sum(len(np.unique(s["instance_ids"])) - 1 for s in samples)

@@ -7,7 +7,7 @@ L_mask (He et al. 2017), averaged over the real images of the global batch.
 
 Evaluation runs on the host (`evaluate`): the model's fixed-size detections (boxes, scores, classes,
 validity, `m x m` mask probabilities) of every eval image are gathered from all devices and processes,
-mapped back to the original image size (`image_scale` in the batch: input pixels per original pixel),
+mapped back to the original image size (`image_scale` in the batch: input pixels per original pixel, (y, x)),
 the masks pasted into their boxes and binarised at 0.5, and scored with pycocotools against the data
 set's COCO-format ground truth: bbox and segm AP (IoU .50:.95), AP50, AP75 and AP for small / medium /
 large objects. The detections of the last evaluation are written as COCO results JSON
@@ -114,8 +114,10 @@ class InstanceSegmentation(Task):
         keep = np.flatnonzero(np.asarray(det["valid"][r]))
         if not len(keep):
           continue
-        scale = float(det["image_scale"][r]) if "image_scale" in det else 1.0
-        boxes = np.asarray(det["boxes"][r], np.float64)[keep] / scale
+        # input pixels per original pixel, (y, x) (or one number for both axes)
+        sy, sx = np.broadcast_to(np.asarray(det["image_scale"][r], np.float64), (2,)) if "image_scale" in det \
+            else (1.0, 1.0)
+        boxes = np.asarray(det["boxes"][r], np.float64)[keep] / [sx, sy, sx, sy]
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, img["width"])
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, img["height"])
         masks = coco.paste_masks(np.asarray(det["masks"][r])[keep], boxes, img["height"], img["width"],
