@@ -116,3 +116,18 @@ def test_the_coco_transform_equals_torchvisions_generalized_rcnn_transform(hw):
   np.testing.assert_allclose(boxes.numpy() * np.tile(scale[::-1], 2), target["boxes"].numpy(), rtol=1e-6)
   np.testing.assert_allclose(resize_boxes(target["boxes"], (nh, nw), hw).numpy(),
                              (boxes.numpy() * np.tile(scale[::-1], 2)) / np.tile(scale[::-1], 2), rtol=1e-5)
+
+
+def test_fpn_anchors_equal_torchvisions_anchor_generator():
+  """P2-P6 of a 64 x 96 input, sizes 32 ... 512, three ratios: the same anchors in the same order, once
+  rounded as torchvision rounds them (unrounded they differ by up to half a pixel, Detectron2's)."""
+  from torchvision.models.detection.anchor_utils import AnchorGenerator
+  from torchvision.models.detection.image_list import ImageList
+  strides, sizes, ratios = (4, 8, 16, 32, 64), (32, 64, 128, 256, 512), (0.5, 1.0, 2.0)
+  tv = AnchorGenerator(tuple((z,) for z in sizes), (ratios,) * 5)
+  feats = [torch.zeros(1, 8, 64 // s, 96 // s) for s in strides]
+  theirs = tv(ImageList(torch.zeros(1, 3, 64, 96), [(64, 96)]), feats)[0].numpy()
+  ours = [np.concatenate([grid_anchors((64 // s, 96 // s), s, (z,), ratios, rounded=r) for s, z in zip(strides, sizes)])
+          for r in (True, False)]
+  np.testing.assert_array_equal(ours[0], theirs)
+  assert 0.4 < np.abs(ours[1] - theirs).max() <= 0.5

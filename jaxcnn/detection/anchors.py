@@ -16,23 +16,27 @@ from typing import Sequence
 import numpy as np
 
 
-def cell_anchors(sizes: Sequence[float], aspect_ratios: Sequence[float]) -> np.ndarray:
-  """`[len(sizes) * len(aspect_ratios), 4]` anchors centred on (0, 0): area size², height / width = ratio."""
+def cell_anchors(sizes: Sequence[float], aspect_ratios: Sequence[float], rounded: bool = False) -> np.ndarray:
+  """`[len(sizes) * len(aspect_ratios), 4]` anchors centred on (0, 0): area size², height / width = ratio.
+  `rounded`: corners rounded to whole pixels, as torchvision's `AnchorGenerator` makes them (Detectron2
+  keeps them exact)."""
   out = []
   for size in sizes:
     for ratio in aspect_ratios:
       w = np.sqrt(size * size / ratio)
       h = ratio * w
       out.append([-w / 2, -h / 2, w / 2, h / 2])
-  return np.asarray(out, np.float32)
+  out = np.asarray(out, np.float32)
+  return np.round(out) if rounded else out
 
 
 def grid_anchors(feature_hw: tuple[int, int], stride: int, sizes: Sequence[float],
-                 aspect_ratios: Sequence[float], offset: float = 0.0) -> np.ndarray:
+                 aspect_ratios: Sequence[float], offset: float = 0.0, rounded: bool = False) -> np.ndarray:
   """`[H * W * A, 4]` anchors of a `feature_hw = (H, W)` map of the given stride: cell anchors shifted to
-  every position `((col + offset) * stride, (row + offset) * stride)` (Detectron2: offset 0)."""
+  every position `((col + offset) * stride, (row + offset) * stride)` (Detectron2 and torchvision:
+  offset 0)."""
   h, w = feature_hw
-  cells = cell_anchors(sizes, aspect_ratios)
+  cells = cell_anchors(sizes, aspect_ratios, rounded)
   ys, xs = np.meshgrid((np.arange(h) + offset) * stride, (np.arange(w) + offset) * stride, indexing="ij")
   shifts = np.stack([xs, ys, xs, ys], axis=-1).reshape(-1, 1, 4).astype(np.float32)
   return (shifts + cells[None]).reshape(-1, 4)

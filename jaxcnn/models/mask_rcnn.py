@@ -45,6 +45,7 @@ class MaskRCNN(nn.Module):
   width: int = 64
   anchor_sizes: Sequence[float] = (32, 64, 128, 256, 512)
   aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0)
+  round_anchors: bool = False             # True: anchor corners in whole pixels (torchvision's AnchorGenerator)
   rpn_channels: int = 1024
   rpn_batch: int = 256
   pre_nms_train: int = 12000
@@ -124,7 +125,8 @@ class MaskRCNN(nn.Module):
     return logits, deltas, self.mask_head(x)
 
   def _anchors(self, feature_hw):
-    return jnp.asarray(grid_anchors(feature_hw, 16, self.anchor_sizes, self.aspect_ratios))
+    return jnp.asarray(grid_anchors(feature_hw, 16, self.anchor_sizes, self.aspect_ratios,
+                                    rounded=self.round_anchors))
 
   def _pool(self, feats, rois):
     """`[B, R, P, P, C]` RoIAlign of every image's RoIs on its C4 map (stride 16)."""
@@ -299,7 +301,7 @@ class MaskRCNNFPN(MaskRCNN):
       objs.append(o)
       deltas.append(d)
       anchors.append(grid_anchors(f.shape[1:3], 2 ** (level + 2), (self.anchor_sizes[level],),
-                                  self.aspect_ratios))
+                                  self.aspect_ratios, rounded=self.round_anchors))
     return jnp.concatenate(objs, 1), jnp.concatenate(deltas, 1), jnp.asarray(np.concatenate(anchors))
 
   def _proposals(self, feats, obj, deltas, anchors, hw, pre_nms: int, post_nms: int):
