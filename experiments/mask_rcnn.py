@@ -129,9 +129,11 @@ def get_config(arg: str = "shapes") -> ml_collections.ConfigDict:
     c.model.freeze = ()
     if variant == "fpn":  # torchvision's RPN: the top 2000 (training) / 1000 (test) anchors of each level,
       # NMS within each level, the best 2000 / 1000 over all (rpn.proposals_per_level)
-      # and its anchors, corners rounded to whole pixels
+      # its anchors, corners rounded to whole pixels, and its RoIAlign without the half-cell shift: so
+      # torchvision's COCO weights (--config.model.pretrained=maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth)
+      # run as they were trained
       c.model.update(dict(per_level_proposals=True, pre_nms_train=2000, post_nms_train=2000,
-                          pre_nms_test=1000, post_nms_test=1000, round_anchors=True))
+                          pre_nms_test=1000, post_nms_test=1000, round_anchors=True, roi_aligned=False))
     c.dataset = ml_collections.ConfigDict(dict(name="coco", manual_dir=config_dict.placeholder(str),
                                                train_split="train2017", eval_split="val2017",
                                                min_size=800, max_size=1333, pad_to=1344,

@@ -209,6 +209,21 @@ OTHER_IMAGENET = {"efficientnet_lite0": ("efficientnet-lite0-57934424.pth", 75.1
 IMAGENET = {**TORCHVISION_IMAGENET, **OTHER_IMAGENET}
 IMAGENET_CLASSES = 1000
 
+# Published COCO detection weights, keyed by the weight file (the last part of its URL): (the model,
+# box AP, mask AP in % on COCO val2017), `MaskRCNN_ResNet50_FPN_Weights.COCO_V1.meta["_metrics"]` of
+# torchvision 0.29 (checked against the installed package by tests/test_published.py).
+TORCHVISION_COCO = {"maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth": ("torchvision maskrcnn_resnet50_fpn v1", 37.9, 34.6)}
+
+
+def coco_weights_line(config) -> str | None:
+  """The published numbers of the COCO weights a COCO run starts from (`model.pretrained`), or None."""
+  import os
+  weights = os.path.basename(str(config.get("model", {}).get("pretrained") or ""))
+  if weights not in TORCHVISION_COCO or config.get("dataset", {}).get("name") != "coco":
+    return None
+  model, box, mask = TORCHVISION_COCO[weights]
+  return f"{weights} ({model}), COCO val2017: box AP {box}, mask AP {mask}"
+
 
 def imagenet_line(model: str) -> str:
   """The published numbers of `model`'s ImageNet weights as one line of a report."""
@@ -279,6 +294,9 @@ def for_config(config, name: str | None = None, num_classes: int | None = None
   classes (`num_classes`): a fine-tuning folder of 3 classes is not ImageNet."""
   rep = config.report
   table = rep.get("paper_table")
+  coco = coco_weights_line(config)
+  if coco and rep.get("paper_error") is None:
+    return coco, None
   if rep.get("paper_error") is not None or not table:
     return rep.get("paper"), rep.get("paper_error")
   key = rep.get("paper_key") or name or config.dataset.get("subset")

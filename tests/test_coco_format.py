@@ -166,4 +166,4 @@ def test_the_paper_configs_name_registered_parts():
     if arg.endswith("fpn") and arg.startswith("coco"):  # torchvision's RPN settings for maskrcnn_resnet50_fpn
       assert c.model.per_level_proposals and (c.model.pre_nms_train, c.model.post_nms_train) == (2000, 2000)
       assert (c.model.pre_nms_test, c.model.post_nms_test) == (1000, 1000)
-      assert c.model.round_anchors
+      assert c.model.round_anchors and not c.model.roi_aligned

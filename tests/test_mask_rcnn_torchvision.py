@@ -131,3 +131,131 @@ def test_fpn_anchors_equal_torchvisions_anchor_generator():
           for r in (True, False)]
   np.testing.assert_array_equal(ours[0], theirs)
   assert 0.4 < np.abs(ours[1] - theirs).max() <= 0.5
+
+
+def _torchvision_maskrcnn():
+  """torchvision's maskrcnn_resnet50_fpn (v1, 91 classes) with random weights and BatchNorm statistics,
+  eval mode; the class scores tempered so that many classes compete (random heads saturate the softmax).""" 
+  import torchvision
+  torch.manual_seed(0)
+  m = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91,
+                                                         box_detections_per_img=1000)
+  with torch.no_grad():
+    for mod in m.modules():
+      if isinstance(mod, torch.nn.BatchNorm2d):
+        mod.running_mean.normal_(0, 0.1)
+        mod.running_var.uniform_(0.5, 1.5)
+        mod.weight.uniform_(0.5, 1.5)
+        mod.bias.normal_(0, 0.1)
+    m.roi_heads.box_predictor.cls_score.weight.mul_(0.1)  # class logits of std ~4, not ~40
+  return m.eval()
+
+
+@pytest.fixture(scope="module")
+def both_detectors():
+  from jaxcnn import pretrained, registry
+  tv = _torchvision_maskrcnn()
+  model = registry.MODELS.build("mask_rcnn_r50_fpn", num_classes=91, roi_aligned=False, round_anchors=True,
+                                per_level_proposals=True, detections_per_image=1000)
+  shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
+  sd = {k: v.numpy() for k, v in tv.state_dict().items()}
+  variables, info = pretrained.from_state_dict("mask_rcnn_r50_fpn", jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes),
+                                               sd, model=model)
+  return tv, model, variables, info, sd
+
+
+def test_torchvisions_detector_weights_load_and_round_trip(both_detectors):
+  from jaxcnn import pretrained
+  tv, model, variables, info, sd = both_detectors
+  assert info["loaded"] == len([k for k in sd if not k.endswith("num_batches_tracked")]) and not info["fresh"]
+  assert "maskrcnn_resnet50_fpn" in info["source"]
+  back = pretrained.to_state_dict("mask_rcnn_r50_fpn", variables, model=model, kind="detector")
+  assert set(back) == set(sd)
+  for k, v in back.items():
+    if k.startswith(("roi_heads.box_predictor.bbox_pred", "roi_heads.mask_predictor.mask_fcn_logits")):
+      rows = 4 if "bbox_pred" in k else 1  # the background's rows: jaxcnn has no background box or mask
+      np.testing.assert_array_equal(v[rows:], sd[k][rows:], err_msg=k)
+      assert not v[:rows].any()
+    else:
+      np.testing.assert_array_equal(v, sd[k], err_msg=k)
+
+
+@pytest.mark.parametrize("hw", [(128, 160), (96, 128)])
+def test_same_weights_same_features_rpn_outputs_and_detections_as_torchvision(both_detectors, hw):
+  """Through the loader, on images whose sides are multiples of 32 (torchvision pads nothing): P2-P6,
+  the RPN's objectness and deltas, and, from torchvision's own proposals, the final boxes, scores,
+  classes and 28 x 28 mask probabilities. (The proposal choice is compared with torchvision's function
+  above; end to end, anchors whose objectness differs by float error can swap order and change a
+  proposal, which is why the heads start from the same proposals here.)"""
+  from torchvision.models.detection.image_list import ImageList
+
+  from jaxcnn.detection import roi_heads
+  tv, model, variables, _, _ = both_detectors
+  x = np.random.default_rng(hw[0]).normal(size=(1, *hw, 3)).astype(np.float32)
+  images = ImageList(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), [hw])
+  with torch.no_grad():
+    feats_tv = tv.backbone(images.tensors)
+    proposals, _ = tv.rpn(images, feats_tv)
+    det_tv, _ = tv.roi_heads(feats_tv, proposals, images.image_sizes)
+    obj_tv, deltas_tv = tv.rpn.head(list(feats_tv.values()))
+  det_tv = {k: v.numpy() for k, v in det_tv[0].items()}
+
+  feats = jax.jit(lambda v, x: model.apply(v, x, False, method=model.features))(variables, x)
+  for ours, theirs in zip(feats, feats_tv.values()):
+    theirs = theirs.permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-5 * np.abs(theirs).max())  # measured: 2e-6
+  obj, deltas, _ = jax.jit(lambda v, f: model.apply(v, f, method=model._rpn))(variables, feats)
+  obj_ref = np.concatenate([o.permute(0, 2, 3, 1).reshape(1, -1).numpy() for o in obj_tv], 1)
+  deltas_ref = np.concatenate([d.permute(0, 2, 3, 1).reshape(1, -1, 4).numpy() for d in deltas_tv], 1)
+  np.testing.assert_allclose(obj, obj_ref, atol=1e-5 * np.abs(obj_ref).max())
+  np.testing.assert_allclose(deltas, deltas_ref, atol=1e-5 * np.abs(deltas_ref).max())
+
+  props = proposals[0].numpy()[None]
+  logits, box_deltas = jax.jit(lambda v, f, p: model.apply(v, f, p, method=model._box_outputs))(variables, feats, props)
+  boxes, scores, classes, valid = (np.asarray(a) for a in roi_heads.detections(
+      logits[0], box_deltas[0], props[0], np.ones(len(props[0]), bool), hw, max_detections=1000))
+  assert 5 <= valid.sum() == len(det_tv["boxes"]), (valid.sum(), len(det_tv["boxes"]))
+  np.testing.assert_allclose(boxes[valid], det_tv["boxes"], atol=5e-3)  # pixels (measured: at most 1.4e-3)
+  np.testing.assert_allclose(scores[valid], det_tv["scores"], atol=1e-4)
+  np.testing.assert_array_equal(classes[valid], det_tv["labels"])
+  # The mask branch on the same final boxes (torchvision's): logits of the predicted class, relative to
+  # their largest magnitude (random heads give logits in the thousands, which saturate the sigmoid)
+  with torch.no_grad():
+    pooled = tv.roi_heads.mask_roi_pool(feats_tv, [torch.from_numpy(det_tv["boxes"])], images.image_sizes)
+    logits_tv = tv.roi_heads.mask_predictor(tv.roi_heads.mask_head(pooled)).numpy()
+  logits_tv = logits_tv[np.arange(len(logits_tv)), det_tv["labels"]]
+  masks = jax.jit(lambda v, f, b: model.apply(v, f, b, method=model._mask_outputs))(variables, feats,
+                                                                                   det_tv["boxes"][None])
+  own = np.take_along_axis(np.asarray(masks[0]), det_tv["labels"][:, None, None, None] - 1, axis=3)[..., 0]
+  np.testing.assert_allclose(own, logits_tv, atol=1e-5 * np.abs(logits_tv).max())
+  np.testing.assert_allclose(jax.nn.sigmoid(logits_tv), det_tv["masks"][:, 0], atol=1e-6)  # what it returns
+
+
+def test_a_91_class_coco_file_loads_into_jaxcnns_80_coco_classes_or_starts_a_fine_tuning(both_detectors):
+  """jaxcnn's COCO data set has 80 categories + background (in id order); torchvision's COCO heads have a
+  row per category id (91, ten of them unused): an 81-class model takes the used ids' rows. Any other
+  number of classes keeps the three class-shaped layers fresh and says so; a C4 model is refused."""
+  from jaxcnn import pretrained, registry
+  from jaxcnn.pretrained.layouts import COCO_IDS
+  _, _, _, _, sd = both_detectors
+
+  def load(num_classes, name="mask_rcnn_r50_fpn"):
+    model = registry.MODELS.build(name, num_classes=num_classes)
+    shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x),
+                            jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
+    fresh = jax.tree.map(lambda s: np.full(s.shape, 7, s.dtype), shapes)
+    return pretrained.from_state_dict(name, fresh, sd, model=model)
+
+  v, info = load(81)
+  assert len(COCO_IDS) == 80 and not info["reinitialised"]
+  p = v["params"]
+  np.testing.assert_array_equal(p["cls_score"]["kernel"], sd["roi_heads.box_predictor.cls_score.weight"][[0, *COCO_IDS]].T)
+  k, cid = 5, COCO_IDS[4]  # jaxcnn's class 5 is COCO id 5 (airplane); class 12 is id 13 (stop sign)
+  np.testing.assert_array_equal(p["bbox_pred"]["kernel"][:, 4 * (k - 1):4 * k],
+                                sd["roi_heads.box_predictor.bbox_pred.weight"][4 * cid:4 * cid + 4].T)
+  np.testing.assert_array_equal(p["mask_pred"]["bias"][11], sd["roi_heads.mask_predictor.mask_fcn_logits.bias"][13])
+  v, info = load(4)
+  assert info["reinitialised"] == ["bbox_pred", "cls_score", "mask_pred"]
+  assert (v["params"]["cls_score"]["kernel"] == 7).all() and not (v["params"]["fc1"]["kernel"] == 7).any()
+  with pytest.raises(pretrained.PretrainedError, match="holds a whole torchvision detector.*not mask_rcnn_r50_c4"):
+    load(81, "mask_rcnn_r50_c4")

@@ -128,3 +128,20 @@ def test_the_imagenet_table_is_torchvisions_and_applies_to_1000_classes_only():
     weights = models.get_model_weights(builder).IMAGENET1K_V1
     metrics = weights.meta["_metrics"]["ImageNet-1K"]
     assert (file, top1, top5) == (weights.url.rsplit("/", 1)[1], metrics["acc@1"], metrics["acc@5"]), name
+
+
+def test_torchvisions_coco_mask_rcnn_weights_print_their_published_numbers():
+  c = load_experiment("mask_rcnn", "coco_r50_fpn")
+  assert "He et al. 2017" in published.for_config(c)[0]  # trained here: the paper's number
+  c.model.pretrained = "/weights/maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"
+  cite, error = published.for_config(c)
+  assert error is None and cite == ("maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth (torchvision maskrcnn_resnet50_fpn "
+                                    "v1), COCO val2017: box AP 37.9, mask AP 34.6")
+  shapes = load_experiment("mask_rcnn", "shapes")
+  shapes.model.pretrained = c.model.pretrained
+  assert "synthetic" in published.for_config(shapes)[0]  # another data set: not COCO's numbers
+  detection = pytest.importorskip("torchvision.models.detection", reason="the reference extra")
+  weights = detection.MaskRCNN_ResNet50_FPN_Weights.COCO_V1
+  file, (_, box, mask) = next(iter(published.TORCHVISION_COCO.items()))
+  assert (file, box, mask) == (weights.url.rsplit("/", 1)[1], weights.meta["_metrics"]["COCO-val2017"]["box_map"],
+                               weights.meta["_metrics"]["COCO-val2017"]["mask_map"])

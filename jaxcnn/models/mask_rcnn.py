@@ -57,6 +57,7 @@ class MaskRCNN(nn.Module):
   roi_positive_fraction: float = 0.25
   pooler_resolution: int = 14
   sampling_ratio: int = 2
+  roi_aligned: bool = True                # RoIAlign's half-cell shift (Detectron2's ROIAlignV2); torchvision: False
   roi_chunk: int = 128                    # RoIAlign pools this many RoIs at a time (memory)
   mask_channels: int = 256
   score_threshold: float = 0.05
@@ -131,7 +132,8 @@ class MaskRCNN(nn.Module):
   def _pool(self, feats, rois):
     """`[B, R, P, P, C]` RoIAlign of every image's RoIs on its C4 map (stride 16)."""
     p = (self.pooler_resolution,) * 2
-    return jax.vmap(lambda f, r: roi_align(f, r, p, 1 / 16, self.sampling_ratio, chunk=self.roi_chunk))(
+    return jax.vmap(lambda f, r: roi_align(f, r, p, 1 / 16, self.sampling_ratio, self.roi_aligned,
+                                                chunk=self.roi_chunk))(
         feats, rois)
 
   # ------------------------------------------------------------------------------------------ forward
@@ -318,7 +320,8 @@ class MaskRCNNFPN(MaskRCNN):
     p = (resolution,) * 2
     out = 0.0
     for lv in range(2, 6):
-      pooled = jax.vmap(lambda f, r: roi_align(f, r, p, 1 / 2 ** lv, self.sampling_ratio, chunk=self.roi_chunk))(
+      pooled = jax.vmap(lambda f, r: roi_align(f, r, p, 1 / 2 ** lv, self.sampling_ratio, self.roi_aligned,
+                                               chunk=self.roi_chunk))(
           feats[lv - 2], rois)
       out = out + jnp.where((level == lv)[..., None, None, None], pooled.astype(jnp.float32), 0.0)
     return out

@@ -16,6 +16,7 @@ number of classes), the head keeps its fresh initialisation and `info["reinitial
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import jax
@@ -66,6 +67,18 @@ def _to_reference(value: np.ndarray, leaf: str, flatten) -> np.ndarray:
   return value
 
 
+def _convert_to_jax(layout: Layout, module, leaf: str, value: np.ndarray) -> np.ndarray:
+  to_jax, _, table = layout.convert.get((module, leaf), (None, None, True))
+  value = to_jax(value) if to_jax else value
+  return _to_jax(value, leaf, layout.flatten.get(module)) if table else value
+
+
+def _convert_to_reference(layout: Layout, module, leaf: str, value: np.ndarray) -> np.ndarray:
+  _, to_reference, table = layout.convert.get((module, leaf), (None, None, True))
+  value = _to_reference(value, leaf, layout.flatten.get(module)) if table else value
+  return to_reference(value) if to_reference else value
+
+
 def _leaves(variables) -> list[tuple[str, tuple[str, ...], str, Any]]:
   """(collection, module path, leaf name, value) for every variable of `params` and `batch_stats`."""
   out = []
@@ -93,7 +106,12 @@ def from_state_dict(model_name: str, variables, state_dict: dict[str, np.ndarray
   head when the class count differs), `ignored` (the file's tensors not used, by rule), `fresh` (the
   top-level jaxcnn modules the file does not hold, kept from `variables`: a detector's RPN and heads
   when the file is an ImageNet backbone)."""
-  layout = _layout(model_name, model)
+  detector = any(k.startswith("backbone.body.") for k in state_dict)
+  if detector and not re.fullmatch(r"mask_rcnn_r(50|101)_fpn", model_name):
+    raise PretrainedError(f"{source} holds a whole torchvision detector (its names start with backbone.body.); "
+                          f"it loads into mask_rcnn_r50_fpn or mask_rcnn_r101_fpn (torchvision has no C4 Mask "
+                          f"R-CNN), not {model_name}; an ImageNet ResNet's file starts any Mask R-CNN's backbone")
+  layout = _layout(model_name, model, "detector" if detector else "classifier")
   leaves = _leaves(variables)
   heads = {h for h in layout.heads}
   used, loaded, reinit = set(), 0, []
@@ -110,7 +128,7 @@ def from_state_dict(model_name: str, variables, state_dict: dict[str, np.ndarray
       missing.append((key, module, leaf))
       continue
     used.add(key)
-    converted = _to_jax(np.asarray(state_dict[key]), leaf, layout.flatten.get(module))
+    converted = _convert_to_jax(layout, module, leaf, np.asarray(state_dict[key]))
     if converted.shape != tuple(value.shape):
       if module in heads:
         reinit.append("/".join(module))
@@ -146,17 +164,17 @@ def from_state_dict(model_name: str, variables, state_dict: dict[str, np.ndarray
   return new, info
 
 
-def to_state_dict(model_name: str, variables, *, model=None) -> dict[str, np.ndarray]:
+def to_state_dict(model_name: str, variables, *, model=None, kind: str = "classifier") -> dict[str, np.ndarray]:
   """jaxcnn's `variables` as the reference's state dict (names, layouts; float32 numpy arrays).
-  BatchNorm layers get `num_batches_tracked = 0`, as a freshly built torch module has."""
-  layout = _layout(model_name, model)
+  BatchNorm layers get `num_batches_tracked = 0`, as a freshly built torch module has. `kind`
+  "detector": a Mask R-CNN FPN as torchvision's whole detector (its background rows zero)."""
+  layout = _layout(model_name, model, kind)
   out: dict[str, np.ndarray] = {}
   for collection, module, leaf, value in _leaves(variables):
     if layout.fresh(module):
       continue
     key = _reference_key(layout, collection, module, leaf)
-    out[key] = np.ascontiguousarray(_to_reference(np.asarray(jax.device_get(value)), leaf,
-                                                  layout.flatten.get(module)))
+    out[key] = np.ascontiguousarray(_convert_to_reference(layout, module, leaf, np.asarray(jax.device_get(value))))
     if leaf == "mean" and collection == "batch_stats":
       out[key.rsplit(".", 1)[0] + ".num_batches_tracked"] = np.zeros((), np.int64)
   return out
@@ -171,7 +189,9 @@ def reference_shapes(model_name: str, variables, *, model=None) -> dict[str, tup
     if layout.fresh(module):
       continue
     shape = tuple(value.shape)
-    if leaf == "kernel" and len(shape) >= 3:
+    if (module, leaf) in layout.convert:
+      shape = _convert_to_reference(layout, module, leaf, np.zeros(shape, np.float32)).shape
+    elif leaf == "kernel" and len(shape) >= 3:
       shape = (shape[-1], shape[-2]) + shape[:-2]
     elif leaf == "kernel" and len(shape) == 2:
       shape = shape[::-1]
@@ -207,9 +227,9 @@ def load(path: str, model_name: str, variables, *, model=None):
   return from_state_dict(model_name, variables, read_state_dict(path), model=model, source=str(path))
 
 
-def _layout(model_name: str, model) -> Layout:
+def _layout(model_name: str, model, kind: str = "classifier") -> Layout:
   try:
-    return layout_for(model_name, model)
+    return layout_for(model_name, model, kind)
   except KeyError:
     from jaxcnn.pretrained.layouts import KNOWN
     raise PretrainedError(f"model {model_name!r} has no reference layout to load weights from; "

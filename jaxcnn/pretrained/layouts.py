@@ -22,6 +22,8 @@ from __future__ import annotations
 import re
 from typing import Callable
 
+import numpy as np
+
 from jaxcnn.models.vgg import VGG_CONFIGS
 
 # What a dense layer after a flatten sees: torch's (C, H, W) of the flattened maps, by layer.
@@ -158,6 +160,60 @@ def _is_backbone(path) -> bool:
   return bool(re.fullmatch(r"conv1|norm1|stages_\d_\d+|res5_\d+|c4_blocks_\d+", path[0]))
 
 
+def _torchvision_mask_rcnn_fpn(stage_sizes):
+  """torchvision's `maskrcnn_resnet50_fpn` (v1) state dict: the whole detector."""
+  backbone = _mask_rcnn_backbone(stage_sizes)
+  names = {"fc1": "roi_heads.box_head.fc6", "fc2": "roi_heads.box_head.fc7",
+           "cls_score": "roi_heads.box_predictor.cls_score", "bbox_pred": "roi_heads.box_predictor.bbox_pred",
+           "mask_up": "roi_heads.mask_predictor.conv5_mask",
+           "mask_pred": "roi_heads.mask_predictor.mask_fcn_logits"}
+  rpn = {"conv": "rpn.head.conv.0.0", "objectness": "rpn.head.cls_logits", "deltas": "rpn.head.bbox_pred"}
+
+  def name(path):
+    top = path[0]
+    if _is_backbone(path):
+      return "backbone.body." + backbone(path)
+    if len(path) == 1 and top in names:
+      return names[top]
+    m = re.fullmatch(r"(lateral|output|mask_fcn)_(\d)", top)
+    if m and len(path) == 1:
+      block = {"lateral": "backbone.fpn.inner_blocks", "output": "backbone.fpn.layer_blocks",
+               "mask_fcn": "roi_heads.mask_head"}[m.group(1)]
+      return f"{block}.{m.group(2)}.0"
+    if top == "rpn_head" and len(path) == 2 and path[1] in rpn:
+      return rpn[path[1]]
+    raise KeyError(path)
+  return name
+
+
+# torchvision's COCO detectors score 91 classes indexed by COCO category id (0 the background; ids 12,
+# 26, 29, 30, 45, 66, 68, 69, 71 and 83 are unused); jaxcnn's COCO data set numbers its 80 categories
+# 1..80 in id order.
+COCO_UNUSED_IDS = (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)
+COCO_IDS = tuple(i for i in range(1, 91) if i not in COCO_UNUSED_IDS)
+
+
+def _class_rows(rows, total: int, group: int = 1):
+  """Conversions of a tensor whose rows (axis 0, in groups of `group`: 4 box deltas per class) are
+  torchvision's `total` classes, of which jaxcnn keeps `rows` in that order. Writing back puts zeros in
+  the other rows (the background's box deltas and mask, the unused COCO ids)."""
+  index = np.asarray([r * group + g for r in rows for g in range(group)])
+
+  def to_jax(value):
+    return value[index]
+
+  def to_reference(value):
+    out = np.zeros((total * group,) + value.shape[1:], value.dtype)
+    out[index] = value
+    return out
+  return to_jax, to_reference, True  # then the table's rule
+
+
+# torch's ConvTranspose2d weight is [in, out, kh, kw]; jaxcnn's ConvTranspose kernel [kh, kw, in, out]
+# (instead of the table's rule).
+_CONV_TRANSPOSE = (lambda v: np.transpose(v, (2, 3, 0, 1)), lambda v: np.transpose(v, (2, 3, 0, 1)), False)
+
+
 class Layout:
   """A model family's names in a reference state dict.
 
@@ -171,16 +227,38 @@ class Layout:
 
   def __init__(self, name, source: str, flatten: Flatten | None = None, heads=(("head",),),
                ignored: Callable[[str], bool] = lambda k: False,
-               fresh: Callable[[tuple[str, ...]], bool] = lambda path: False):
+               fresh: Callable[[tuple[str, ...]], bool] = lambda path: False, convert=None):
     self.name, self.source, self.flatten = name, source, flatten or {}
     self.heads, self.ignored, self.fresh = tuple(heads), ignored, fresh
+    # {(module path, leaf): (to_jax, to_reference, and_the_table_rule)}: tensors that the table's rule
+    # alone does not convert; `to_jax` takes the tensor as it is in the file, `to_reference` gives it
+    self.convert = dict(convert or {})
 
 
 TORCHVISION = "torchvision.models"
 
 
-def layout_for(model_name: str, model=None) -> Layout:
-  """The reference layout of registered model `model_name`; KeyError when it has none."""
+def layout_for(model_name: str, model=None, kind: str = "classifier") -> Layout:
+  """The reference layout of registered model `model_name`; KeyError when it has none. `kind`
+  "detector": a Mask R-CNN FPN as torchvision's whole `maskrcnn_resnet50_fpn` (a COCO-trained file)
+  instead of its ImageNet backbone."""
+  m = re.fullmatch(r"mask_rcnn_r(50|101)_fpn", model_name)
+  if m and kind == "detector":
+    stages = tuple(getattr(model, "stage_sizes", (3, 4, 6 if m.group(1) == "50" else 23, 3)))
+    # The class rows jaxcnn keeps: all 91 for a 91-class model (the file's own numbering); for the
+    # 81 classes of jaxcnn's COCO data set, the background and the 80 used category ids. Box deltas and
+    # masks have no background row in jaxcnn. Any other number of classes: the three class-shaped
+    # layers keep their initialisation (fine-tuning on another data set) and the run says so.
+    k1 = getattr(model, "num_classes", 91)
+    rows = (0, *COCO_IDS) if k1 == 81 else tuple(range(91))
+    scores, deltas, masks = _class_rows(rows, 91), _class_rows(rows[1:], 91, 4), _class_rows(rows[1:], 91)
+    return Layout(_torchvision_mask_rcnn_fpn(stages),
+                  f"{TORCHVISION}.detection.maskrcnn_resnet{m.group(1)}_fpn (the whole detector)",
+                  flatten={("fc1",): (256, 7, 7)}, heads=(("cls_score",), ("bbox_pred",), ("mask_pred",)),
+                  convert={(("mask_up",), "kernel"): _CONV_TRANSPOSE,
+                           **({(("cls_score",), leaf): scores for leaf in ("kernel", "bias")} if k1 in (81, 91) else {}),
+                           **({(("bbox_pred",), leaf): deltas for leaf in ("kernel", "bias")} if k1 in (81, 91) else {}),
+                           **({(("mask_pred",), leaf): masks for leaf in ("kernel", "bias")} if k1 in (81, 91) else {})})
   m = re.fullmatch(r"resnet(\d+)", model_name)
   if m:
     return Layout(_resnet, f"{TORCHVISION}.{model_name} (timm's ResNets share its names)")
