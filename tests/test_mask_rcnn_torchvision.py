@@ -257,5 +257,8 @@ def test_a_91_class_coco_file_loads_into_jaxcnns_80_coco_classes_or_starts_a_fin
   v, info = load(4)
   assert info["reinitialised"] == ["bbox_pred", "cls_score", "mask_pred"]
   assert (v["params"]["cls_score"]["kernel"] == 7).all() and not (v["params"]["fc1"]["kernel"] == 7).any()
-  with pytest.raises(pretrained.PretrainedError, match="holds a whole torchvision detector.*not mask_rcnn_r50_c4"):
+  with pytest.raises(pretrained.PretrainedError) as e:
     load(81, "mask_rcnn_r50_c4")
+  assert "holds a whole torchvision detector (" in str(e.value)
+  assert ("); it loads into mask_rcnn_r50_fpn or mask_rcnn_r101_fpn (torchvision has no C4 Mask R-CNN), not "
+          "mask_rcnn_r50_c4") in str(e.value)
