@@ -215,11 +215,16 @@ IMAGENET_CLASSES = 1000
 TORCHVISION_COCO = {"maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth": ("torchvision maskrcnn_resnet50_fpn v1", 37.9, 34.6)}
 
 
-def coco_weights_line(config) -> str | None:
-  """The published numbers of the COCO weights a COCO run starts from (`model.pretrained`), or None."""
+COCO_CLASSES = 81  # COCO 2017's 80 categories + the background
+
+
+def coco_weights_line(config, num_classes: int | None = None) -> str | None:
+  """The published numbers of the COCO weights a COCO 2017 run starts from (`model.pretrained`), or None
+  (another file, another data set: a COCO-format folder of other categories is not COCO 2017)."""
   import os
   weights = os.path.basename(str(config.get("model", {}).get("pretrained") or ""))
-  if weights not in TORCHVISION_COCO or config.get("dataset", {}).get("name") != "coco":
+  if (weights not in TORCHVISION_COCO or config.get("dataset", {}).get("name") != "coco"
+          or num_classes not in (None, COCO_CLASSES)):
     return None
   model, box, mask = TORCHVISION_COCO[weights]
   return f"{weights} ({model}), COCO val2017: box AP {box}, mask AP {mask}"
@@ -294,7 +299,7 @@ def for_config(config, name: str | None = None, num_classes: int | None = None
   classes (`num_classes`): a fine-tuning folder of 3 classes is not ImageNet."""
   rep = config.report
   table = rep.get("paper_table")
-  coco = coco_weights_line(config)
+  coco = coco_weights_line(config, num_classes)
   if coco and rep.get("paper_error") is None:
     return coco, None
   if rep.get("paper_error") is not None or not table:

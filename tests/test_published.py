@@ -137,6 +137,8 @@ def test_torchvisions_coco_mask_rcnn_weights_print_their_published_numbers():
   cite, error = published.for_config(c)
   assert error is None and cite == ("maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth (torchvision maskrcnn_resnet50_fpn "
                                     "v1), COCO val2017: box AP 37.9, mask AP 34.6")
+  assert published.for_config(c, num_classes=81)[0] == cite
+  assert "He et al. 2017" in published.for_config(c, num_classes=4)[0]  # a COCO-format folder of 3 categories
   shapes = load_experiment("mask_rcnn", "shapes")
   shapes.model.pretrained = c.model.pretrained
   assert "synthetic" in published.for_config(shapes)[0]  # another data set: not COCO's numbers
