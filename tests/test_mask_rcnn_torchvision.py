@@ -214,6 +214,8 @@ def test_same_weights_same_features_rpn_outputs_and_detections_as_torchvision(bo
   logits, box_deltas = jax.jit(lambda v, f, p: model.apply(v, f, p, method=model._box_outputs))(variables, feats, props)
   boxes, scores, classes, valid = (np.asarray(a) for a in roi_heads.detections(
       logits[0], box_deltas[0], props[0], np.ones(len(props[0]), bool), hw, max_detections=1000))
+  # Decisions with margins far above the float error (measured, Intel AVX-512): every candidate score is
+  # at least 7e-4 from the 0.05 threshold, every same-class IoU at least 7e-3 from NMS's 0.5.
   assert 5 <= valid.sum() == len(det_tv["boxes"]), (valid.sum(), len(det_tv["boxes"]))
   np.testing.assert_allclose(boxes[valid], det_tv["boxes"], atol=5e-3)  # pixels (measured: at most 1.4e-3)
   np.testing.assert_allclose(scores[valid], det_tv["scores"], atol=1e-4)
