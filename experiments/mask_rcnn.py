@@ -50,6 +50,8 @@ from jaxcnn.configs import parse_arg
 COCO_TRAIN_IMAGES = 118287
 PAPER_MASK_AP = {"coco_r50_c4": 0.303, "coco_r101_c4": 0.327, "coco_r50_fpn": 0.336, "coco_r101_fpn": 0.354}
 OPTIONS = ("runlocal", "fpn")
+# The CPU runs' optimiser (shapes, nuclei): Adam at 2e-3, no weight decay.
+ADAM = dict(name="adam", learning_rate=2e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, momentum=0.0)
 
 
 def _base() -> ml_collections.ConfigDict:
@@ -76,8 +78,7 @@ def _nuclei(c, runlocal: bool) -> ml_collections.ConfigDict:
   c.dataset = ml_collections.ConfigDict(dict(name="nuclei", manual_dir=config_dict.placeholder(str),
                                              data_dir=config_dict.placeholder(str), crop=128, max_instances=48,
                                              holdout="auto", val_fraction=0.25, seed=0, crops_per_epoch=256))
-  c.optimizer = ml_collections.ConfigDict(dict(name="adam", learning_rate=2e-3, b1=0.9, b2=0.999,
-                                               eps=1e-8, weight_decay=0.0, momentum=0.0))
+  c.optimizer = ml_collections.ConfigDict(ADAM)
   c.schedule = ml_collections.ConfigDict(dict(name="warmup_cosine", warmup_epochs=2))
   c.train = ml_collections.ConfigDict(dict(epochs=40, batch_size=8, eval_batch_size=4,
                                            eval_every_epochs=10, eval_on_improvement=False,
@@ -106,8 +107,7 @@ def get_config(arg: str = "shapes") -> ml_collections.ConfigDict:
     c.dataset = ml_collections.ConfigDict(dict(name="shapes_instances", size=128, max_instances=6,
                                                num_train=2000, num_val=200, seed=0,
                                                data_dir=config_dict.placeholder(str)))
-    c.optimizer = ml_collections.ConfigDict(dict(name="adam", learning_rate=2e-3, b1=0.9, b2=0.999,
-                                                 eps=1e-8, weight_decay=0.0, momentum=0.0))
+    c.optimizer = ml_collections.ConfigDict(ADAM)
     c.schedule = ml_collections.ConfigDict(dict(name="warmup_cosine", warmup_epochs=1))
     c.train = ml_collections.ConfigDict(dict(epochs=16, batch_size=8, eval_batch_size=40,
                                              eval_every_epochs=4, eval_on_improvement=False,
@@ -127,11 +127,11 @@ def get_config(arg: str = "shapes") -> ml_collections.ConfigDict:
     # (C4). BatchNorm is frozen (its running statistics) either way.
     c.model.pretrained = config_dict.placeholder(str)
     c.model.freeze = ()
-    if variant == "fpn":  # torchvision's RPN: the top 2000 (training) / 1000 (test) anchors of each level,
-      # NMS within each level, the best 2000 / 1000 over all (rpn.proposals_per_level)
-      # its anchors, corners rounded to whole pixels, and its RoIAlign without the half-cell shift: so
-      # torchvision's COCO weights (--config.model.pretrained=maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth)
-      # run as they were trained
+    if variant == "fpn":
+      # torchvision's maskrcnn_resnet50_fpn: the top 2000 (training) / 1000 (test) anchors of each level,
+      # NMS within each level, the best 2000 / 1000 over all (rpn.proposals_per_level); anchor corners in
+      # whole pixels; RoIAlign without the half-cell shift. So its COCO weights
+      # (--config.model.pretrained=maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth) run as they were trained.
       c.model.update(dict(per_level_proposals=True, pre_nms_train=2000, post_nms_train=2000,
                           pre_nms_test=1000, post_nms_test=1000, round_anchors=True, roi_aligned=False))
     c.dataset = ml_collections.ConfigDict(dict(name="coco", manual_dir=config_dict.placeholder(str),

@@ -104,10 +104,4 @@ def pytest_collection_modifyitems(session, config, items):
   items[:] = [items[i] for i in sorted(range(len(items)), key=lambda i: (rank[i], i))]
 
 
-def jit_init(model, rngs, *args, **kwargs):
-  """`model.init(rngs, *args, **kwargs)`, jitted and compiled as a run compiles its init
-  (jaxcnn.train.state.init_model: on CPU at LLVM level 1, the same values as XLA's default, sooner)."""
-  import jax
-  from jaxcnn.backends.xla_cpu import init_compile
-  lowered = jax.jit(lambda r, *a: model.init(r, *a, **kwargs)).lower(rngs, *args)
-  return lowered.compile(init_compile.compiler_options(jax.default_backend()))(rngs, *args)
+from jaxcnn.train.state import jit_init  # noqa: E402,F401  (the tests initialise models as runs do)

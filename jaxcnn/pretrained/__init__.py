@@ -16,7 +16,6 @@ number of classes), the head keeps its fresh initialisation and `info["reinitial
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 import jax
@@ -107,11 +106,15 @@ def from_state_dict(model_name: str, variables, state_dict: dict[str, np.ndarray
   top-level jaxcnn modules the file does not hold, kept from `variables`: a detector's RPN and heads
   when the file is an ImageNet backbone)."""
   detector = any(k.startswith("backbone.body.") for k in state_dict)
-  if detector and not re.fullmatch(r"mask_rcnn_r(50|101)_fpn", model_name):
+  try:
+    layout = _layout(model_name, model, "detector" if detector else "classifier")
+  except PretrainedError:
+    if not detector:
+      raise
     raise PretrainedError(f"{source} holds a whole torchvision detector (its names start with backbone.body.); "
                           f"it loads into mask_rcnn_r50_fpn or mask_rcnn_r101_fpn (torchvision has no C4 Mask "
-                          f"R-CNN), not {model_name}; an ImageNet ResNet's file starts any Mask R-CNN's backbone")
-  layout = _layout(model_name, model, "detector" if detector else "classifier")
+                          f"R-CNN), not {model_name}; an ImageNet ResNet's file starts any Mask R-CNN's backbone"
+                          ) from None
   leaves = _leaves(variables)
   heads = {h for h in layout.heads}
   used, loaded, reinit = set(), 0, []

@@ -238,27 +238,34 @@ class Layout:
 TORCHVISION = "torchvision.models"
 
 
+# The models that torchvision's whole detector files load into (torchvision has no C4 Mask R-CNN).
+DETECTORS = re.compile(r"mask_rcnn_r(50|101)_fpn")
+
+
 def layout_for(model_name: str, model=None, kind: str = "classifier") -> Layout:
   """The reference layout of registered model `model_name`; KeyError when it has none. `kind`
   "detector": a Mask R-CNN FPN as torchvision's whole `maskrcnn_resnet50_fpn` (a COCO-trained file)
   instead of its ImageNet backbone."""
-  m = re.fullmatch(r"mask_rcnn_r(50|101)_fpn", model_name)
-  if m and kind == "detector":
+  if kind == "detector":
+    m = DETECTORS.fullmatch(model_name)
+    if not m:
+      raise KeyError(model_name)
     stages = tuple(getattr(model, "stage_sizes", (3, 4, 6 if m.group(1) == "50" else 23, 3)))
     # The class rows jaxcnn keeps: all 91 for a 91-class model (the file's own numbering); for the
     # 81 classes of jaxcnn's COCO data set, the background and the 80 used category ids. Box deltas and
     # masks have no background row in jaxcnn. Any other number of classes: the three class-shaped
     # layers keep their initialisation (fine-tuning on another data set) and the run says so.
     k1 = getattr(model, "num_classes", 91)
-    rows = (0, *COCO_IDS) if k1 == 81 else tuple(range(91))
-    scores, deltas, masks = _class_rows(rows, 91), _class_rows(rows[1:], 91, 4), _class_rows(rows[1:], 91)
+    convert = {(("mask_up",), "kernel"): _CONV_TRANSPOSE}
+    if k1 in (81, 91):
+      rows = (0, *COCO_IDS) if k1 == 81 else tuple(range(91))
+      for module, rule in (("cls_score", _class_rows(rows, 91)), ("bbox_pred", _class_rows(rows[1:], 91, 4)),
+                           ("mask_pred", _class_rows(rows[1:], 91))):
+        convert.update({((module,), leaf): rule for leaf in ("kernel", "bias")})
     return Layout(_torchvision_mask_rcnn_fpn(stages),
                   f"{TORCHVISION}.detection.maskrcnn_resnet{m.group(1)}_fpn (the whole detector)",
                   flatten={("fc1",): (256, 7, 7)}, heads=(("cls_score",), ("bbox_pred",), ("mask_pred",)),
-                  convert={(("mask_up",), "kernel"): _CONV_TRANSPOSE,
-                           **({(("cls_score",), leaf): scores for leaf in ("kernel", "bias")} if k1 in (81, 91) else {}),
-                           **({(("bbox_pred",), leaf): deltas for leaf in ("kernel", "bias")} if k1 in (81, 91) else {}),
-                           **({(("mask_pred",), leaf): masks for leaf in ("kernel", "bias")} if k1 in (81, 91) else {})})
+                  convert=convert)
   m = re.fullmatch(r"resnet(\d+)", model_name)
   if m:
     return Layout(_resnet, f"{TORCHVISION}.{model_name} (timm's ResNets share its names)")

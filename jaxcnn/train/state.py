@@ -21,17 +21,19 @@ class TrainState:
   lr_scale: jax.Array      # float32 scalar multiplying the optimizer's updates (plateau schedule)
 
 
-def init_model(model, example: dict[str, np.ndarray], rng: jax.Array):
-  """Initialises `model` on one example (batch of 1). Returns `(params, batch_stats)`.
+def jit_init(model, rngs, *args, **kwargs):
+  """`model.init(rngs, *args, **kwargs)`, jitted and compiled with the backend's init options (on CPU:
+  the same values, compiled about 1.5-3x sooner; jaxcnn/backends/xla_cpu/init_compile.py). Traced
+  (under eval_shape or an enclosing jit), nothing compiles here."""
+  init = jax.jit(lambda r, *a: model.init(r, *a, **kwargs))
+  if any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((rngs, args))):
+    return init(rngs, *args)
+  return init.lower(rngs, *args).compile(init_compile.compiler_options(jax.default_backend()))(rngs, *args)
 
-  Compiled with the backend's init options (on CPU: the same values, compiled about 1.5-3x sooner;
-  jaxcnn/backends/xla_cpu/init_compile.py)."""
-  x = jnp.asarray(example["x"])[None]
-  init = jax.jit(lambda r, x: model.init(r, x, train=False))
-  if isinstance(rng, jax.core.Tracer):  # traced (eval_shape, an enclosing jit): nothing compiles here
-    variables = init(rng, x)
-  else:
-    variables = init.lower(rng, x).compile(init_compile.compiler_options(jax.default_backend()))(rng, x)
+
+def init_model(model, example: dict[str, np.ndarray], rng: jax.Array):
+  """Initialises `model` on one example (batch of 1). Returns `(params, batch_stats)`."""
+  variables = jit_init(model, rng, jnp.asarray(example["x"])[None], train=False)
   return variables["params"], variables.get("batch_stats", {})
 
 
