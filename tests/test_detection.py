@@ -130,6 +130,32 @@ def test_batched_nms_suppresses_within_classes_only():
   assert got == want
 
 
+@pytest.mark.parametrize("block", [1, 7, 64, 300])
+def test_nms_visits_in_blocks_with_the_same_result_and_stops_at_max_output(block):
+  """300 dense boxes in 3 groups, a fifth of them invalid: for any block size the kept boxes are plain
+  greedy NMS's within each group, in order (the blocked visit, the kept-so-far check, the early stop
+  at `max_output` and at the first invalid box)."""
+  rng = np.random.default_rng(4)
+  boxes = random_boxes(rng, 300, size=80.0)
+  scores = rng.random(300).astype(np.float32)
+  scores[:3] = scores[3]  # ties: the lower index first
+  groups = rng.integers(0, 3, 300)
+  valid = rng.random(300) > 0.2
+  ref = []
+  for k in range(3):
+    members = np.flatnonzero((groups == k) & valid)
+    ref += [int(members[i]) for i in np_nms(boxes[members], scores[members], 0.5)]
+  ref = sorted(ref, key=lambda i: (-scores[i], i))
+  assert 40 < len(ref) < 240
+  for max_output in (len(ref) + 5, 25):
+    idx, ok = jax.jit(functools.partial(det.nms, iou_threshold=0.5, max_output=max_output, block=block))(
+        boxes, scores, valid=valid, groups=groups)
+    want = ref[:max_output]
+    assert int(ok.sum()) == len(want)
+    np.testing.assert_array_equal(np.asarray(idx)[:len(want)], want)
+    assert not np.asarray(idx)[len(want):].any()
+
+
 def np_bilinear(f, y, x):
   h, w = f.shape[:2]
   if y < -1.0 or y > h or x < -1.0 or x > w:
