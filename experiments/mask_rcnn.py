@@ -61,7 +61,7 @@ def _base() -> ml_collections.ConfigDict:
   c.precision = "float32"
   c.cpu_convolutions = "ynnpack"  # on CPU: XLA's convolution kernels, "ynnpack" (jaxlib's) or "eigen"
   c.task = ml_collections.ConfigDict(dict(name="instance_segmentation", mask_threshold=0.5,
-                                          write_results=True))
+                                          write_results=True, mask_paste="box"))
   c.checkpoint = ml_collections.ConfigDict(dict(every_epochs=1, keep=2))
   c.predict = ml_collections.ConfigDict(dict(overlays=8, score_threshold=0.5))
   return c
@@ -134,9 +134,14 @@ def get_config(arg: str = "shapes") -> ml_collections.ConfigDict:
       # (--config.model.pretrained=maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth) run as they were trained.
       c.model.update(dict(per_level_proposals=True, pre_nms_train=2000, post_nms_train=2000,
                           pre_nms_test=1000, post_nms_test=1000, round_anchors=True, roi_aligned=False))
+      # Its evaluation too: each image padded to a multiple of 32 (one compile per padded shape; training
+      # keeps the fixed 1344 x 1344), proposals and boxes clipped to the image inside the padding, masks
+      # pasted by paste_masks_in_image. tests/test_mask_rcnn_torchvision.py: the same detections.
+      c.task.mask_paste = "torchvision"
     c.dataset = ml_collections.ConfigDict(dict(name="coco", manual_dir=config_dict.placeholder(str),
                                                train_split="train2017", eval_split="val2017",
                                                min_size=800, max_size=1333, pad_to=1344,
+                                               eval_pad_to=0 if variant == "fpn" else 1344,
                                                max_instances=100))
     c.optimizer = ml_collections.ConfigDict(dict(name="sgd", learning_rate=0.02, momentum=0.9,
                                                  nesterov=False, weight_decay=1e-4, b1=0.9, b2=0.999,
@@ -164,4 +169,5 @@ def get_config(arg: str = "shapes") -> ml_collections.ConfigDict:
     else:
       c.train.batch_size = 2
       c.dataset.min_size, c.dataset.max_size, c.dataset.pad_to = 320, 512, 512
+      c.dataset.eval_pad_to = min(c.dataset.eval_pad_to, 512)
   return c

@@ -167,3 +167,28 @@ def test_the_paper_configs_name_registered_parts():
       assert c.model.per_level_proposals and (c.model.pre_nms_train, c.model.post_nms_train) == (2000, 2000)
       assert (c.model.pre_nms_test, c.model.post_nms_test) == (1000, 1000)
       assert c.model.round_anchors and not c.model.roi_aligned
+      # and its evaluation: images padded to a multiple of 32 each, masks pasted as paste_masks_in_image
+      assert c.dataset.eval_pad_to == 0 and c.dataset.pad_to == 1344 and c.task.mask_paste == "torchvision"
+
+
+def test_eval_pad_to_0_pads_each_image_to_a_multiple_of_32_and_a_batch_to_its_largest(coco_dir):
+  """torchvision's batching: each image padded to its own multiple of 32, a batch to the largest of
+  them; training keeps the fixed size. Bad sizes get one error."""
+  from jaxcnn.data import pipeline
+  ds = build(coco_dir, eval_pad_to=0)
+  val = ds.evals["val"]
+  shapes = [ds.preprocess(val[i])["x"].shape for i in range(2)]  # 128 x 80 -> 192 x 120; 96 x 128 -> 144 x 192
+  assert shapes == [(192, 128, 3), (160, 192, 3)], shapes
+  assert ds.preprocess(ds.train[0])["x"].shape == (192, 192, 3)
+  batch = next(pipeline.eval_batches(val, ds.preprocess, batch_size=3))
+  assert batch["x"].shape == (3, 192, 192, 3) and batch["mask"].tolist() == [True, True, True]
+  first = ds.preprocess(val[0])
+  np.testing.assert_array_equal(batch["x"][0, :192, :128], first["x"])
+  assert not batch["x"][0, :, 128:].any()
+  assert tuple(batch["image_hw"][0]) == tuple(first["image_hw"]) == (192, 120)
+  enc = ds.encode(np.zeros((96, 128, 3), np.uint8))
+  assert enc["x"].shape == (160, 192, 3) and tuple(enc["image_hw"]) == (144, 192)
+  for bad in (dict(pad_to=100), dict(eval_pad_to=-32), dict(eval_pad_to=64)):
+    with pytest.raises(DatasetError, match=r"must be 0 \(each image padded to a multiple of 32"):
+      coco_format.coco(coco_dir, train_split="train", eval_split="val", min_size=160, max_size=192,
+                       **{"pad_to": 192, **bad})

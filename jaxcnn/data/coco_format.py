@@ -70,13 +70,19 @@ def bilinear_resize(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
 
 
 def resize_and_pad(rgb: np.ndarray, min_size: int, max_size: int, pad_to: int,
-                   mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+                   mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                   size_divisible: int = 32) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
   """`(x [pad_to, pad_to, 3] float32 normalised, scale (y, x): input pixels per original pixel along each
-  axis, (h, w) of the image inside x)`."""
+  axis, (h, w) of the image inside x)`. `pad_to=0`: x is the resized image padded to the next multiple of
+  `size_divisible` on each side, as torchvision's `GeneralizedRCNNTransform.batch_images` pads it."""
   h, w = rgb.shape[:2]
   nh, nw = resized_hw(h, w, min_size, max_size)
-  nh, nw = min(pad_to, nh), min(pad_to, nw)
-  x = np.zeros((pad_to, pad_to, 3), np.float32)  # padding is 0 after normalisation: the mean colour
+  if pad_to:
+    nh, nw = min(pad_to, nh), min(pad_to, nw)
+    shape = (pad_to, pad_to)
+  else:
+    shape = tuple(-(-n // size_divisible) * size_divisible for n in (nh, nw))
+  x = np.zeros((*shape, 3), np.float32)  # padding is 0 after normalisation: the mean colour
   norm = (np.asarray(rgb, np.float32) / 255.0 - mean) / std
   x[:nh, :nw] = norm if (nh, nw) == (h, w) else bilinear_resize(norm, nh, nw)
   return x, np.array([nh / h, nw / w], np.float32), (nh, nw)
@@ -141,9 +147,11 @@ def _targets(coco, image_id: int, category_index: dict) -> list[dict]:
 
 @DATASETS.register("coco")
 def coco(manual_dir: str | None = None, train_split: str = "train2017", eval_split: str = "val2017",
-         min_size: int = 800, max_size: int = 1333, pad_to: int = 1344, max_instances: int = 100,
-         mask_size: int = 56, flip: bool = True) -> Dataset:
-  """COCO-format instance segmentation from `manual_dir` (see the module docstring for the layout)."""
+         min_size: int = 800, max_size: int = 1333, pad_to: int = 1344, eval_pad_to: int | None = None,
+         max_instances: int = 100, mask_size: int = 56, flip: bool = True) -> Dataset:
+  """COCO-format instance segmentation from `manual_dir` (see the module docstring for the layout).
+  `pad_to`: the training images' padded size (0: each image to the next multiple of 32, as torchvision);
+  `eval_pad_to` the evaluation's and `--mode=predict`'s (default: `pad_to`)."""
   if not manual_dir:
     raise DatasetError("the coco data set is read from your copy: pass --config.dataset.manual_dir=DIR "
                        "(DIR/annotations/instances_train2017.json, DIR/train2017/, ...); "
@@ -151,9 +159,19 @@ def coco(manual_dir: str | None = None, train_split: str = "train2017", eval_spl
   root = os.path.expanduser(manual_dir)
   if not os.path.isdir(root):
     raise DatasetError(f"--config.dataset.manual_dir={manual_dir} does not exist.")
-  if pad_to % 32 or pad_to < max_size and pad_to < min_size:
-    raise DatasetError(f"pad_to={pad_to} must be a multiple of 32 that holds the resized images "
-                       f"(min_size={min_size}, max_size={max_size})")
+  eval_pad_to = pad_to if eval_pad_to is None else eval_pad_to
+  for key, value in (("pad_to", pad_to), ("eval_pad_to", eval_pad_to)):
+    if value < 0 or value % 32 or 0 < value < min(max_size, min_size):
+      raise DatasetError(f"{key}={value} must be 0 (each image padded to a multiple of 32, as torchvision) "
+                         f"or a multiple of 32 that holds the resized images (min_size={min_size}, "
+                         f"max_size={max_size})")
+  if 0 in (pad_to, eval_pad_to):
+    import jax
+    if jax.process_count() > 1:
+      raise DatasetError("pad_to=0 / eval_pad_to=0 (images of their own sizes) needs one process: every "
+                         f"process of a multi-host run must feed the same shape; with {jax.process_count()} "
+                         "processes set a fixed size, e.g. --config.dataset.pad_to=1344 "
+                         "--config.dataset.eval_pad_to=1344")
   if max_instances < 1 or mask_size < 4:
     raise DatasetError(f"max_instances={max_instances} must be >= 1 and mask_size={mask_size} >= 4")
   splits, apis = {}, {}
@@ -184,7 +202,8 @@ def coco(manual_dir: str | None = None, train_split: str = "train2017", eval_spl
     if rgb.shape[:2] != (row["height"], row["width"]):
       raise DatasetError(f"{row['path']} is {rgb.shape[1]}x{rgb.shape[0]} but its annotation says "
                          f"{row['width']}x{row['height']}")
-    x, scale, (nh, nw) = resize_and_pad(rgb, min_size, max_size, pad_to)
+    x, scale, (nh, nw) = resize_and_pad(rgb, min_size, max_size,
+                                        pad_to if row["split"] == train_split else eval_pad_to)
     anns = _targets(api, row["image_id"], category_index)[:max_instances]
     n = len(anns)
     boxes = np.zeros((max_instances, 4), np.float32)
@@ -214,8 +233,8 @@ def coco(manual_dir: str | None = None, train_split: str = "train2017", eval_spl
     return ex
 
   def encode(rgb):
-    x, scale, _ = resize_and_pad(np.asarray(rgb), min_size, max_size, pad_to)
-    return {"x": x, "image_scale": scale}
+    x, scale, (nh, nw) = resize_and_pad(np.asarray(rgb), min_size, max_size, eval_pad_to)
+    return {"x": x, "image_scale": scale, "image_hw": np.array([nh, nw], np.int32)}
 
   def coco_ground_truth(split: str) -> dict:
     name = {"train": train_split, "val": eval_split}.get(split, split)

@@ -26,15 +26,32 @@ import grain
 import numpy as np
 
 
+def _stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
+  """`np.stack`; arrays of different shapes (images of different sizes) are zero-padded at the end of
+  each axis to the largest, as torchvision batches images."""
+  shapes = {a.shape for a in arrays}
+  if len(shapes) == 1:
+    return np.stack(arrays)
+  if len({len(s) for s in shapes}) > 1:
+    raise ValueError(f"cannot batch arrays of different ranks: shapes {sorted(shapes)}")
+  big = tuple(max(d) for d in zip(*shapes))
+  out = np.zeros((len(arrays), *big), arrays[0].dtype)
+  for i, a in enumerate(arrays):
+    out[(i, *(slice(0, d) for d in a.shape))] = a
+  return out
+
+
 def pad_batch(elements: Sequence[Mapping[str, Any]], batch_size: int,
               template: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
   """Stacks examples into `[batch_size, ...]` arrays, padding with zeros; adds `mask` `[batch_size]`.
-  `template` (an example) gives the shapes when `elements` is empty (a batch that is all padding)."""
+  Examples of different shapes (images padded each to its own multiple of 32) are zero-padded to the
+  largest along each axis. `template` (an example) gives the shapes when `elements` is empty (a batch
+  that is all padding)."""
   n = len(elements)
   out = {}
   for key in (elements[0] if n else template):
     if n:
-      arr = np.stack([np.asarray(e[key]) for e in elements])
+      arr = _stack([np.asarray(e[key]) for e in elements])
     else:
       t = np.asarray(template[key])
       arr = np.zeros((0,) + t.shape, t.dtype)

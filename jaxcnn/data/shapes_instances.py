@@ -163,8 +163,8 @@ def shapes_instances(size: int = 128, max_instances: int = 6, num_train: int = 2
   def encode(rgb):
     """Any RGB image for `--mode=predict`: its long side resized to `size`, padded to `size x size`."""
     from jaxcnn.data.coco_format import resize_and_pad
-    x, scale, _ = resize_and_pad(np.asarray(rgb), size, size, size, mean, std)
-    return {"x": x, "image_scale": scale}
+    x, scale, (nh, nw) = resize_and_pad(np.asarray(rgb), size, size, size, mean, std)
+    return {"x": x, "image_scale": scale, "image_hw": np.array([nh, nw], np.int32)}
 
   return Dataset(name="shapes_instances", train=splits["train"], evals={"val": splits["val"]},
                  preprocess=preprocess, num_classes=len(CLASSES) + 1, coco_ground_truth=coco_ground_truth,

@@ -26,19 +26,33 @@ def _mask_api():
   return mask_api
 
 
-def paste_masks(masks, boxes, height: int, width: int, threshold: float = 0.5) -> np.ndarray:
-  """`[N, height, width]` bool: each `m x m` mask probability map `masks [N, m, m]` resampled into its box
-  `boxes [N, 4]` (bilinear, at pixel centres) and binarised at `threshold`, as in the paper's inference."""
+PASTE_METHODS = ("box", "torchvision")
+
+
+def paste_masks(masks, boxes, height: int, width: int, threshold: float = 0.5, method: str = "box") -> np.ndarray:
+  """`[N, height, width]` bool: `paste_mask_probabilities` binarised at `threshold` (> 0), as in the
+  paper's inference."""
+  return paste_mask_probabilities(masks, boxes, height, width, method) >= threshold
+
+
+def paste_mask_probabilities(masks, boxes, height: int, width: int, method: str = "box") -> np.ndarray:
+  """`[N, height, width]` float32: each `m x m` mask probability map `masks [N, m, m]` resampled into its
+  box `boxes [N, 4]`, zero elsewhere. `method="box"`: bilinear at the centres of the pixels inside the
+  box (Detectron2's); `"torchvision"`: `paste_masks_torchvision`."""
+  if method == "torchvision":
+    return paste_masks_torchvision(masks, boxes, height, width)
+  if method != "box":
+    raise ValueError(f"mask paste method {method!r}: choose one of {PASTE_METHODS}")
   masks, boxes = np.asarray(masks, np.float32), np.asarray(boxes, np.float32)
   n, m = masks.shape[:2]
-  out = np.zeros((n, height, width), bool)
+  out = np.zeros((n, height, width), np.float32)
   if masks.shape[2] != m:
     raise ValueError(f"masks must be square [N, m, m], got {masks.shape}")
   for i in range(n):
     x1, y1, x2, y2 = boxes[i]
     if x2 <= x1 or y2 <= y1:
       continue
-    # Only the pixels whose centres fall in the box (the rest stay False): box-sized work per mask.
+    # Only the pixels whose centres fall in the box (the rest stay 0): box-sized work per mask.
     c0, c1 = max(int(np.floor(x1 - 0.5)), 0), min(int(np.ceil(x2 + 0.5)), width)
     r0, r1 = max(int(np.floor(y1 - 0.5)), 0), min(int(np.ceil(y2 + 0.5)), height)
     if c1 <= c0 or r1 <= r0:
@@ -54,7 +68,34 @@ def paste_masks(masks, boxes, height: int, width: int, threshold: float = 0.5) -
     val = ((1 - fv)[:, None] * ((1 - fu) * p[v0][:, u0] + fu * p[v0][:, u1])
            + fv[:, None] * ((1 - fu) * p[v1][:, u0] + fu * p[v1][:, u1]))
     inside = ((ys >= y1) & (ys < y2))[:, None] & ((xs >= x1) & (xs < x2))[None, :]
-    out[i, r0:r1, c0:c1] = inside & (val >= threshold)
+    out[i, r0:r1, c0:c1] = np.where(inside, val, 0.0)
+  return out
+
+
+def paste_masks_torchvision(masks, boxes, height: int, width: int) -> np.ndarray:
+  """`[N, height, width]` float32 mask probabilities pasted as torchvision's `paste_masks_in_image`: each
+  `m x m` mask padded by one zero cell on every side, its box widened by `(m + 2) / m` about its centre
+  and truncated to whole pixels, the padded mask resized to the box's `x2 - x1 + 1` by `y2 - y1 + 1`
+  pixels (bilinear, half-pixel centres, as `interpolate(align_corners=False)`) and placed at its
+  corner; zero elsewhere."""
+  from jaxcnn.data.coco_format import bilinear_resize
+  masks, boxes = np.asarray(masks, np.float32), np.asarray(boxes, np.float32).reshape(-1, 4)
+  n, m = masks.shape[:2]
+  if masks.shape[1:] != (m, m) or len(boxes) != n:
+    raise ValueError(f"masks must be [N, m, m] with one box each, got masks {masks.shape}, boxes {boxes.shape}")
+  padded = np.pad(masks, ((0, 0), (1, 1), (1, 1)))
+  scale = np.float32((m + 2) / m)  # float32 arithmetic throughout, as torchvision's expand_boxes
+  half = np.float32(0.5)
+  w_half, h_half = (boxes[:, 2] - boxes[:, 0]) * half * scale, (boxes[:, 3] - boxes[:, 1]) * half * scale
+  x_c, y_c = (boxes[:, 2] + boxes[:, 0]) * half, (boxes[:, 3] + boxes[:, 1]) * half
+  expanded = np.stack([x_c - w_half, y_c - h_half, x_c + w_half, y_c + h_half], 1).astype(np.int64)  # toward 0
+  out = np.zeros((n, height, width), np.float32)
+  for i, (x0, y0, x1, y1) in enumerate(expanded):
+    xa, xb, ya, yb = max(x0, 0), min(x1 + 1, width), max(y0, 0), min(y1 + 1, height)
+    if xb <= xa or yb <= ya:
+      continue
+    resized = bilinear_resize(padded[i][..., None], max(y1 - y0 + 1, 1), max(x1 - x0 + 1, 1))[..., 0]
+    out[i, ya:yb, xa:xb] = resized[ya - y0:yb - y0, xa - x0:xb - x0]
   return out
 
 

@@ -137,16 +137,23 @@ class MaskRCNN(nn.Module):
         feats, rois)
 
   # ------------------------------------------------------------------------------------------ forward
-  def __call__(self, x, *, targets=None, key=None, train: bool = False, mask=None):
-    del mask  # every image of a batch has the same size here; padding rows have no valid boxes
+  def __call__(self, x, *, targets=None, key=None, train: bool = False, mask=None, image_hw=None):
+    """`image_hw [B, 2]` (optional; in training `targets["image_hw"]`): each image's (height, width)
+    inside `x`, the rest bottom/right padding: proposals and detections are clipped to it and, in
+    training, anchors crossing it are ignored (torchvision's `image_sizes`). Default: all of `x`."""
+    del mask  # padding rows of a batch have no valid boxes
     feats = self.features(x, train)
     obj, deltas, anchors = self._rpn(feats)
-    hw = x.shape[1:3]
+    if image_hw is None and targets is not None:
+      image_hw = targets.get("image_hw")
+    b = x.shape[0]
+    hw = (jnp.broadcast_to(jnp.asarray(x.shape[1:3], jnp.float32), (b, 2)) if image_hw is None
+          else jnp.asarray(image_hw, jnp.float32).reshape(b, 2))
     if targets is None:
-      return self._detect(feats, obj, deltas, anchors, hw, x.shape[0])
+      return self._detect(feats, obj, deltas, anchors, hw, b)
     if key is None:
       raise ValueError("training Mask R-CNN samples anchors and RoIs: pass key=jax.random.key(...)")
-    return self._losses(feats, obj, deltas, anchors, hw, targets, key, train, x.shape[0])
+    return self._losses(feats, obj, deltas, anchors, hw, targets, key, train, b)
 
   # The variant's parts (C4 here; FPN overrides them): the RPN over the feature map(s), and the heads on
   # RoIs `[B, R, 4]`.
@@ -159,8 +166,8 @@ class MaskRCNN(nn.Module):
     """`(boxes [B, post_nms, 4], scores, valid)`: the RPN's proposals of each image (one feature map:
     the top `pre_nms` anchors, then NMS)."""
     del feats
-    return jax.vmap(lambda o, d: rpn.proposals(anchors, o, d, hw, pre_nms_topk=pre_nms, post_nms_topk=post_nms,
-                                               nms_threshold=self.rpn_nms))(obj, deltas)
+    return jax.vmap(lambda o, d, s: rpn.proposals(anchors, o, d, s, pre_nms_topk=pre_nms, post_nms_topk=post_nms,
+                                                  nms_threshold=self.rpn_nms))(obj, deltas, hw)
 
   def _heads(self, feats, rois, train: bool):
     """Training: `(class logits [B, R, K+1], deltas [B, R, K, 4], mask logits [B, R, m, m, K])`."""
@@ -185,9 +192,9 @@ class MaskRCNN(nn.Module):
     gt_boxes, gt_classes, gt_valid = t["gt_boxes"], t["gt_classes"], t["gt_valid"]
     if "mask" in t:  # padding rows of a batch contribute nothing
       gt_valid = gt_valid & t["mask"][:, None]
-    labels, target_deltas = jax.vmap(lambda g, v, k: rpn.targets(anchors, g, v, hw, k,
-                                                                 batch_size=self.rpn_batch))(
-        gt_boxes, gt_valid, jax.random.split(k_rpn, b))
+    labels, target_deltas = jax.vmap(lambda g, v, s, k: rpn.targets(anchors, g, v, s, k,
+                                                                    batch_size=self.rpn_batch))(
+        gt_boxes, gt_valid, hw, jax.random.split(k_rpn, b))
     rpn_cls, rpn_box = jax.vmap(rpn.losses)(obj, deltas, labels, target_deltas)
     props, _, props_ok = self._proposals(feats, jax.lax.stop_gradient(obj), jax.lax.stop_gradient(deltas),
                                          anchors, hw, self.pre_nms_train, self.post_nms_train)
@@ -215,8 +222,8 @@ class MaskRCNN(nn.Module):
     r = props.shape[1]
     logits, box_deltas = self._box_outputs(feats, props)
     det_boxes, det_scores, det_classes, det_valid = jax.vmap(functools.partial(
-        roi_heads.detections, image_hw=hw, score_threshold=self.score_threshold, nms_threshold=self.test_nms,
-        max_detections=self.detections_per_image))(logits, box_deltas.reshape(b, r, k, 4), props, props_ok)
+        roi_heads.detections, score_threshold=self.score_threshold, nms_threshold=self.test_nms,
+        max_detections=self.detections_per_image))(logits, box_deltas.reshape(b, r, k, 4), props, props_ok, hw)
     # The mask branch runs on the final boxes (the paper's inference), for the predicted class only.
     mask_logits = self._mask_outputs(feats, det_boxes)
     own = jnp.take_along_axis(mask_logits, jnp.maximum(det_classes - 1, 0)[:, :, None, None, None],
@@ -310,9 +317,9 @@ class MaskRCNNFPN(MaskRCNN):
     if not self.per_level_proposals:
       return super()._proposals(feats, obj, deltas, anchors, hw, pre_nms, post_nms)
     sizes = [f.shape[1] * f.shape[2] * len(self.aspect_ratios) for f in feats]
-    return jax.vmap(lambda o, d: rpn.proposals_per_level(
-        anchors, o, d, hw, sizes, pre_nms_topk=pre_nms, post_nms_topk=post_nms,
-        nms_threshold=self.rpn_nms))(obj, deltas)
+    return jax.vmap(lambda o, d, s: rpn.proposals_per_level(
+        anchors, o, d, s, sizes, pre_nms_topk=pre_nms, post_nms_topk=post_nms,
+        nms_threshold=self.rpn_nms))(obj, deltas, hw)
 
   def _pool_levels(self, feats, rois, resolution: int):
     """`[B, R, P, P, C]`: each RoI pooled from its pyramid level (P2-P5)."""

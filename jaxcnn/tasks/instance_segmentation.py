@@ -8,8 +8,9 @@ L_mask (He et al. 2017), averaged over the real images of the global batch.
 Evaluation runs on the host (`evaluate`): the model's fixed-size detections (boxes, scores, classes,
 validity, `m x m` mask probabilities) of every eval image are gathered from all devices and processes,
 mapped back to the original image size (`image_scale` in the batch: input pixels per original pixel, (y, x)),
-the masks pasted into their boxes and binarised at 0.5, and scored with pycocotools against the data
-set's COCO-format ground truth: bbox and segm AP (IoU .50:.95), AP50, AP75 and AP for small / medium /
+the masks pasted into their boxes (`mask_paste`: "box", bilinear at the pixel centres inside the box, as
+Detectron2; "torchvision", `paste_masks_in_image`'s one-cell border and whole-pixel box) and binarised at
+0.5, and scored with pycocotools against the data set's COCO-format ground truth: bbox and segm AP (IoU .50:.95), AP50, AP75 and AP for small / medium /
 large objects. The detections of the last evaluation are written as COCO results JSON
 (`workdir/detections_<split>.json`, with the data set's own image ids).
 """
@@ -43,14 +44,19 @@ class InstanceSegmentation(Task):
   host_eval = True
   curve_metrics = ("segm/AP", "segm/AP50", "bbox/AP", "bbox/AP50")
 
-  def __init__(self, num_classes: int, mask_threshold: float = 0.5, write_results: bool = True):
+  def __init__(self, num_classes: int, mask_threshold: float = 0.5, write_results: bool = True,
+               mask_paste: str = "box"):
+    coco = _coco()
+    if mask_paste not in coco.PASTE_METHODS:
+      raise ConfigError(f"config.task.mask_paste={mask_paste!r}: choose {' or '.join(coco.PASTE_METHODS)} "
+                        "(how the m x m masks are resampled into their boxes)")
     if num_classes < 2:
       raise ConfigError(f"instance segmentation needs at least one object class besides the background; "
                         f"the data set has num_classes={num_classes}")
     if not 0 < mask_threshold < 1:
       raise ConfigError(f"config.task.mask_threshold={mask_threshold} must be in (0, 1)")
     self.num_classes, self.mask_threshold, self.write_results = num_classes, mask_threshold, write_results
-    _coco()
+    self.mask_paste = mask_paste
 
   # ------------------------------------------------------------------------------------------ training
   def train_inputs(self, batch, rng) -> dict:
@@ -89,13 +95,36 @@ class InstanceSegmentation(Task):
     """The per-device inference body `(state, batch) -> detections` (rows of the batch, not summed)."""
     def body(state, batch):
       det = model.apply({"params": state.params, "batch_stats": state.batch_stats}, batch["x"],
-                        train=False)
+                        train=False, image_hw=batch.get("image_hw"))
       det = {k: det[k] for k in ("boxes", "scores", "classes", "valid", "masks")}
       det["row_mask"] = batch["mask"]
-      if "image_scale" in batch:
-        det["image_scale"] = batch["image_scale"]
+      for k in ("image_scale", "image_hw"):
+        if k in batch:
+          det[k] = batch[k]
       return det
     return body
+
+  def in_original_pixels(self, det, r: int, height: int, width: int):
+    """Row `r` of a detection batch in the original image's pixels: `(keep [n] (the valid detections'
+    indices), boxes [n, 4] float, mask probabilities [n, height, width] pasted by `mask_paste`)`. Boxes
+    are mapped back as torchvision's `resize_boxes` maps them when the batch says each image's size
+    inside its padding (`image_hw`): times original / resized size per axis, in float32; else divided
+    by `image_scale` (input pixels per original pixel, (y, x) or one number)."""
+    keep = np.flatnonzero(np.asarray(det["valid"][r]))
+    boxes = np.asarray(det["boxes"][r], np.float32)[keep]
+    if "image_hw" in det:
+      hw = np.asarray(det["image_hw"][r], np.float32)
+      ratio = np.array([width, height], np.float32) / hw[::-1]
+      boxes = boxes * np.tile(ratio, 2)
+    elif "image_scale" in det:
+      sy, sx = np.broadcast_to(np.asarray(det["image_scale"][r], np.float64), (2,))
+      boxes = boxes.astype(np.float64) / [sx, sy, sx, sy]
+    boxes = boxes.astype(np.float64)
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
+    probs = _coco().paste_mask_probabilities(np.asarray(det["masks"][r])[keep], boxes, height, width,
+                                             self.mask_paste)
+    return keep, boxes, probs
 
   def results(self, gt: dict, detections) -> list[dict]:
     """COCO results of gathered detection batches (the rows with `row_mask`, in the order of
@@ -111,17 +140,10 @@ class InstanceSegmentation(Task):
           raise ValueError(f"more evaluated images than the ground truth has ({len(images)})")
         img = images[pos]
         pos += 1
-        keep = np.flatnonzero(np.asarray(det["valid"][r]))
+        keep, boxes, probs = self.in_original_pixels(det, r, img["height"], img["width"])
         if not len(keep):
           continue
-        # input pixels per original pixel, (y, x) (or one number for both axes)
-        sy, sx = np.broadcast_to(np.asarray(det["image_scale"][r], np.float64), (2,)) if "image_scale" in det \
-            else (1.0, 1.0)
-        boxes = np.asarray(det["boxes"][r], np.float64)[keep] / [sx, sy, sx, sy]
-        boxes[:, 0::2] = boxes[:, 0::2].clip(0, img["width"])
-        boxes[:, 1::2] = boxes[:, 1::2].clip(0, img["height"])
-        masks = coco.paste_masks(np.asarray(det["masks"][r])[keep], boxes, img["height"], img["width"],
-                                 self.mask_threshold)
+        masks = probs >= self.mask_threshold
         for j, k in enumerate(keep):
           x1, y1, x2, y2 = (float(v) for v in boxes[j])
           out.append({"image_id": img["id"], "category_id": category_ids[int(det["classes"][r][k]) - 1],

@@ -128,7 +128,9 @@ def predict_instances(config, workdir: str, input_dir: str, output_dir: str | No
   ds, task = rt.c.dataset, rt.c.task
   output_dir = output_dir or os.path.join(workdir, "predictions")
   os.makedirs(output_dir, exist_ok=True)
-  apply = apply_fn(rt.c.init_model, state)
+  model, variables = rt.c.init_model, {"params": state.params, "batch_stats": state.batch_stats}
+  # one compile per input shape (an image padded to its own multiple of 32: a few shapes)
+  detect = jax.jit(lambda v, x, hw: model.apply(v, x, train=False, image_hw=hw))
   names = list(ds.class_names)
   categories = ds.info.get("categories") or [{"id": k, "name": n} for k, n in enumerate(names) if k]
   by_id = {c["id"]: j for j, c in enumerate(categories, start=1)}  # category id -> model class
@@ -139,8 +141,11 @@ def predict_instances(config, workdir: str, input_dir: str, output_dir: str | No
     rgb = read_rgb(path)
     h, w = rgb.shape[:2]
     enc = ds.encode(rgb)
-    det = apply(enc["x"][None])
+    hw = enc.get("image_hw", np.asarray(enc["x"].shape[:2], np.int32))
+    det = jax.device_get(detect(variables, enc["x"][None], np.asarray([hw])))
     det["row_mask"], det["image_scale"] = np.ones(1, bool), np.asarray([enc["image_scale"]])
+    if "image_hw" in enc:
+      det["image_hw"] = np.asarray([enc["image_hw"]])
     info = {"id": k, "file_name": os.path.basename(path), "height": h, "width": w}
     res = task.results({"images": [info], "categories": categories}, [det])
     results += res

@@ -189,7 +189,7 @@ def write_instance_report(workdir: str, config, result: dict, history: list[dict
   lines = [
       *_image_run_header(config, result),
       f"COCO AP (pycocotools, IoU .50:.95, in %) at the final epoch ({final.get('epoch')}); masks pasted "
-      f"into their boxes and binarised at {task.mask_threshold}:", "",
+      f"into their boxes ({getattr(task, 'mask_paste', 'box')} method) and binarised at {task.mask_threshold}:", "",
       *coco_lines(final, splits), "",
       f"Published: {config.report.paper}", ""]
   png = plot_instance_curves(history, os.path.join(workdir, "curves.png"), splits[0], task.curve_metrics)
