@@ -12,9 +12,9 @@ What it measures, each in its own process (so one that runs out of memory or tim
   `jaxcnn.arithmetic`, per image) x images/s over the device's peak (the table `PEAK_TFLOPS` below);
 - `unet`: the paper-width U-Net (64 maps, depth 4) on 512x512 tiles, bfloat16, training step and
   inference (eval-mode forward), on a seeded synthetic road folder the script writes;
-- `mask_rcnn_infer`: Mask R-CNN ResNet-50-FPN inference per image at 1333x800 (padded to 1344x1344, as
-  experiments/mask_rcnn.py runs it; bench/mask_rcnn.py's measurement); `mask_rcnn_train`: its training
-  step on seeded synthetic scenes of the same size;
+- `mask_rcnn_infer`: Mask R-CNN ResNet-50-FPN inference per image at 1333x800 (padded to 1344x800, as
+  experiments/mask_rcnn.py:coco_r50_fpn evaluates it; bench/mask_rcnn.py's measurement);
+  `mask_rcnn_train`: its training step on seeded synthetic scenes of 1344x1344 (its training size);
 - `char_cnn`: the small char-CNN (Zhang et al. 2015) training examples/s on a synthetic CSV folder;
 - every training row also gives its input pipeline's batches/s against the step rate ("headroom"; below
   1 the devices wait for data);
@@ -61,7 +61,7 @@ FAMILIES = {
     "resnet50_f32": ("ResNet-50 training step, 224x224, float32", 75, 25),
     "resnet50_bf16": ("ResNet-50 training step, 224x224, bfloat16", 75, 25),
     "unet": ("U-Net (64 maps, depth 4), 512x512 tiles, bfloat16: training step and inference", 75, 20),
-    "mask_rcnn_infer": ("Mask R-CNN R50-FPN inference, 1333x800 padded to 1344x1344", 90, 20),
+    "mask_rcnn_infer": ("Mask R-CNN R50-FPN inference, 1333x800 padded to 1344x800", 90, 20),
     "mask_rcnn_train": ("Mask R-CNN R50-FPN training step, 1344x1344 synthetic scenes", 120, 25),
     "char_cnn": ("char-CNN small training, length 1014, batch 128", 45, 15),
     "scaling": ("ResNet-50 float32 step: 1 device vs all local devices (resnet50_f32's row)", 45, 0),

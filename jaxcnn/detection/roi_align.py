@@ -6,25 +6,29 @@ RoIAlign divides each box (scaled by `spatial_scale` = 1 / the map's stride, nev
 bilinear interpolation, and averages them. RoIPool rounds the box and the bins to whole feature cells and
 takes the maximum: the quantisation Mask R-CNN removed because it misaligns masks.
 
-Bilinear interpolation is separable, and so is averaging the samples of a bin: the value of bin (i, j)
-is `sum_y sum_x Ay[i, y] Ax[j, x] F[y, x]`, where `Ay[i, y]` is the mean over bin i's sample rows of their
-interpolation weight on feature row y (likewise `Ax`). RoIAlign is therefore two small matrix products
-per box (`jnp.einsum`), which run on the MXU of a TPU and need no gathers. Boundary rules are
-torchvision's / Detectron2's: a sample more than one cell outside the map contributes 0, coordinates in
-[-1, 0) are clamped to 0, and the last row/column is used as is.
+Each sample reads its four neighbouring feature vectors with one gather from the map flattened to
+`[H * W, C]` (as torchvision's kernel reads them, and as the TPU reference implementation's
+`multilevel_crop_and_resize` does): the work is proportional to the samples, not to the map's size.
+`roi_align_pyramid` pools each RoI from its own FPN level with one gather over all the levels flattened
+and concatenated, so every RoI is pooled once. Boundary rules are torchvision's / Detectron2's: a sample
+more than one cell outside the map contributes 0, coordinates in [-1, 0) are clamped to 0, and the last
+row/column is used as is.
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 
 
-def _bin_weights(start, extent, bins: int, samples: int, size: int):
-  """`[R, bins, size]`: for each box and bin, the mean interpolation weight of its samples on each
-  feature row (or column). `start`, `extent`: `[R]` in feature coordinates."""
+def _taps(start, extent, bins: int, samples: int, size):
+  """Each box's sample coordinates along one axis and their two interpolation taps: `(low, high, frac,
+  inside)`, each `[R, bins, samples]`. `start`, `extent`, `size`: `[R]` in feature cells."""
   step = extent / bins
   offs = (jnp.arange(bins)[:, None] + (jnp.arange(samples)[None, :] + 0.5) / samples)  # [bins, samples]
   c = start[:, None, None] + offs[None] * step[:, None, None]  # [R, bins, samples]
+  size = size[:, None, None]
   inside = (c >= -1.0) & (c <= size)
   c = jnp.maximum(c, 0.0)
   low = jnp.floor(c).astype(jnp.int32)
@@ -32,45 +36,78 @@ def _bin_weights(start, extent, bins: int, samples: int, size: int):
   low = jnp.where(at_end, size - 1, low)
   high = jnp.where(at_end, size - 1, low + 1)
   frac = jnp.where(at_end, 0.0, c - low)
-  w = ((1 - frac)[..., None] * jax.nn.one_hot(low, size) + frac[..., None] * jax.nn.one_hot(high, size))
-  return jnp.mean(w * inside[..., None], axis=2)
+  return low, high, frac, inside
+
+
+def _pool(flat, boxes, offset, height, width, scale, output_size, sampling_ratio: int, aligned: bool):
+  """`[R, out_h, out_w, C]` RoIAlign of `boxes [R, 4]`, box r on the `height[r] x width[r]` map whose
+  cells start at row `offset[r]` of `flat [N, C]`, at `scale[r]` cells per pixel."""
+  oh, ow = output_size
+  s = sampling_ratio
+  b = boxes.astype(jnp.float32) * scale[:, None] - (0.5 if aligned else 0.0)
+  bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+  if not aligned:
+    bw, bh = jnp.maximum(bw, 1.0), jnp.maximum(bh, 1.0)
+  yl, yh, ly, in_y = _taps(b[:, 1], bh, oh, s, height)  # [R, oh, s]
+  xl, xh, lx, in_x = _taps(b[:, 0], bw, ow, s, width)  # [R, ow, s]
+  base = offset[:, None, None]
+  row_l, row_h = base + yl * width[:, None, None], base + yh * width[:, None, None]
+
+  def at(rows, cols):  # [R, oh, s, ow, s, C]
+    return flat[rows[:, :, :, None, None] + cols[:, None, None, :, :]]
+  ly, lx = ly[:, :, :, None, None, None], lx[:, None, None, :, :, None]
+  hy, hx = 1 - ly, 1 - lx
+  val = hy * hx * at(row_l, xl) + hy * lx * at(row_l, xh) + ly * hx * at(row_h, xl) + ly * lx * at(row_h, xh)
+  inside = (in_y[:, :, :, None, None] & in_x[:, None, None, :, :])[..., None]
+  return jnp.sum(jnp.where(inside, val, 0.0), axis=(2, 4)) / (s * s)
+
+
+def roi_align_pyramid(features: Sequence, boxes, levels, scales: Sequence[float], output_size=(7, 7),
+                      sampling_ratio: int = 2, aligned: bool = True, chunk: int | None = None):
+  """`[R, out_h, out_w, C]`: RoIAlign of each box `boxes [R, 4]` on the map `features[levels[r]]` (maps
+  `[H_l, W_l, C]` at `scales[l]` cells per image pixel): each RoI pooled once, from its own level.
+
+  Args:
+    sampling_ratio: sample points per bin side (static; Detectron2's adaptive 0 would give every box a
+      different number of samples, which static shapes cannot express).
+    aligned: shift by half a cell (Detectron2's ROIAlignV2, the default there); False is the original
+      Mask R-CNN operator (torchvision's), which also enlarges boxes smaller than one cell to one cell.
+    chunk: pool `chunk` boxes at a time (`lax.map`) when there are more, to bound the memory of the
+      gathered samples (`R x out_h x out_w x 4 samples x 4 taps x C`). Same result.
+  """
+  if sampling_ratio < 1:
+    raise ValueError(f"sampling_ratio={sampling_ratio} must be >= 1 (static shapes: no adaptive 0)")
+  if len(features) != len(scales):
+    raise ValueError(f"{len(features)} feature maps but {len(scales)} scales")
+  dtype = features[0].dtype
+  flat = jnp.concatenate([f.reshape(-1, f.shape[-1]).astype(jnp.float32) for f in features])
+  sizes = [f.shape[0] * f.shape[1] for f in features]
+  starts = [sum(sizes[:i]) for i in range(len(sizes))]
+
+  def per_level(values, dtype):
+    return jnp.asarray(values, dtype)[levels]
+  levels = jnp.asarray(levels, jnp.int32)
+  offset, height, width = (per_level(v, jnp.int32) for v in
+                           (starts, [f.shape[0] for f in features], [f.shape[1] for f in features]))
+  scale = per_level(scales, jnp.float32)
+  pool = lambda b, o, h, w, sc: _pool(flat, b, o, h, w, sc, output_size, sampling_ratio, aligned)  # noqa: E731
+  r = boxes.shape[0]
+  if chunk is None or r <= chunk:
+    return pool(boxes, offset, height, width, scale).astype(dtype)
+  pad = -r % chunk
+  args = [jnp.concatenate([a, jnp.zeros((pad,) + a.shape[1:], a.dtype)]) if pad else a
+          for a in (boxes, offset, height, width, scale)]
+  out = jax.lax.map(lambda a: pool(*a), [a.reshape((-1, chunk) + a.shape[1:]) for a in args])
+  return out.reshape((-1,) + out.shape[2:])[:r].astype(dtype)
 
 
 def roi_align(features, boxes, output_size=(7, 7), spatial_scale: float = 1.0, sampling_ratio: int = 2,
               aligned: bool = True, chunk: int | None = None):
-  """`[R, out_h, out_w, C]` RoIAlign features of `boxes [R, 4]` on `features [H, W, C]`.
-
-  Args:
-    spatial_scale: feature cells per image pixel (1/16 for res4 of a ResNet).
-    sampling_ratio: sample points per bin side (static; Detectron2's adaptive 0 would give every box a
-      different number of samples, which static shapes cannot express).
-    aligned: shift by half a cell (Detectron2's ROIAlignV2, the default there); False is the original
-      Mask R-CNN operator, which also enlarges boxes smaller than one cell to one cell.
-    chunk: pool `chunk` boxes at a time (`lax.map`) when there are more: the intermediate of the first
-      product is `[R, out_h, W, C]` (1000 proposals on COCO's 84 x 84 x 1024 res4 map: 4.8 GB at once,
-      0.6 GB in chunks of 128). Same result.
-  """
-  if sampling_ratio < 1:
-    raise ValueError(f"sampling_ratio={sampling_ratio} must be >= 1 (static shapes: no adaptive 0)")
-  r = boxes.shape[0]
-  if chunk is not None and r > chunk:
-    pad = -r % chunk
-    padded = jnp.concatenate([boxes, jnp.zeros((pad, 4), boxes.dtype)]) if pad else boxes
-    out = jax.lax.map(lambda b: roi_align(features, b, output_size, spatial_scale, sampling_ratio, aligned),
-                      padded.reshape(-1, chunk, 4))
-    return out.reshape((-1,) + out.shape[2:])[:r]
-  oh, ow = output_size
-  h, w = features.shape[:2]
-  offset = 0.5 if aligned else 0.0
-  b = boxes.astype(jnp.float32) * spatial_scale - offset
-  bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-  if not aligned:
-    bw, bh = jnp.maximum(bw, 1.0), jnp.maximum(bh, 1.0)
-  ay = _bin_weights(b[:, 1], bh, oh, sampling_ratio, h)  # [R, oh, H]
-  ax = _bin_weights(b[:, 0], bw, ow, sampling_ratio, w)  # [R, ow, W]
-  f = features.astype(jnp.float32)
-  rows = jnp.einsum("riy,yxc->rixc", ay, f)
-  return jnp.einsum("rjx,rixc->rijc", ax, rows).astype(features.dtype)
+  """`[R, out_h, out_w, C]` RoIAlign features of `boxes [R, 4]` on one map `features [H, W, C]` at
+  `spatial_scale` feature cells per image pixel (1/16 for res4 of a ResNet); the other arguments are
+  `roi_align_pyramid`'s."""
+  return roi_align_pyramid([features], boxes, jnp.zeros(boxes.shape[:1], jnp.int32), [spatial_scale],
+                           output_size, sampling_ratio, aligned, chunk)
 
 
 def roi_pool(features, boxes, output_size=(7, 7), spatial_scale: float = 1.0):

@@ -33,7 +33,7 @@ import numpy as np
 from jaxcnn.conv import BasicBlock, BottleneckBlock, Conv, ConvTranspose, max_pool
 from jaxcnn.detection import roi_heads, rpn
 from jaxcnn.detection.anchors import grid_anchors, num_anchors
-from jaxcnn.detection.roi_align import pyramid_level, roi_align
+from jaxcnn.detection.roi_align import pyramid_level, roi_align, roi_align_pyramid
 from jaxcnn.models.common import HE_FAN_OUT, batch_norm_def, cast
 from jaxcnn.registry import MODELS
 
@@ -243,11 +243,11 @@ class MaskRCNNFPN(MaskRCNN):
   1024-d fully connected layers) and 14x14 for the mask head (four 3x3 convolutions of 256, a 2x2
   stride-2 transposed convolution, 1x1 to K masks of 28x28).
 
-  Static shapes: every RoI is pooled on all four levels and the one of its level kept (4x the RoIAlign
-  work, no gather of variable-size groups). Proposals: by default the top `pre_nms_*` anchors over all
-  levels, then one NMS; `per_level_proposals=True` chooses them as torchvision and Detectron2 do (the top
-  `pre_nms_*` of each level, NMS within each level, the best `post_nms_*` over all:
-  `rpn.proposals_per_level`, tested against torchvision's `filter_proposals`).
+  Each RoI is pooled once, from its level: one gather over P2-P5 flattened together
+  (`roi_align_pyramid`). Proposals: by default the top `pre_nms_*` anchors over all levels, then one NMS;
+  `per_level_proposals=True` chooses them as torchvision and Detectron2 do (the top `pre_nms_*` of each
+  level, NMS within each level, the best `post_nms_*` over all: `rpn.proposals_per_level`, tested
+  against torchvision's `filter_proposals`).
   """
   anchor_sizes: Sequence[float] = (32, 64, 128, 256, 512)
   fpn_channels: int = 256
@@ -322,16 +322,13 @@ class MaskRCNNFPN(MaskRCNN):
         nms_threshold=self.rpn_nms))(obj, deltas, hw)
 
   def _pool_levels(self, feats, rois, resolution: int):
-    """`[B, R, P, P, C]`: each RoI pooled from its pyramid level (P2-P5)."""
-    level = pyramid_level(rois)
+    """`[B, R, P, P, C]`: each RoI pooled once, from its pyramid level (P2-P5)."""
+    level = pyramid_level(rois) - 2
     p = (resolution,) * 2
-    out = 0.0
-    for lv in range(2, 6):
-      pooled = jax.vmap(lambda f, r: roi_align(f, r, p, 1 / 2 ** lv, self.sampling_ratio, self.roi_aligned,
-                                               chunk=self.roi_chunk))(
-          feats[lv - 2], rois)
-      out = out + jnp.where((level == lv)[..., None, None, None], pooled.astype(jnp.float32), 0.0)
-    return out
+    scales = [1 / 2 ** lv for lv in range(2, 6)]
+    return jax.vmap(lambda f, r, lv: roi_align_pyramid(f, r, lv, scales, p, self.sampling_ratio, self.roi_aligned,
+                                                       chunk=self.roi_chunk))(
+        tuple(feats[:4]), rois, level).astype(jnp.float32)
 
   def box_head(self, pooled, train: bool):
     """RoI features `[N, 7, 7, C]` -> (class logits `[N, K+1]`, deltas `[N, K, 4]`, None)."""
