@@ -17,7 +17,9 @@ Each variant runs in its own subprocess (peak memory is per process), at batch 1
 - `torchvision_r50_fpn`: torchvision's `maskrcnn_resnet50_fpn` on the same image with the same weights,
   `model([image])` (its transform, model and postprocessing, the paste included), torch's default threads.
 
-With torch installed (the `bench` or `reference` extra) both FPN rows use the same weights:
+The speed ratio of jaxcnn's R50-FPN to torchvision's is measured in one process, their runs alternated
+(a shared VM's speed drifts between the rows' processes). With torch installed (the `bench` or
+`reference` extra) both FPN rows use the same weights:
 torchvision's random initialisation, tempered as tests/test_mask_rcnn_torchvision.py tempers it (so the
 detections are those of a working detector: 100 per image, through the score threshold and NMS), loaded
 into jaxcnn's model through its loader; that test shows both then give the same detections. Without
@@ -106,7 +108,8 @@ def measure_torchvision(runs: int) -> dict:
           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "backend": "torch cpu"}
 
 
-def measure(variant: str, runs: int) -> dict:
+def measure(variant: str, runs: int, paired: bool = True) -> dict:
+  """One row; `r50_fpn` with torch installed and `paired` also times torchvision alternately (the ratio)."""
   if variant == "torchvision_r50_fpn":
     return measure_torchvision(runs)
   import jax
@@ -138,7 +141,8 @@ def measure(variant: str, runs: int) -> dict:
       torch = None
     if torch is not None:
       from jaxcnn import pretrained
-      sd = {k: v.numpy() for k, v in torchvision_detector().state_dict().items()}
+      tv = torchvision_detector()
+      sd = {k: v.numpy() for k, v in tv.state_dict().items()}
       variables, _ = pretrained.from_state_dict(name, jax.device_get(variables), sd, model=model)
       variables = jax.tree.map(jnp.asarray, variables)
       weights = "torchvision's random init, tempered"
@@ -167,18 +171,37 @@ def measure(variant: str, runs: int) -> dict:
   for m in probs >= 0.5:
     coco._rle(m)
   rle_s = time.perf_counter() - t
+  peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before torchvision's model runs
+  side_by_side = None
+  if paired and weights.startswith("torchvision"):
+    # The ratio: jaxcnn's and torchvision's runs alternated in this process, so that a change of the
+    # machine's speed (a shared VM's varies by a third) weighs on both alike.
+    import torch
+    image = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255
+    ours, theirs = [], []
+    with torch.no_grad():
+      tv([image])  # warm-up
+      for _ in range(runs):
+        t = time.perf_counter()
+        run()
+        ours.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        tv([image])
+        theirs.append(time.perf_counter() - t)
+    side_by_side = {"jaxcnn_ms": 1000 * float(np.median(ours)), "torchvision_ms": 1000 * float(np.median(theirs)),
+              "threads": torch.get_num_threads()}
   return {"variant": variant, "model": name, "input": f"{x.shape[1]}x{x.shape[0]}", "image": f"{w}x{h}",
           "proposals": model.post_nms_test, "detections": len(keep), "init_s": init_s, "compile_s": compile_s,
           "ms_per_image": 1000 * float(np.median(times)), "host_ms_per_image": 1000 * float(np.median(host)),
-          "rle_ms_per_image": 1000 * rle_s, "runs": runs, "weights": weights,
-          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+          "rle_ms_per_image": 1000 * rle_s, "runs": runs, "weights": weights, "paired": side_by_side,
+          "peak_rss_mb": peak_rss_mb,
           "backend": f"{jax.default_backend()} ({jax.devices()[0].device_kind})"}
 
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--variants", default="small,r50_c4,r50_fpn,torchvision_r50_fpn")
-  p.add_argument("--runs", type=int, default=3)
+  p.add_argument("--runs", type=int, default=5)
   p.add_argument("--out", default=os.path.join(ROOT, "bench", "mask_rcnn.md"))
   p.add_argument("--one", help=argparse.SUPPRESS)
   a = p.parse_args()
@@ -220,11 +243,13 @@ def main():
     lines.append(f"| {r['model']} | {r['input']} | {r['image']} | {r['proposals']} | {r['weights']} | "
                  f"**{r['ms_per_image']:.0f}** ({r['detections']} detections) | {r['host_ms_per_image']:.0f} | "
                  f"{rle} | {r['compile_s']:.1f} | {r['peak_rss_mb']:.0f} |")
-  by = {r["variant"]: r for r in rows}
-  if "r50_fpn" in by and "torchvision_r50_fpn" in by:
-    ratio = by["r50_fpn"]["ms_per_image"] / by["torchvision_r50_fpn"]["ms_per_image"]
-    lines += ["", f"**jaxcnn's R50-FPN takes {ratio:.2f}x torchvision's time per image** (same image, weights "
-              f"and settings; torch on {by['torchvision_r50_fpn']['threads']} threads)."]
+  paired = next((r["paired"] for r in rows if r.get("paired")), None)
+  if paired:
+    ratio = paired["jaxcnn_ms"] / paired["torchvision_ms"]
+    lines += ["", f"**jaxcnn's R50-FPN takes {ratio:.2f}x torchvision's time per image**: "
+              f"{paired['jaxcnn_ms']:.0f} ms against {paired['torchvision_ms']:.0f} ms, the medians of {a.runs} "
+              "runs of each, alternated in one process (same image, weights and settings; torch on "
+              f"{paired['threads']} threads). The rows above ran one after the other, in their own processes."]
   lines += ["", "The paper: about 200 ms per image for ResNet-101-FPN on a Tesla M40 GPU (He et al. 2017, "
             "§4.1; C4 is slower than FPN at test time, its res5 head running on every proposal). The C4 and "
             "small rows run on jaxcnn's own untrained weights, whose detections all pass the 0.05 score "
