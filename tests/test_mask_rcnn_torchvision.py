@@ -271,6 +271,35 @@ def test_the_same_image_gives_torchvisions_detections(both_detectors, hw):
   assert (ref["masks"][same] > 0.5).sum() > 1000  # masks with area, not empty
 
 
+def test_bn_eps_0_gives_the_features_of_torchvisions_coco_weights(both_detectors):
+  """torchvision runs its COCO weights with BatchNorm's eps 0 (`overwrite_eps`): `bn_eps=0` does too
+  (the stem's statistics with variances of 1e-4 in a quarter of the channels, where eps 1e-5 changes
+  the scale by 5 %)."""
+  import copy
+  tv, model, variables, _, _ = both_detectors
+  tv = copy.deepcopy(tv)
+  stats = dict(variables["batch_stats"])
+  with torch.no_grad():
+    for mod in tv.modules():
+      if isinstance(mod, torch.nn.BatchNorm2d):
+        mod.eps = 0.0
+    tv.backbone.body.bn1.running_var[::4] = 1e-4
+  sd = {k: v.numpy() for k, v in tv.state_dict().items()}
+  from jaxcnn import pretrained
+  eps0 = model.clone(bn_eps=0.0)
+  loaded, _ = pretrained.from_state_dict("mask_rcnn_r50_fpn", jax.tree.map(np.asarray, variables), sd, model=eps0)
+  assert not jax.tree.all(jax.tree.map(np.array_equal, loaded["batch_stats"], stats))
+  x = np.random.default_rng(0).normal(size=(1, 64, 96, 3)).astype(np.float32)
+  with torch.no_grad():
+    ref = list(tv.backbone(torch.from_numpy(x).permute(0, 3, 1, 2)).values())
+  for m, close in ((eps0, True), (model, False)):
+    feats = jax.jit(lambda v, x: m.apply(v, x, False, method=m.features))(loaded, x)
+    for ours, theirs in zip(feats, ref):
+      theirs = theirs.permute(0, 2, 3, 1).numpy()
+      ok = np.allclose(ours, theirs, rtol=0, atol=1e-5 * np.abs(theirs).max())
+      assert ok == close, (m.bn_eps, np.abs(ours - theirs).max() / np.abs(theirs).max())
+
+
 def test_a_91_class_coco_file_loads_into_jaxcnns_80_coco_classes_or_starts_a_fine_tuning(both_detectors):
   """jaxcnn's COCO data set has 80 categories + background (in id order); torchvision's COCO heads have a
   row per category id (91, ten of them unused): an 81-class model takes the used ids' rows. Any other

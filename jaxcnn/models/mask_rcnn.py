@@ -64,6 +64,7 @@ class MaskRCNN(nn.Module):
   test_nms: float = 0.5
   detections_per_image: int = 100
   frozen_bn: bool = True
+  bn_eps: float = 1e-5                    # BatchNorm's epsilon; torchvision runs its COCO weights with 0
   axis_name: str | None = None
   dtype: str | None = None
 
@@ -72,7 +73,7 @@ class MaskRCNN(nn.Module):
       raise ValueError(f"block must be 'basic' or 'bottleneck', got {self.block!r}")
     if len(self.stage_sizes) != 4:
       raise ValueError(f"stage_sizes needs 4 stages (res2-res5), got {tuple(self.stage_sizes)}")
-    self._norm = batch_norm_def(self.axis_name)
+    self._norm = batch_norm_def(self.axis_name, epsilon=self.bn_eps)
     conv = functools.partial(Conv, dtype=self.dtype, kernel_init=HE_FAN_OUT)
     block = BasicBlock if self.block == "basic" else BottleneckBlock
     self.conv1 = conv(self.width, 7, stride=2, padding=3, use_bias=False)
@@ -265,7 +266,7 @@ class MaskRCNNFPN(MaskRCNN):
     if len(self.stage_sizes) != 4 or len(self.anchor_sizes) != 5:
       raise ValueError(f"FPN needs stage_sizes for res2-res5 ({tuple(self.stage_sizes)}) and one anchor size "
                        f"per level P2-P6 ({tuple(self.anchor_sizes)})")
-    self._norm = batch_norm_def(self.axis_name)
+    self._norm = batch_norm_def(self.axis_name, epsilon=self.bn_eps)
     conv = functools.partial(Conv, dtype=self.dtype, kernel_init=HE_FAN_OUT)
     block = BasicBlock if self.block == "basic" else BottleneckBlock
     self.conv1 = conv(self.width, 7, stride=2, padding=3, use_bias=False)

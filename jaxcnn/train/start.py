@@ -75,5 +75,9 @@ def load_pretrained(state, model, config, tx):
   frozen = frozen_names(config)
   if frozen:
     msg += f"; frozen: {', '.join(frozen)}"
+  if "the whole detector" in info["source"] and getattr(model, "bn_eps", 0.0) != 0.0:
+    msg += (f". Note: torchvision runs its own COCO weights (maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth) with "
+            f"BatchNorm eps 0 (overwrite_eps), this model with {model.bn_eps:g}: add --config.model.bn_eps=0 "
+            "to evaluate that file as torchvision does")
   info["message"] = msg
   return state.replace(params=params, batch_stats=batch_stats, opt_state=tx.init(params)), info
