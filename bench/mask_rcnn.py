@@ -1,7 +1,7 @@
 """Mask R-CNN inference time per image, jaxcnn's and torchvision's side by side (the paper: about 200 ms
 for ResNet-101-FPN on a Tesla M40 GPU).
 
-  python bench/mask_rcnn.py                         # writes bench/mask_rcnn.md
+  python bench/mask_rcnn.py                         # writes bench/mask_rcnn.md (about 8 minutes on 2 cores)
   python bench/mask_rcnn.py --variants=r50_c4 --out=bench/mask_rcnn_gpu.md     # e.g. on a GPU
 
 Each variant runs in its own subprocess (peak memory is per process), at batch 1, timed after a compile
@@ -19,12 +19,14 @@ Each variant runs in its own subprocess (peak memory is per process), at batch 1
 
 The speed ratio of jaxcnn's R50-FPN to torchvision's is measured in one process, their runs alternated
 (a shared VM's speed drifts between the rows' processes). With torch installed (the `bench` or
-`reference` extra) both FPN rows use the same weights:
-torchvision's random initialisation, tempered as tests/test_mask_rcnn_torchvision.py tempers it (so the
-detections are those of a working detector: 100 per image, through the score threshold and NMS), loaded
-into jaxcnn's model through its loader; that test shows both then give the same detections. Without
-torch, `r50_fpn` runs on jaxcnn's own initialisation. Every stage has a static shape in jaxcnn, so its
-time does not depend on the weights.
+`reference` extra) both FPN rows use the same weights: torchvision's random initialisation, tempered
+(`torchvision_detector`: the detections are those of a working detector, 100 per image through the
+score threshold and NMS), loaded into jaxcnn's model through its loader; tests/test_mask_rcnn_torchvision.py
+shows both then give the same detections. Without torch, `r50_fpn` runs on jaxcnn's own initialisation.
+Every stage has a static shape in jaxcnn, so its time does not depend on the weights.
+
+`--train=8,100` (the default) also times one training step of each, alternated in one process, on an
+image with 8 and with 100 objects (`measure_train`).
 """
 from __future__ import annotations
 
@@ -198,15 +200,142 @@ def measure(variant: str, runs: int, paired: bool = True) -> dict:
           "backend": f"{jax.default_backend()} ({jax.devices()[0].device_kind})"}
 
 
+def _scene(h: int, w: int, n: int = 8, seed: int = 0):
+  """`(rgb, boxes [n, 4], labels [n] in 1..90, masks [n, h, w] uint8)`: n ellipses of random sizes and
+  colours, each filling its box."""
+  import numpy as np
+  rng = np.random.default_rng(seed)
+  rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+  wh = rng.uniform(40, 400, (n, 2))
+  xy = rng.uniform(0, [w, h] - wh)
+  boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32).round()
+  yy, xx = np.mgrid[:h, :w] + 0.5
+  masks = np.zeros((n, h, w), np.uint8)
+  for i, (x1, y1, x2, y2) in enumerate(boxes):
+    masks[i] = ((xx - (x1 + x2) / 2) / ((x2 - x1) / 2)) ** 2 + ((yy - (y1 + y2) / 2) / ((y2 - y1) / 2)) ** 2 <= 1
+    rgb[masks[i] > 0] = rng.integers(0, 256, 3)
+  return rgb, boxes, rng.integers(1, 91, n), masks
+
+
+def torchvision_trainable_detector():
+  """torchvision's maskrcnn_resnet50_fpn as it fine-tunes from ImageNet weights (FrozenBatchNorm2d, stem
+  and res2 frozen: `trainable_backbone_layers=3`), with `torchvision_detector`'s weights, train mode."""
+  import torch
+  from torchvision.models import resnet50
+  from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+  from torchvision.models.detection.mask_rcnn import MaskRCNN
+  from torchvision.ops import misc
+  backbone = _resnet_fpn_extractor(resnet50(weights=None, norm_layer=misc.FrozenBatchNorm2d), 3)
+  m = MaskRCNN(backbone, num_classes=91)
+  sd = torchvision_detector().state_dict()
+  missing, unexpected = m.load_state_dict({k: v for k, v in sd.items() if "num_batches_tracked" not in k},
+                                          strict=False)
+  assert not missing and not unexpected, (missing, unexpected)
+  return m.train(), torch
+
+
+def measure_train(runs: int, objects: int = 8) -> dict:
+  """One SGD step (lr 0.02, momentum 0.9, weight decay 1e-4) on one 1333 x 800 image with `objects` objects,
+  jaxcnn's (experiments/mask_rcnn.py:coco_r50_fpn's model and freeze: frozen BatchNorm, stem and res2)
+  and torchvision's, their steps alternated in this process."""
+  import functools
+
+  import jax
+  import ml_collections
+  import numpy as np
+
+  from jaxcnn import registry
+  from jaxcnn.data.coco_format import resize_and_pad
+  from jaxcnn.detection.roi_heads import crop_masks
+  from jaxcnn.tasks.instance_segmentation import InstanceSegmentation
+  from jaxcnn.train import step as step_lib
+  from jaxcnn.train.optimizer import make_optimizer
+  from jaxcnn.train.parallel import Parallel
+  from jaxcnn.train.start import freeze
+  from jaxcnn.train.state import create_train_state
+  registry.load_all()
+  h, w = 800, 1333
+  rgb, boxes, labels, masks = _scene(h, w, objects)
+  frozen = ("conv1", "norm1", "stages_0")
+  model = registry.MODELS.build("mask_rcnn_r50_fpn", num_classes=91, **fpn_model_config())
+  tx = freeze(make_optimizer(ml_collections.ConfigDict(dict(name="sgd", momentum=0.9, nesterov=False,
+                                                              weight_decay=1e-4)), 0.02), frozen)
+  task = InstanceSegmentation(91)
+  par = Parallel("jit", functools.partial(step_lib.train_step, model=model, task=task, tx=tx, frozen=frozen),
+                 functools.partial(step_lib.eval_step, model=model, task=task), devices=jax.devices()[:1])
+  x, _, hw = resize_and_pad(rgb, 800, 1333, 0)
+  n, cap = len(boxes), 100
+  batch = {"x": x[None], "gt_boxes": np.zeros((1, cap, 4), np.float32), "gt_classes": np.zeros((1, cap), np.int32),
+           "gt_mask_crops": np.zeros((1, cap, 56, 56), np.uint8), "gt_valid": (np.arange(cap) < n)[None],
+           "image_hw": np.asarray([hw], np.int32), "mask": np.ones(1, bool)}
+  batch["gt_boxes"][0, :n], batch["gt_classes"][0, :n] = boxes, labels
+  batch["gt_mask_crops"][0, :n] = crop_masks(masks, boxes, 56)
+  state = create_train_state(model, tx, {"x": x}, 0)
+  tvm, torch = torchvision_trainable_detector()
+  from jaxcnn import pretrained
+  sd = {k: v.detach().numpy() for k, v in tvm.state_dict().items()}
+  variables, _ = pretrained.from_state_dict("mask_rcnn_r50_fpn", {"params": jax.device_get(state.params),
+                                                                  "batch_stats": jax.device_get(state.batch_stats)},
+                                            sd, model=model)
+  state = par.put_state(state.replace(params=variables["params"], batch_stats=variables["batch_stats"],
+                                      opt_state=tx.init(variables["params"])))
+  device_batch = par.put_batch(batch)
+
+  def ours():
+    nonlocal state
+    state, metrics = par.train_step(state, device_batch)
+    return float(jax.device_get(metrics["loss"]))
+
+  positives = []
+  sample = tvm.roi_heads.select_training_samples
+
+  def counting(*args, **kwargs):  # torchvision's mask branch runs on the sampled foreground RoIs only
+    out = sample(*args, **kwargs)
+    positives.append(int((out[2][0] > 0).sum()))
+    return out
+  tvm.roi_heads.select_training_samples = counting
+  opt = torch.optim.SGD([p for p in tvm.parameters() if p.requires_grad], lr=0.02, momentum=0.9, weight_decay=1e-4)
+  image = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255
+  target = {"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels), "masks": torch.from_numpy(masks)}
+
+  def theirs():
+    loss = sum(tvm([image], [target]).values())
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return float(loss)
+
+  t = time.perf_counter()
+  ours()
+  compile_s = time.perf_counter() - t
+  theirs()  # warm-up
+  a, b = [], []
+  for _ in range(runs):
+    t = time.perf_counter()
+    ours()
+    a.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    theirs()
+    b.append(time.perf_counter() - t)
+  return {"variant": f"train_r50_fpn_{n}", "input": f"{x.shape[1]}x{x.shape[0]}", "objects": n, "compile_s": compile_s,
+          "torchvision_foreground": positives[-1], "jaxcnn_mask_rois": max(1, int(model.roi_batch * model.roi_positive_fraction)),
+          "jaxcnn_ms": 1000 * float(np.median(a)), "torchvision_ms": 1000 * float(np.median(b)), "runs": runs,
+          "threads": torch.get_num_threads(), "trainable_torch": sum(p.numel() for p in tvm.parameters() if p.requires_grad),
+          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--variants", default="small,r50_c4,r50_fpn,torchvision_r50_fpn")
+  p.add_argument("--train", default="8,100", help="training-step comparisons: objects per image, comma-separated "
+                 "('' for none)")
   p.add_argument("--runs", type=int, default=5)
   p.add_argument("--out", default=os.path.join(ROOT, "bench", "mask_rcnn.md"))
   p.add_argument("--one", help=argparse.SUPPRESS)
   a = p.parse_args()
   if a.one:
-    print("RESULT " + json.dumps(measure(a.one, a.runs)))
+    print("RESULT " + json.dumps(measure_train(a.runs, int(a.one.rsplit("_", 1)[1])) if a.one.startswith("train_")
+                                 else measure(a.one, a.runs)))
     return
   rows = []
   for v in a.variants.split(","):
@@ -222,6 +351,17 @@ def main():
     print(f"{v}: {r['ms_per_image']:.0f} ms/image ({r['host_ms_per_image']:.0f} ms of it on the host), "
           f"{'compile' if 'init_s' in r else 'first run'} {r['compile_s']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB",
           flush=True)
+  train_rows = []
+  for objects in [int(o) for o in a.train.split(",") if o.strip()]:
+    out = subprocess.run([sys.executable, __file__, f"--one=train_r50_fpn_{objects}", f"--runs={a.runs}"],
+                         capture_output=True, text=True)
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+    if out.returncode or not line:
+      sys.exit(f"the training step with {objects} objects failed:\n{out.stderr[-3000:]}")
+    r = json.loads(line[0][7:])
+    train_rows.append(r)
+    print(f"training step, {objects} objects: jaxcnn {r['jaxcnn_ms']:.0f} ms, torchvision {r['torchvision_ms']:.0f} ms "
+          f"({r['jaxcnn_ms'] / r['torchvision_ms']:.2f}x)", flush=True)
   import jax
   cpu = platform.processor() or platform.machine()
   try:
@@ -250,6 +390,22 @@ def main():
               f"{paired['jaxcnn_ms']:.0f} ms against {paired['torchvision_ms']:.0f} ms, the medians of {a.runs} "
               "runs of each, alternated in one process (same image, weights and settings; torch on "
               f"{paired['threads']} threads). The rows above ran one after the other, in their own processes."]
+  if train_rows:
+    lines += ["", "## Training step", "",
+              "One SGD step (lr 0.02, momentum 0.9, weight decay 1e-4, batch 1) on a 1333 x 800 image of random "
+              "ellipses, from the same weights, with experiments/mask_rcnn.py:coco_r50_fpn's settings (frozen "
+              "BatchNorm, stem and res2 frozen; torchvision: FrozenBatchNorm2d, `trainable_backbone_layers=3`), "
+              f"jaxcnn's and torchvision's steps alternated in one process, the medians of {a.runs}:", "",
+              "| objects | jaxcnn ms/step | torchvision ms/step | ratio | mask branch RoIs: jaxcnn / torchvision | "
+              "compile s | peak RSS MB (both) |", "|---:|---:|---:|---:|---|---:|---:|"]
+    for r in train_rows:
+      lines.append(f"| {r['objects']} | {r['jaxcnn_ms']:.0f} | {r['torchvision_ms']:.0f} | "
+                   f"**{r['jaxcnn_ms'] / r['torchvision_ms']:.2f}x** | {r['jaxcnn_mask_rois']} (static) / "
+                   f"{r['torchvision_foreground']} | {r['compile_s']:.1f} | {r['peak_rss_mb']:.0f} |")
+    lines += ["", "torchvision runs its mask branch on the sampled foreground RoIs only, as many as there are; "
+              "jaxcnn's static shapes run it on the most there can be (512 x 1/4 = 128; the same loss). From "
+              "random weights few proposals overlap an object, so the foreground is about the ground-truth boxes "
+              "themselves; with a trained RPN it approaches the 128 of the crowded row."]
   lines += ["", "The paper: about 200 ms per image for ResNet-101-FPN on a Tesla M40 GPU (He et al. 2017, "
             "§4.1; C4 is slower than FPN at test time, its res5 head running on every proposal). The C4 and "
             "small rows run on jaxcnn's own untrained weights, whose detections all pass the 0.05 score "

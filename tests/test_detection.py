@@ -282,6 +282,21 @@ def test_anchor_labels_follow_the_faster_rcnn_rules():
   assert set(np.unique(empty)) <= {0, -1}
 
 
+def test_keep_random_by_top_k_keeps_the_same_entries_as_by_sorting():
+  """The top-k path (`max_limit`) of `keep_random` chooses what the full sort chooses: many members and
+  few, limits from 0 to `max_limit`; 50,000 uniform float32 draws include equal priorities (ties: the
+  lower index, in both)."""
+  from jaxcnn.detection.rpn import keep_random
+  sort = jax.jit(lambda m, lim, k: keep_random(m, lim, k))
+  top = jax.jit(lambda m, lim, k: keep_random(m, lim, k, 64))
+  for seed, density in ((0, 0.9), (1, 0.001), (2, 0.3)):
+    member = jax.random.uniform(jax.random.key(seed + 10), (50_000,)) < density
+    for limit in (0, 5, 64):
+      a, b = sort(member, limit, jax.random.key(seed)), top(member, limit, jax.random.key(seed))
+      np.testing.assert_array_equal(a, b)
+      assert int(a.sum()) == min(limit, int(member.sum()))
+
+
 def test_sampling_keeps_at_most_half_positives_and_256_in_all():
   rng = np.random.default_rng(6)
   labels = jnp.asarray(rng.choice([1, 0, -1], size=3000, p=[0.1, 0.6, 0.3]), jnp.int32)

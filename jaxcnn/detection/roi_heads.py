@@ -41,8 +41,8 @@ def sample_rois(proposals, proposal_valid, gt_boxes, gt_classes, gt_valid, key, 
   bg = cand_valid & (best < foreground_iou)
   kf, kb = jax.random.split(key)
   num_fg = jnp.minimum(jnp.sum(fg), int(batch_size * positive_fraction))
-  fg = keep_random(fg, num_fg, kf)
-  bg = keep_random(bg, batch_size - num_fg, kb)
+  fg = keep_random(fg, num_fg, kf, batch_size)
+  bg = keep_random(bg, batch_size - num_fg, kb, batch_size)
   # Foreground first: sort by (not fg, not bg), stable.
   order = jnp.argsort(jnp.where(fg, 0, jnp.where(bg, 1, 2)), stable=True)[:batch_size]
   valid = (fg | bg)[order]

@@ -63,11 +63,18 @@ def match(anchors, gt_boxes, gt_valid, image_hw, *, positive_iou: float = 0.7, n
   return jnp.where(inside, labels, IGNORED).astype(jnp.int32), matched
 
 
-def keep_random(member, limit, key):
-  """`member` restricted to `limit` (traced) of its True entries drawn uniformly at random: static shapes."""
+def keep_random(member, limit, key, max_limit: int | None = None):
+  """`member` restricted to `limit` (traced) of its True entries drawn uniformly at random: static shapes.
+  The entries of lowest random priority are kept (ties: the lower index); with `max_limit` (static, at
+  least `limit`) they are found by one top-k of that size instead of sorting everything (268,000 anchors:
+  a top 256 instead of two full sorts), with the same result."""
   priority = jnp.where(member, jax.random.uniform(key, member.shape), 2.0)
-  rank = jnp.argsort(jnp.argsort(priority, stable=True), stable=True)
-  return member & (rank < limit)
+  if max_limit is None or max_limit >= member.shape[0]:
+    rank = jnp.argsort(jnp.argsort(priority, stable=True), stable=True)
+    return member & (rank < limit)
+  _, idx = jax.lax.top_k(-priority, max_limit)  # ascending priority; equal values: the lower index first
+  chosen = (jnp.arange(max_limit) < limit) & member[idx]
+  return jnp.zeros_like(member).at[idx].set(chosen)
 
 
 def subsample(labels, key, batch_size: int = 256, positive_fraction: float = 0.5):
@@ -76,8 +83,8 @@ def subsample(labels, key, batch_size: int = 256, positive_fraction: float = 0.5
   kp, kn = jax.random.split(key)
   pos = labels == POSITIVE
   num_pos = jnp.minimum(jnp.sum(pos), int(batch_size * positive_fraction))
-  keep_pos = keep_random(pos, num_pos, kp)
-  keep_neg = keep_random(labels == NEGATIVE, batch_size - num_pos, kn)
+  keep_pos = keep_random(pos, num_pos, kp, batch_size)
+  keep_neg = keep_random(labels == NEGATIVE, batch_size - num_pos, kn, batch_size)
   return jnp.where(keep_pos, POSITIVE, jnp.where(keep_neg, NEGATIVE, IGNORED)).astype(jnp.int32)
 
 
