@@ -35,7 +35,9 @@ SCRIPTS = [
     ("ucr_cost", "the full UCR/UEA benchmark's cost: each model's step and evaluation time on every shipped "
      "data set x epochs x seeds", "[ucr_cost.md](ucr_cost.md)"),
     ("mask_rcnn", "Mask R-CNN inference time per image (small at 128², ResNet-50-C4 and -FPN at the paper's "
-     "800 x 1333), host post-processing, compile time, peak memory", "[mask_rcnn.md](mask_rcnn.md)"),
+     "800 x 1333) and the R50-FPN's inference and training step side by side with torchvision's (same "
+     "image, weights and settings, runs alternated), host post-processing, compile time, peak memory",
+     "[mask_rcnn.md](mask_rcnn.md)"),
     ("equivalence", "the zoo against torchvision (and EfficientNet-Lite0 against its PyTorch port): the "
      "largest difference of the logits for the same weights, per model", "[equivalence.md](equivalence.md)"),
     ("init_compile", "every zoo model's initialisation: compile time at XLA:CPU's default LLVM level and at "

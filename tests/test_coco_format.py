@@ -173,7 +173,7 @@ def test_the_paper_configs_name_registered_parts():
 
 def test_eval_pad_to_0_pads_each_image_to_a_multiple_of_32_and_a_batch_to_its_largest(coco_dir):
   """torchvision's batching: each image padded to its own multiple of 32, a batch to the largest of
-  them; training keeps the fixed size. Bad sizes get one error."""
+  them; training keeps the fixed size. Bad sizes and an unknown mask paste get one error each."""
   from jaxcnn.data import pipeline
   ds = build(coco_dir, eval_pad_to=0)
   val = ds.evals["val"]
@@ -188,6 +188,13 @@ def test_eval_pad_to_0_pads_each_image_to_a_multiple_of_32_and_a_batch_to_its_la
   assert tuple(batch["image_hw"][0]) == tuple(first["image_hw"]) == (192, 120)
   enc = ds.encode(np.zeros((96, 128, 3), np.uint8))
   assert enc["x"].shape == (160, 192, 3) and tuple(enc["image_hw"]) == (144, 192)
+  from jaxcnn.errors import ConfigError
+  with pytest.raises(ConfigError, match=r"config.task.mask_paste='bilinear': choose box or torchvision \(how the m x m "
+                                        r"masks are resampled into their boxes\)"):
+    InstanceSegmentation(5, mask_paste="bilinear")
+  with pytest.raises(DatasetError, match=r"eval_pad_to=100 must be 0 \(each image padded to a multiple of 32, as "
+                                         r"torchvision\) or a multiple of 32 that holds the resized images"):
+    coco_format.coco(coco_dir, train_split="train", eval_split="val", min_size=160, max_size=192, eval_pad_to=100)
   for bad in (dict(pad_to=100), dict(eval_pad_to=-32), dict(eval_pad_to=64)):
     with pytest.raises(DatasetError, match=r"must be 0 \(each image padded to a multiple of 32"):
       coco_format.coco(coco_dir, train_split="train", eval_split="val", min_size=160, max_size=192,
