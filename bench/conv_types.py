@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 
@@ -139,12 +138,8 @@ def run(reps: int):
 
 
 def table(rows, torch_version, threads) -> str:
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
+  from machine import cpu_name  # bench/machine.py
+  cpu = cpu_name()
   kernels = ("Eigen (`JAXCNN_CPU_CONVOLUTIONS=eigen`)" if EIGEN else
              "YNNPACK (jaxlib's default)")
   lines = [f"Measured on {os.cpu_count()} CPU cores ({cpu}), jax {jax.__version__}, XLA:CPU convolution "

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import sys
 import time
 
@@ -89,12 +88,8 @@ def main():
           f"({r['rel']:.1e} relative), same top-1: {r['argmax']}   [{time.perf_counter() - t:.0f} s]",
           flush=True)
   import jax
-  cpu = platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-  except OSError:
-    pass
+  from machine import cpu_name  # bench/machine.py
+  cpu = cpu_name()
   lines = ["# The zoo against its reference implementations", "",
            f"`python bench/equivalence.py`, {datetime.date.today()}, {cpu} x {os.cpu_count()}, "
            f"jax {jax.__version__}, torch {__import__('torch').__version__}. Same weights, same inputs "

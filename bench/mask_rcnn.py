@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -363,12 +362,8 @@ def main():
     print(f"training step, {objects} objects: jaxcnn {r['jaxcnn_ms']:.0f} ms, torchvision {r['torchvision_ms']:.0f} ms "
           f"({r['jaxcnn_ms'] / r['torchvision_ms']:.2f}x)", flush=True)
   import jax
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
+  from machine import cpu_name  # bench/machine.py
+  cpu = cpu_name()
   lines = [
       "# Mask R-CNN inference time", "",
       f"Measured with `python bench/mask_rcnn.py` on {cpu} x {os.cpu_count()} CPU cores "
