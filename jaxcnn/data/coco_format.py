@@ -9,11 +9,13 @@ COCO's format (LVIS-style exports of CVAT, Label Studio, Roboflow, ...).
 Each image is resized so its short side is `min_size` and its long side at most `max_size` (the paper:
 800 / 1333) as torchvision's `GeneralizedRCNNTransform` resizes it (normalised, then bilinear without
 antialiasing, `floor(side x scale)` pixels; boxes scaled by each axis's own ratio), then padded at the
-bottom and right to a fixed `pad_to x pad_to` so every step has one shape (jit, TPU; torchvision pads
-each batch to a multiple of 32 instead). Annotations become `max_instances` padded ground-truth rows: boxes (x1, y1, x2, y2 in
-input pixels), classes (1..K: the JSON's categories in id order; 0 is the background) and each mask as a
-`mask_size x mask_size` crop of its box (`gt_mask_crops`; full-image masks of 100 instances at 1333 x
-800 would take 100 MB per image). Crowd regions (`iscrowd: 1`) and boxes under one pixel are not
+bottom and right to a fixed `pad_to x pad_to` so every step has one shape (jit, TPU), or, with 0, to the
+next multiple of 32 as torchvision pads it (a batch then takes its largest image's shape: one compile per
+shape); `eval_pad_to` does the same for evaluation and `--mode=predict`. Each example says the image's
+size inside its padding (`image_hw`), which the model clips its boxes to. Annotations become
+`max_instances` padded ground-truth rows: boxes (x1, y1, x2, y2 in input pixels), classes (1..K: the
+JSON's categories in id order; 0 is the background) and each mask as a `mask_size x mask_size` crop of
+its box (`gt_mask_crops`; full-image masks of 100 instances at 1333 x 800 would take 100 MB per image). Crowd regions (`iscrowd: 1`) and boxes under one pixel are not
 training targets (Detectron's rule); training images without any target are skipped. Training flips
 images horizontally at random (the paper's only augmentation).
 
