@@ -20,6 +20,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def _taps(start, extent, bins: int, samples: int, size):
@@ -81,15 +82,12 @@ def roi_align_pyramid(features: Sequence, boxes, levels, scales: Sequence[float]
     raise ValueError(f"{len(features)} feature maps but {len(scales)} scales")
   dtype = features[0].dtype
   flat = jnp.concatenate([f.reshape(-1, f.shape[-1]).astype(jnp.float32) for f in features])
-  sizes = [f.shape[0] * f.shape[1] for f in features]
-  starts = [sum(sizes[:i]) for i in range(len(sizes))]
-
-  def per_level(values, dtype):
-    return jnp.asarray(values, dtype)[levels]
+  starts = np.cumsum([0] + [f.shape[0] * f.shape[1] for f in features])[:-1]
   levels = jnp.asarray(levels, jnp.int32)
-  offset, height, width = (per_level(v, jnp.int32) for v in
+  # each box's map: where its cells start in `flat`, its height and width, its cells per pixel
+  offset, height, width = (jnp.asarray(v, jnp.int32)[levels] for v in
                            (starts, [f.shape[0] for f in features], [f.shape[1] for f in features]))
-  scale = per_level(scales, jnp.float32)
+  scale = jnp.asarray(scales, jnp.float32)[levels]
   pool = lambda b, o, h, w, sc: _pool(flat, b, o, h, w, sc, output_size, sampling_ratio, aligned)  # noqa: E731
   r = boxes.shape[0]
   if chunk is None or r <= chunk:

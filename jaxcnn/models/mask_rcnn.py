@@ -187,10 +187,7 @@ class MaskRCNN(nn.Module):
 
   def _box_outputs(self, feats, rois):
     """Inference, box head only: `(class logits [B, R, K+1], deltas [B, R, K, 4])`."""
-    b, r = rois.shape[:2]
-    pooled = self._pool(feats, rois)
-    logits, deltas, _ = self.box_head(pooled.reshape((b * r,) + pooled.shape[2:]), False)
-    return logits.reshape(b, r, -1), deltas.reshape(b, r, -1, 4)
+    return self._box_train(feats, rois, False)[:2]
 
   def _mask_outputs(self, feats, boxes):
     """Inference, the mask branch on the final boxes `[B, N, 4]`: `[B, N, m, m, K]` logits."""
