@@ -7,9 +7,11 @@ frozen (`config.model.freeze`).
   the file: a run that resumes takes everything from its checkpoint.
 - `freeze=("conv1", "norm1", "stage1", ...)`: the model's top-level modules by name (`stage1` also
   names `stage1_block1`, `stage1_block2`, ...: a name and everything that starts with it and "_"). Their
-  parameters get no updates (weight decay included) and their BatchNorm running statistics stay those
-  of the start; in training, their BatchNorm still normalises with the batch's statistics, as torch's
-  `requires_grad_(False)` leaves it.
+  parameters get no updates (weight decay included) and no gradient is computed for them (the backward
+  pass ends at the lowest module that trains: with the stem and res2 frozen it never enters them), and
+  their BatchNorm running statistics stay those of the start; in training, their BatchNorm still
+  normalises with the batch's statistics, as torch's `requires_grad_(False)` leaves it. `grad_norm` is
+  the trained parameters' gradient norm.
 """
 from __future__ import annotations
 

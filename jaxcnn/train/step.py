@@ -54,20 +54,27 @@ def train_step(state: TrainState, batch, *, model, task, tx: optax.GradientTrans
   # truth) pass the batch and a key to it: `task.train_inputs(batch, rng)` -> extra keyword arguments.
   extra = task.train_inputs(batch, rng)
 
-  def loss_fn(params):
+  # Gradients of the trained parameters only: the frozen modules' are never computed, and the backward
+  # pass ends at the lowest module that trains (with the stem and res2 frozen, it never enters them).
+  trained = {k: v for k, v in state.params.items() if not is_frozen(k, frozen)}
+
+  def loss_fn(trained):
+    params = {**state.params, **trained}
     logits, new_vars = model.apply(
         {"params": params, "batch_stats": state.batch_stats}, batch["x"], train=True,
         mask=model_mask(batch), rngs={"dropout": rng}, mutable=["batch_stats"], **extra)
     # This device's share of the global mean loss; the psum of the gradients adds the shares up.
     return jnp.sum(task.loss(logits, batch) * weights) / count, (logits, new_vars)
 
-  (_, (logits, new_vars)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (_, (logits, new_vars)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trained)
   grads = jax.lax.psum(grads, axis_name)
+  grad_norm = optax.tree.norm(grads)  # of the trained parameters
+  grads = {k: grads[k] if k in grads else jax.tree.map(jnp.zeros_like, v) for k, v in state.params.items()}
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   updates = jax.tree.map(lambda u: u * state.lr_scale.astype(u.dtype), updates)
   params = optax.apply_updates(state.params, updates)
   metrics = jax.lax.psum(task.metric_sums(logits, batch, weights), axis_name)
-  metrics["grad_norm"] = optax.tree.norm(grads)
+  metrics["grad_norm"] = grad_norm
   # The first step (1-based) whose loss / gradients were NaN or Inf; NEVER when finite. Accumulated
   # over steps with `min` (see `accumulate`), so the trainer can name the step without a sync per step.
   metrics[FIRST_BAD_LOSS] = _step_if(~jnp.isfinite(metrics["loss"]), state.step)
