@@ -214,3 +214,62 @@ def test_a_batch_that_does_not_divide_over_8_devices_trains_as_on_one_device(sma
       np.testing.assert_allclose(x, y, rtol=1e-3, atol=3e-4, err_msg=parallel)
     for k in ("train/loss", "test/loss", "test/accuracy"):
       assert one["final"][k] == pytest.approx(eight["final"][k], rel=1e-5, abs=1e-6), (parallel, k)
+
+
+def test_frozen_modules_get_no_gradient_and_the_rest_the_same_step():
+  """`config.model.freeze`: the step differentiates the trained parameters only, so the backward pass
+  never enters a frozen module at the bottom of the network (torch's `requires_grad_(False)`); the
+  trained parameters take the step that full gradients with zeroed frozen updates give, the frozen
+  parameters and BatchNorm statistics stay bit for bit, and grad_norm is the trained gradients' norm."""
+  import functools
+
+  import jax.numpy as jnp
+  import optax
+
+  from jaxcnn import registry
+  from jaxcnn.tasks.classification import Classification
+  from jaxcnn.train import step as step_lib
+  from jaxcnn.train.parallel import Parallel
+  from jaxcnn.train.start import freeze
+  from jaxcnn.train.state import create_train_state
+  registry.load_all()
+  model = registry.MODELS.build("fcn", num_classes=3, filters=(4, 8, 4), axis_name="data")
+  frozen = ("ConvBNReLU_0",)
+  tx, task = freeze(optax.sgd(0.1, momentum=0.9), frozen), Classification(3)
+  rng = np.random.default_rng(0)
+  batch = {"x": rng.normal(size=(8, 32, 1)).astype(np.float32), "label": rng.integers(0, 3, 8).astype(np.int32),
+           "mask": np.ones(8, bool)}
+  state = jax.device_get(create_train_state(model.clone(axis_name=None), tx, {"x": batch["x"][0]}, seed=0))
+  steps = {}
+  for name, fz in (("frozen", frozen), ("all gradients", ())):
+    par = Parallel("jit", functools.partial(step_lib.train_step, model=model, task=task, tx=tx, frozen=fz),
+                   lambda s, b: {}, jax.devices()[:1])
+    # convolutions in the step: 3 forward; backward: ConvBNReLU_2's input and kernel gradients, _1's
+    # kernel gradient only (its input comes from the frozen module), none of _0's
+    hlo = jax.jit(par._train).lower(par.put_state(state), par.put_batch(batch)).as_text()  # pylint: disable=protected-access
+    assert hlo.count("stablehlo.convolution") == {"frozen": 6, "all gradients": 8}[name]
+    new, metrics = par.train_step(par.put_state(state), par.put_batch(batch))
+    steps[name] = (par.get_state(new), jax.device_get(metrics))
+  (new, metrics), (ref, _) = steps["frozen"], steps["all gradients"]
+  moved = []
+  for k in state.params:
+    for a, b, before in zip(jax.tree.leaves(new.params[k]), jax.tree.leaves(ref.params[k]),
+                            jax.tree.leaves(state.params[k]), strict=True):
+      if k in frozen:
+        np.testing.assert_array_equal(a, before)
+      else:
+        moved.append(not np.array_equal(a, before))  # (a conv bias before BatchNorm has no gradient)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  assert sum(moved) >= len(moved) - 2
+  for a, before in zip(jax.tree.leaves(new.batch_stats["ConvBNReLU_0"]),
+                       jax.tree.leaves(state.batch_stats["ConvBNReLU_0"]), strict=True):
+    np.testing.assert_array_equal(a, before)
+
+  def loss(params):
+    logits, _ = model.clone(axis_name=None).apply({"params": params, "batch_stats": state.batch_stats},
+                                                  batch["x"], train=True, mutable=["batch_stats"])
+    return jnp.mean(task.loss(logits, batch))
+  grads = jax.grad(loss)(state.params)
+  trained_norm = optax.tree.norm({k: v for k, v in grads.items() if k not in frozen})
+  assert float(metrics["grad_norm"]) == pytest.approx(float(trained_norm), rel=1e-5)
+  assert float(trained_norm) < float(optax.tree.norm(grads))
