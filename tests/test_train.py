@@ -139,6 +139,13 @@ def test_eval_mode_reproduces_the_final_metrics(small_config, tmp_path):
   assert np.sum(ev["test/confusion"]) == 150
   saved = json.load(open(tmp_path / "result.json"))
   assert saved["final"]["epoch"] == 3
+  # --mode=eval restores into the state's shapes: the fresh state is never initialised
+  from jaxcnn.train.runtime import Runtime
+  rt = Runtime(c, str(tmp_path), devices=jax.devices()[:1])
+  step, state = rt.restore_latest("eval")
+  rt.ckpt.close()
+  assert step == 30 and rt._state is None  # pylint: disable=protected-access
+  assert jax.tree.structure(state) == jax.tree.structure(rt.abstract_state)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "lost_file", "half_written", "data_position", "every_one"])
@@ -246,9 +253,10 @@ def test_frozen_modules_get_no_gradient_and_the_rest_the_same_step():
                    lambda s, b: {}, jax.devices()[:1])
     # convolutions in the step: 3 forward; backward: ConvBNReLU_2's input and kernel gradients, _1's
     # kernel gradient only (its input comes from the frozen module), none of _0's
-    hlo = jax.jit(par._train).lower(par.put_state(state), par.put_batch(batch)).as_text()  # pylint: disable=protected-access
-    assert hlo.count("stablehlo.convolution") == {"frozen": 6, "all gradients": 8}[name]
-    new, metrics = par.train_step(par.put_state(state), par.put_batch(batch))
+    args = (par.put_state(state), par.put_batch(batch))
+    lowered = par._train.lower(*args)  # pylint: disable=protected-access
+    assert lowered.as_text().count("stablehlo.convolution") == {"frozen": 6, "all gradients": 8}[name]
+    new, metrics = lowered.compile()(*args)
     steps[name] = (par.get_state(new), jax.device_get(metrics))
   (new, metrics), (ref, _) = steps["frozen"], steps["all gradients"]
   moved = []

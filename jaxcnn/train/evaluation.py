@@ -27,7 +27,7 @@ def evaluate_checkpoint(config, workdir: str, *, devices=None, console=None) -> 
   published numbers when the data set is theirs); writes eval.md and eval.json (process 0)."""
   from jaxcnn.train.runtime import Runtime
   rt = Runtime(config, workdir, devices)
-  if rt.pretrained is not None and rt.ckpt.latest_step() is None:
+  if config.model.get("pretrained") and rt.ckpt.latest_step() is None:
     step, state = 0, rt.state  # the pretrained weights themselves: nothing trained in this workdir
     weights = rt.pretrained["message"]
   else:

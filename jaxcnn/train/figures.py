@@ -29,6 +29,15 @@ def apply_fn(model, state):
   return lambda x: jax.device_get(fn(variables, x))
 
 
+def detect_fn(model):
+  """The jitted detector `(variables, x [B, H, W, 3], image_hw [B, 2]) -> detections` that the training
+  run's figure and `--mode=predict` both run: the same inputs are the same program (compiled once, and
+  cached by XLA's persistent cache where one is set)."""
+  def detect(variables, x, image_hw):
+    return model.apply(variables, x, train=False, image_hw=image_hw)
+  return jax.jit(detect)
+
+
 def _denormalize(x: np.ndarray, info: dict) -> np.ndarray:
   mean, std = np.asarray(info.get("mean", 0.0)), np.asarray(info.get("std", 1.0))
   return ((x * std + mean) * 255).clip(0, 255).astype(np.uint8)
@@ -72,8 +81,11 @@ def write_detection_figure(rt: "Runtime", state, workdir: str, split: str | None
   if n == 0:
     return []
   examples = [ds.preprocess(source[i]) for i in range(n)]
-  apply = apply_fn(rt.c.init_model, state)  # one image at a time: the program --mode=predict runs
-  dets = [apply(e["x"][None]) for e in examples]
+  detect = detect_fn(rt.c.init_model)  # one image at a time: the program --mode=predict runs
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  dets = [jax.device_get(detect(variables, e["x"][None],
+                                np.asarray([e.get("image_hw", e["x"].shape[:2])], np.int32)))
+          for e in examples]
   det = {k: np.concatenate([d[k] for d in dets]) for k in dets[0]}
   thr = float(rt.config.predict.get("score_threshold", 0.5))
   panels = []

@@ -119,7 +119,7 @@ class _Trainer:
       return None
     try:
       step, restored, saved = rt.ckpt.restore(
-          rt.state, self.data_iter, warn=lambda m: self.console.print(m, style="red", markup=False))
+          rt.state_template(), self.data_iter, warn=lambda m: self.console.print(m, style="red", markup=False))
     except CheckpointFormatError:
       raise
     except (ValueError, KeyError, TypeError) as e:  # readable, but another model: say which values differ

@@ -11,7 +11,7 @@ import numpy as np
 
 from jaxcnn import registry
 from jaxcnn.data import pipeline
-from jaxcnn.train.figures import apply_fn
+from jaxcnn.train.figures import apply_fn, detect_fn
 from jaxcnn.train.runtime import Runtime
 
 
@@ -130,7 +130,7 @@ def predict_instances(config, workdir: str, input_dir: str, output_dir: str | No
   os.makedirs(output_dir, exist_ok=True)
   model, variables = rt.c.init_model, {"params": state.params, "batch_stats": state.batch_stats}
   # one compile per input shape (an image padded to its own multiple of 32: a few shapes)
-  detect = jax.jit(lambda v, x, hw: model.apply(v, x, train=False, image_hw=hw))
+  detect = detect_fn(model)
   names = list(ds.class_names)
   categories = ds.info.get("categories") or [{"id": k, "name": n} for k, n in enumerate(names) if k]
   by_id = {c["id"]: j for j, c in enumerate(categories, start=1)}  # category id -> model class

@@ -50,22 +50,48 @@ class Runtime:
     self.rows_per_step = round_up(self.batch_size, self.par.num_devices)
     self.eval_batch_size = round_up(int(config.train.eval_batch_size), self.par.num_devices)
     self.proc = dict(process_index=jax.process_index(), process_count=jax.process_count())
-    try:
-      self.state = create_train_state(self.c.init_model, self.tx, ds.example(), config.seed)
-    except ValueError as e:  # the model's own check of its arguments (e.g. filters vs kernel_sizes)
-      raise registry.ConfigError(f"model {config.model.name!r} cannot be built from config.model "
-                                 f"({', '.join(f'{k}={v}' for k, v in config_kwargs(config.model).items())}): "
-                                 f"{str(e).splitlines()[0]}") from None
-    self.pretrained = None
-    if config.model.get("pretrained"):
-      self.state, self.pretrained = load_pretrained(self.state, self.c.init_model, config, self.tx)
-    check_frozen(self.frozen, self.state.params)
+    # The train state's shapes and dtypes, traced (nothing initialised or compiled): what a checkpoint is
+    # restored into. The fresh state (`self.state`, initialised and loaded with `config.model.pretrained`)
+    # is made only when a run needs it: `--mode=eval` / `predict` and a resumed run never do.
+    self.abstract_state = self._build(lambda: jax.eval_shape(
+        lambda: create_train_state(self.c.init_model, self.tx, ds.example(), config.seed)))
+    self._state, self.pretrained = None, None
+    check_frozen(self.frozen, self.abstract_state.params)
     self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep)
     self._eval_cache: dict[str, list] = {}
     self._predict_fn = None
     self._host_eval_cache: dict[str, list] = {}
     self._predict_step = None
     self._coco_gt: dict[str, dict] = {}
+
+  def _build(self, make):
+    try:
+      return make()
+    except ValueError as e:  # the model's own check of its arguments (e.g. filters vs kernel_sizes)
+      raise registry.ConfigError(f"model {self.config.model.name!r} cannot be built from config.model "
+                                 f"({', '.join(f'{k}={v}' for k, v in config_kwargs(self.config.model).items())}): "
+                                 f"{str(e).splitlines()[0]}") from None
+
+  @property
+  def state(self):
+    """The fresh train state (initialised on first use, with `config.model.pretrained` loaded), or the
+    state a resumed run assigned."""
+    if self._state is None:
+      state = self._build(lambda: create_train_state(self.c.init_model, self.tx, self.c.dataset.example(),
+                                                     self.config.seed))
+      if self.config.model.get("pretrained"):
+        state, self.pretrained = load_pretrained(state, self.c.init_model, self.config, self.tx)
+      self._state = state
+    return self._state
+
+  @state.setter
+  def state(self, value):
+    self._state = value
+
+  def state_template(self):
+    """Zeros of the train state's shapes and dtypes (host memory, untouched pages): what checkpoints are
+    restored into."""
+    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), self.abstract_state)
 
   def restore_latest(self, mode: str):
     """`(step, state)` of the newest checkpoint, for `--mode=<mode>`; a clear error when there is none."""
@@ -75,7 +101,7 @@ class Runtime:
     if step is None:
       raise FileNotFoundError(no_checkpoint)
     try:
-      step, state, _ = self.ckpt.restore(self.state, None)
+      step, state, _ = self.ckpt.restore(self.state_template(), None)
     except CheckpointFormatError:
       raise
     except (ValueError, KeyError, TypeError) as e:
