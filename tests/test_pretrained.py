@@ -353,6 +353,10 @@ def test_freezing_an_unknown_module_or_every_module_is_one_error():
     check_frozen(("stem", "stage9"), params)
   with pytest.raises(ConfigError, match="freezes every module of the model: nothing would train"):
     check_frozen(("stem", "block0", "block1", "head"), params)
+  with pytest.raises(ConfigError, match=r"config.model.freeze names 'block\*/Norm\*', matches no parameter of "
+                                        r"this model \(paths like block0/conv/kernel, block0/norm/scale, "):
+    check_frozen(("block*/Norm*",), {"block0": {"conv": {"kernel": 1}, "norm": {"scale": 1}}, "head": {}})
+  check_frozen(("block*/norm*",), {"block0": {"conv": {"kernel": 1}, "norm": {"scale": 1}}, "head": {}})
 
 
 @pytest.mark.parametrize("name,depth", [("mask_rcnn_r50_fpn", 50), ("mask_rcnn_r50_c4", 50)])
@@ -376,3 +380,18 @@ def test_an_imagenet_resnet_starts_the_mask_rcnn_backbone(name, depth):
   with pytest.raises(pretrained.PretrainedError, match="no tensor 'layer3.5.conv1.weight'"):
     pretrained.from_state_dict(name, variables, {k: v for k, v in sd.items() if not k.startswith("layer3.5.")},
                                model=model)
+  # experiments/mask_rcnn.py's freeze for this start (trainable_backbone_layers=3 and FrozenBatchNorm2d):
+  # the stem, res2 and every BatchNorm's scale and shift fixed; of the backbone, only res3-res5's
+  # convolution kernels train, as torchvision's requires_grad parameters
+  from flax import traverse_util
+
+  from jaxcnn.train.start import check_frozen, is_frozen
+  frozen = (("conv1", "norm1", "stages_0", "stages_*/*norm*") if name.endswith("fpn") else
+            ("conv1", "norm1", "c4_blocks_0", "c4_blocks_1", "c4_blocks_2", "c4_blocks_*/*norm*", "res5_*/*norm*"))
+  check_frozen(frozen, shapes["params"])
+  paths = traverse_util.flatten_dict(shapes["params"], sep="/")
+  trained = {p for p in paths if p.startswith(("stages_", "c4_blocks_", "res5_")) and not is_frozen(p, frozen)}
+  torch_trained = [k for k, _ in ref.named_parameters() if k.startswith(("layer2.", "layer3.", "layer4."))
+                   and "bn" not in k and "downsample.1" not in k]
+  assert len(trained) == len(torch_trained) and all(p.endswith("/kernel") for p in trained), sorted(trained)[:5]
+  assert all(is_frozen(p, frozen) for p in paths if p.startswith(("conv1", "norm1", "stages_0_")) or "norm" in p)

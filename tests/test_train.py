@@ -223,25 +223,28 @@ def test_a_batch_that_does_not_divide_over_8_devices_trains_as_on_one_device(sma
       assert one["final"][k] == pytest.approx(eight["final"][k], rel=1e-5, abs=1e-6), (parallel, k)
 
 
-def test_frozen_modules_get_no_gradient_and_the_rest_the_same_step():
+@pytest.mark.parametrize("frozen", [("ConvBNReLU_0",), ("ConvBNReLU_0", "*/BatchNorm*")])
+def test_frozen_modules_get_no_gradient_and_the_rest_the_same_step(frozen):
   """`config.model.freeze`: the step differentiates the trained parameters only, so the backward pass
   never enters a frozen module at the bottom of the network (torch's `requires_grad_(False)`); the
   trained parameters take the step that full gradients with zeroed frozen updates give, the frozen
-  parameters and BatchNorm statistics stay bit for bit, and grad_norm is the trained gradients' norm."""
+  parameters and BatchNorm statistics stay bit for bit, and grad_norm is the trained gradients' norm.
+  A glob entry (`*/BatchNorm*`: every BatchNorm's scale and shift, as FrozenBatchNorm2d) freezes the
+  parameters whose paths it matches."""
   import functools
 
   import jax.numpy as jnp
   import optax
+  from flax import traverse_util
 
   from jaxcnn import registry
   from jaxcnn.tasks.classification import Classification
   from jaxcnn.train import step as step_lib
   from jaxcnn.train.parallel import Parallel
-  from jaxcnn.train.start import freeze
+  from jaxcnn.train.start import freeze, is_frozen
   from jaxcnn.train.state import create_train_state
   registry.load_all()
   model = registry.MODELS.build("fcn", num_classes=3, filters=(4, 8, 4), axis_name="data")
-  frozen = ("ConvBNReLU_0",)
   tx, task = freeze(optax.sgd(0.1, momentum=0.9), frozen), Classification(3)
   rng = np.random.default_rng(0)
   batch = {"x": rng.normal(size=(8, 32, 1)).astype(np.float32), "label": rng.integers(0, 3, 8).astype(np.int32),
@@ -259,25 +262,30 @@ def test_frozen_modules_get_no_gradient_and_the_rest_the_same_step():
     new, metrics = lowered.compile()(*args)
     steps[name] = (par.get_state(new), jax.device_get(metrics))
   (new, metrics), (ref, _) = steps["frozen"], steps["all gradients"]
+  flat = lambda tree: traverse_util.flatten_dict(tree, sep="/")  # noqa: E731
+  before, after, reference = flat(state.params), flat(new.params), flat(ref.params)
+  held = sorted(p for p in before if is_frozen(p, frozen))
+  assert len(held) == {1: 4, 2: 8}[len(frozen)]  # ConvBNReLU_0's 4 leaves (+ the other 2 BatchNorms' 2 each)
   moved = []
-  for k in state.params:
-    for a, b, before in zip(jax.tree.leaves(new.params[k]), jax.tree.leaves(ref.params[k]),
-                            jax.tree.leaves(state.params[k]), strict=True):
-      if k in frozen:
-        np.testing.assert_array_equal(a, before)
-      else:
-        moved.append(not np.array_equal(a, before))  # (a conv bias before BatchNorm has no gradient)
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  for p in before:
+    if p in held:
+      np.testing.assert_array_equal(after[p], before[p])
+    else:
+      moved.append(not np.array_equal(after[p], before[p]))  # (a conv bias before BatchNorm has no gradient)
+      np.testing.assert_allclose(after[p], reference[p], rtol=1e-5, atol=1e-7)
   assert sum(moved) >= len(moved) - 2
-  for a, before in zip(jax.tree.leaves(new.batch_stats["ConvBNReLU_0"]),
-                       jax.tree.leaves(state.batch_stats["ConvBNReLU_0"]), strict=True):
-    np.testing.assert_array_equal(a, before)
+  stats_before, stats_after = flat(state.batch_stats), flat(new.batch_stats)
+  for p in stats_before:
+    if is_frozen(p, frozen):
+      np.testing.assert_array_equal(stats_after[p], stats_before[p])
+    else:
+      assert not np.array_equal(stats_after[p], stats_before[p])
 
   def loss(params):
     logits, _ = model.clone(axis_name=None).apply({"params": params, "batch_stats": state.batch_stats},
                                                   batch["x"], train=True, mutable=["batch_stats"])
     return jnp.mean(task.loss(logits, batch))
-  grads = jax.grad(loss)(state.params)
-  trained_norm = optax.tree.norm({k: v for k, v in grads.items() if k not in frozen})
+  grads = flat(jax.grad(loss)(state.params))
+  trained_norm = optax.tree.norm({p: v for p, v in grads.items() if p not in held})
   assert float(metrics["grad_norm"]) == pytest.approx(float(trained_norm), rel=1e-5)
   assert float(trained_norm) < float(optax.tree.norm(grads))

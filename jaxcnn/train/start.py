@@ -11,13 +11,18 @@ frozen (`config.model.freeze`).
   pass ends at the lowest module that trains: with the stem and res2 frozen it never enters them), and
   their BatchNorm running statistics stay those of the start; in training, their BatchNorm still
   normalises with the batch's statistics, as torch's `requires_grad_(False)` leaves it. `grad_norm` is
-  the trained parameters' gradient norm.
+  the trained parameters' gradient norm. An entry with "/" or a wildcard is a glob over parameter paths
+  instead: `stages_*/*norm*` freezes every BatchNorm's scale and shift in the ResNet stages (what
+  torchvision's FrozenBatchNorm2d keeps fixed).
 """
 from __future__ import annotations
+
+import fnmatch
 
 import jax
 import jax.numpy as jnp
 import optax
+from flax import traverse_util
 
 from jaxcnn import pretrained as pretrained_lib
 from jaxcnn.errors import ConfigError
@@ -33,8 +38,28 @@ def frozen_names(config) -> tuple[str, ...]:
   return tuple(n for n in names if n)
 
 
-def is_frozen(name: str, frozen) -> bool:
-  return any(name == f or name.startswith(f + "_") for f in frozen)
+def _is_pattern(entry: str) -> bool:
+  return any(ch in entry for ch in "/*?[")
+
+
+def is_frozen(path: str, frozen) -> bool:
+  """Whether the parameter (or module) at `path` ("stages_1_0/norm1/scale", or a top-level name) is in
+  `frozen`: a plain name covers a top-level module and those whose names start with it and "_"; an entry
+  with "/" or a wildcard is a glob over the path, covering what it matches and everything under it."""
+  top = path.split("/", 1)[0]
+  for f in frozen:
+    if _is_pattern(f):
+      if fnmatch.fnmatchcase(path, f) or fnmatch.fnmatchcase(path, f + "/*"):
+        return True
+    elif top == f or top.startswith(f + "_"):
+      return True
+  return False
+
+
+def split(tree, frozen):
+  """`(trained, flat)`: the leaves of a nested dict outside `frozen` as `{path: leaf}`, and all of them."""
+  flat = traverse_util.flatten_dict(tree, sep="/")
+  return {p: v for p, v in flat.items() if not is_frozen(p, frozen)}, flat
 
 
 def freeze(tx: optax.GradientTransformation, frozen) -> optax.GradientTransformation:
@@ -43,18 +68,21 @@ def freeze(tx: optax.GradientTransformation, frozen) -> optax.GradientTransforma
     return tx
 
   def labels(params):
-    return {k: jax.tree.map(lambda _: "frozen" if is_frozen(k, frozen) else "train", v)
-            for k, v in params.items()}
+    return traverse_util.path_aware_map(
+        lambda path, _: "frozen" if is_frozen("/".join(path), frozen) else "train", params)
   return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
 
 def check_frozen(frozen, params) -> None:
   names = sorted(params)
-  unknown = [f for f in frozen if not any(is_frozen(n, (f,)) for n in names)]
+  paths = ["/".join(k) for k in traverse_util.flatten_dict(params, keep_empty_nodes=True)]
+  unknown = [f for f in frozen if not any(is_frozen(p, (f,)) for p in paths)]
   if unknown:
-    raise ConfigError(f"config.model.freeze names {unknown[0]!r}, which is not a module of this model; "
-                      f"its top-level modules: {', '.join(names)}")
-  if frozen and all(is_frozen(n, frozen) for n in names):
+    what = ("matches no parameter of this model (paths like " + ", ".join(paths[:3]) + ")"
+            if _is_pattern(unknown[0]) else "which is not a module of this model")
+    raise ConfigError(f"config.model.freeze names {unknown[0]!r}, {what}; its top-level modules: "
+                      f"{', '.join(names)}")
+  if frozen and all(is_frozen(p, frozen) for p in paths):
     raise ConfigError("config.model.freeze freezes every module of the model: nothing would train")
 
 

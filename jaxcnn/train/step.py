@@ -13,8 +13,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import optax
+from flax import traverse_util
 
-from jaxcnn.train.start import is_frozen
+from jaxcnn.train.start import is_frozen, split
 from jaxcnn.train.state import TrainState
 
 
@@ -44,8 +45,8 @@ def model_mask(batch):
 
 def train_step(state: TrainState, batch, *, model, task, tx: optax.GradientTransformation,
                axis_name: str = "data", frozen: tuple[str, ...] = ()):
-  """One optimizer step on the global batch: `(state, batch) -> (state, metric sums)`. The BatchNorm
-  statistics of the top-level modules in `frozen` (`jaxcnn.train.start.is_frozen`) stay as they are."""
+  """One optimizer step on the global batch: `(state, batch) -> (state, metric sums)`. The parameters
+  and BatchNorm statistics in `frozen` (`jaxcnn.train.start.is_frozen`) stay as they are."""
   weights = batch["mask"].astype(jnp.float32)
   count = jnp.maximum(jax.lax.psum(jnp.sum(weights), axis_name), 1.0)
   rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), jax.lax.axis_index(axis_name))
@@ -56,10 +57,10 @@ def train_step(state: TrainState, batch, *, model, task, tx: optax.GradientTrans
 
   # Gradients of the trained parameters only: the frozen modules' are never computed, and the backward
   # pass ends at the lowest module that trains (with the stem and res2 frozen, it never enters them).
-  trained = {k: v for k, v in state.params.items() if not is_frozen(k, frozen)}
+  trained, flat = split(state.params, frozen)
 
   def loss_fn(trained):
-    params = {**state.params, **trained}
+    params = traverse_util.unflatten_dict({**flat, **trained}, sep="/")
     logits, new_vars = model.apply(
         {"params": params, "batch_stats": state.batch_stats}, batch["x"], train=True,
         mask=model_mask(batch), rngs={"dropout": rng}, mutable=["batch_stats"], **extra)
@@ -69,7 +70,8 @@ def train_step(state: TrainState, batch, *, model, task, tx: optax.GradientTrans
   (_, (logits, new_vars)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trained)
   grads = jax.lax.psum(grads, axis_name)
   grad_norm = optax.tree.norm(grads)  # of the trained parameters
-  grads = {k: grads[k] if k in grads else jax.tree.map(jnp.zeros_like, v) for k, v in state.params.items()}
+  grads = traverse_util.unflatten_dict({p: grads[p] if p in grads else jnp.zeros_like(v) for p, v in flat.items()},
+                                       sep="/")
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   updates = jax.tree.map(lambda u: u * state.lr_scale.astype(u.dtype), updates)
   params = optax.apply_updates(state.params, updates)
@@ -81,7 +83,10 @@ def train_step(state: TrainState, batch, *, model, task, tx: optax.GradientTrans
   metrics[FIRST_BAD_GRAD] = _step_if(~jnp.isfinite(metrics["grad_norm"]), state.step)
   batch_stats = new_vars.get("batch_stats", state.batch_stats)
   if frozen:
-    batch_stats = {k: state.batch_stats[k] if is_frozen(k, frozen) else v for k, v in batch_stats.items()}
+    before = traverse_util.flatten_dict(state.batch_stats, sep="/")
+    batch_stats = traverse_util.unflatten_dict(
+        {p: before[p] if is_frozen(p, frozen) else v
+         for p, v in traverse_util.flatten_dict(batch_stats, sep="/").items()}, sep="/")
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                             batch_stats=batch_stats)
   return new_state, metrics
