@@ -105,12 +105,23 @@ def is_disk_full(e: BaseException) -> bool:
   return False
 
 
-def remove_partial_checkpoints(directory: str) -> int:
-  """Removes the temporary folders of saves that never committed (they take space, never a step)."""
-  found = glob.glob(os.path.join(glob.escape(directory), "*.orbax-checkpoint-tmp*"))
-  for tmp in found:
-    shutil.rmtree(tmp, ignore_errors=True)
-  return len(found)
+def remove_partial_checkpoints(directory: str, settle_s: float = 5.0) -> int:
+  """Removes the temporary folders of saves that never committed (they take space, never a step).
+
+  When a save fails (a full disk), the error can arrive while orbax's writer threads for the save's other
+  items are still finishing, and they may write into a folder just removed: it is removed again until
+  none is left for 0.2 s in a row (at most `settle_s`). Returns how many folders were found."""
+  pattern = os.path.join(glob.escape(directory), "*.orbax-checkpoint-tmp*")
+  found: set[str] = set()
+  deadline = time.monotonic() + settle_s
+  while True:
+    now = glob.glob(pattern)
+    found.update(now)
+    for tmp in now:
+      shutil.rmtree(tmp, ignore_errors=True)
+    time.sleep(0.2)
+    if not glob.glob(pattern) or time.monotonic() > deadline:
+      return len(found)
 
 
 def disk_full_message(workdir: str, last_good: int | None, ckpt_dir: str, removed: int) -> str:
