@@ -138,6 +138,7 @@ def test_a_short_run_learns_to_segment_the_held_out_nuclei(tmp_path):
   c.dataset.data_dir = str(tmp_path / "tfds")
   c.dataset.crop, c.dataset.crops_per_epoch = 64, 64
   c.train.epochs = c.train.eval_every_epochs = c.checkpoint.every_epochs = 8
+  c.predict.overlays = 0  # (the figure: the shapes runs' test in test_experiments.py)
   result = loop.train_and_evaluate(c, str(tmp_path / "run"), devices=jax.devices()[:1])
   final = result["final"]
   assert result["eval_sizes"] == {"val": 8}  # the held-out band, as 64 x 64 tiles
