@@ -122,10 +122,22 @@ def check_config_args(argv: list[str], default_config: str) -> None:
       usage_error(_unknown_key_message(key, valid))
 
 
+def _name_lists(argv: list[str]) -> list[str]:
+  """`--config.<...>.freeze=a,b*/c` as the tuple of names it means: ml_collections reads a tuple override
+  with `ast.literal_eval`, which takes `a,b` for one string but refuses the glob characters of `b*/c`."""
+  out = []
+  for arg in argv:
+    key, eq, value = arg.partition("=")
+    if eq and key.startswith("--config.") and key.endswith(".freeze") and value and value[0] not in "([\"'":
+      arg = f"{key}={tuple(v.strip() for v in value.split(',') if v.strip())!r}"
+    out.append(arg)
+  return out
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing with one clear message and exit code 2 for every mistake."""
   try:
-    return FLAGS(argv)
+    return FLAGS(_name_lists(argv))
   except flags.Error as e:
     usage_error(str(e).replace("\n", " "))
   return []
