@@ -120,16 +120,16 @@ def test_second_derivatives_through_the_fast_path(eigen, monkeypatch):
   rng = np.random.default_rng(2)
   x = jnp.asarray(rng.normal(size=(1, 5, 6, 2)), jnp.float32)
   w = jnp.asarray(rng.normal(size=(3, 3, 2, 2)), jnp.float32)
-  hvp = lambda impl: jax.jvp(jax.grad(lambda w: jnp.sum(jnp.tanh(conv(x, w, impl=impl)))), (w,),
-                             (jnp.ones_like(w),))[1]
+  hvp = jax.jit(lambda impl: jax.jvp(jax.grad(lambda w: jnp.sum(jnp.tanh(conv(x, w, impl=impl)))), (w,),
+                                     (jnp.ones_like(w),))[1], static_argnums=0)
   np.testing.assert_allclose(hvp("auto"), hvp("lax"), rtol=1e-4, atol=1e-4)
   # the depthwise path's JVP rule (optimisation barrier; Eigen: the grouped-convolution weight tangent),
   # differentiated twice, in both arguments
   xd = jnp.asarray(rng.normal(size=(2, 6, 5, 3)), jnp.float32)
   wd = jnp.asarray(rng.normal(size=(3, 3, 1, 6)), jnp.float32)
   f = lambda impl: lambda x, w: jnp.sum(jnp.tanh(conv(x, w, groups=3, stride=(2, 1), impl=impl)) ** 2)
-  hvp2 = lambda impl: jax.jvp(jax.grad(f(impl), argnums=(0, 1)), (xd, wd),
-                              (jnp.ones_like(xd), jnp.ones_like(wd)))[1]
+  hvp2 = jax.jit(lambda impl: jax.jvp(jax.grad(f(impl), argnums=(0, 1)), (xd, wd),
+                                      (jnp.ones_like(xd), jnp.ones_like(wd)))[1], static_argnums=0)
   for a, b in zip(hvp2("auto"), hvp2("lax")):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
@@ -159,9 +159,10 @@ def test_ynnpack_forward_with_out_taps_equals_xla_convolution(ks, size, monkeypa
   rng = np.random.default_rng(3)
   x = jnp.asarray(rng.normal(size=(2, *size, 5)), jnp.float32)
   w = jnp.asarray(rng.normal(size=(*ks, 5, 4)), jnp.float32)
-  np.testing.assert_allclose(conv(x, w), conv(x, w, impl="lax"), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(jax.jit(conv)(x, w), conv(x, w, impl="lax"), rtol=1e-4, atol=1e-4)
   loss = lambda impl: lambda x, w: jnp.sum(jnp.sin(conv(x, w, impl=impl)))
-  for a, b in zip(jax.grad(loss("auto"), argnums=(0, 1))(x, w), jax.grad(loss("lax"), argnums=(0, 1))(x, w)):
+  grads = jax.jit(lambda impl: jax.grad(loss(impl), argnums=(0, 1))(x, w), static_argnums=0)
+  for a, b in zip(grads("auto"), grads("lax")):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
 
 
@@ -181,12 +182,15 @@ def test_depthwise_weight_gradient_in_image_pairs_equals_xla(size, ks, stride, d
   kw = dict(stride=stride, dilation=dilation, groups=c, padding="SAME")
   loss = lambda impl: lambda x, w: jnp.sum(jnp.sin(conv(x, w, impl=impl, **kw)))
   assert "scan[" in str(jax.make_jaxpr(jax.grad(loss("auto"), argnums=1))(x, w))  # the pairs loop ran
-  for a, b in zip(jax.grad(loss("auto"), argnums=(0, 1))(x, w), jax.grad(loss("lax"), argnums=(0, 1))(x, w)):
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def outputs(impl, x, w):  # one compile per formulation (see above)
+    grads = jax.grad(loss(impl), argnums=(0, 1))(x, w)
+    tangent = jax.jvp(lambda w: conv(x, w, impl=impl, **kw), (w,), (jnp.ones_like(w),))[1]
+    hvp = jax.jvp(jax.grad(loss(impl), argnums=1), (x, w), (jnp.ones_like(x), jnp.ones_like(w)))[1]
+    return grads, tangent, hvp
+  for a, b in zip(jax.tree.leaves(outputs("auto", x, w)), jax.tree.leaves(outputs("lax", x, w)), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-  t = lambda impl: jax.jvp(lambda w: conv(x, w, impl=impl, **kw), (w,), (jnp.ones_like(w),))[1]
-  np.testing.assert_allclose(t("auto"), t("lax"), rtol=1e-4, atol=1e-4)
-  hvp = lambda impl: jax.jvp(jax.grad(loss(impl), argnums=1), (x, w), (jnp.ones_like(x), jnp.ones_like(w)))[1]
-  np.testing.assert_allclose(hvp("auto"), hvp("lax"), rtol=1e-4, atol=1e-4)
 
 
 def test_named_formulations_refuse_convolutions_they_do_not_compute():
