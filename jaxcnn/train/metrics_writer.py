@@ -5,6 +5,26 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
+
+
+def _summary_writer_class():
+  """tensorboardX's SummaryWriter, imported without PyTorch.
+
+  tensorboardX imports torch when it is installed (only to accept torch tensors, which jaxcnn never
+  passes): 2 s of every run's start on 2 cores where the torch reference extra is installed. Unless the
+  process has imported torch itself, the import below sees none (an entry of None in `sys.modules` makes
+  `import torch` raise ImportError, tensorboardX's own fallback), and torch stays importable afterwards.
+  """
+  if "torch" in sys.modules:
+    from tensorboardX import SummaryWriter
+    return SummaryWriter
+  sys.modules["torch"] = None
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    del sys.modules["torch"]
+  return SummaryWriter
 
 
 class MetricsWriter:
@@ -19,8 +39,7 @@ class MetricsWriter:
       with open(tmp, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in keep)
       os.replace(tmp, self.path)
-    from tensorboardX import SummaryWriter
-    self._tb = SummaryWriter(self.tb_dir, purge_step=resume_step + 1 if resume_step else None)
+    self._tb = _summary_writer_class()(self.tb_dir, purge_step=resume_step + 1 if resume_step else None)
 
   @staticmethod
   def read(path: str) -> list[dict]:
