@@ -86,15 +86,19 @@ def small_config(tfds_dir):
 # xdist workers end on short tests together instead of one waiting for the other's last long test.
 LONG_FIRST = (
     "test_mask_rcnn.py::test_initial_losses_gradients_everywhere_and_an_overfit_run",
-    "test_distributed.py::test_two_processes_equal_one_process",
-    "test_segmentation.py::test_cli_trains_learns_and_predicts_a_folder",
-    "test_mnist.py::test_lenet_train_eval_on_any_idx_pair_and_cam_through_the_cli",
-    "test_cli.py::test_overrides_reach_the_run_and_eval_mode",
+    "test_nuclei.py::test_a_short_run_learns_to_segment_the_held_out_nuclei",
+    "test_pretrained.py::test_the_cli_fine_tunes_from_the_trained_weights",
+    "test_experiments.py::test_runlocal[mask_rcnn-",
     "test_cli.py::test_preemption_and_kills_at_random_moments",
+    "test_distributed.py::test_two_processes_equal_one_process",
+    "test_cli.py::test_overrides_reach_the_run_and_eval_mode",
+    "test_segmentation.py::test_cli_trains_learns_and_predicts_a_folder",
+    "test_pretrained.py::test_the_cli_predicts_and_evaluates_with_published_weights",
+    "test_text.py::test_cli_train_eval_predict",
+    "test_mnist.py::test_lenet_train_eval_on_any_idx_pair_and_cam_through_the_cli",
+    "test_workdir.py::test_a_full_disk_names_the_last_good_checkpoint",
     "test_zoo.py::test_the_bottleneck_resnet_path_runs_a_train_step",
     "test_experiments.py::test_runlocal",
-    "test_text.py::test_cli_train_eval_predict",
-    "test_bench_accelerator.py::test_smoke_run_measures_two_families",
 )
 
 

@@ -17,17 +17,15 @@ def _run(*args, timeout=600):
                         timeout=timeout)
 
 
-def test_smoke_run_measures_two_families_and_writes_the_table(tmp_path):
-  """The default suite: an image family with MFU and the text pipeline (about 35 s on 2 cores from a cold
-  XLA cache; every family, `python bench/accelerator.py --smoke` itself with the U-Net's training +
-  inference and Mask R-CNN: the slow test below, about 110 s)."""
+def test_smoke_run_measures_a_family_and_writes_the_table(tmp_path):
+  """The default suite: the text pipeline's family and the scaling row (11 s on 2 cores; the image
+  families with their MFU, the U-Net's training + inference and Mask R-CNN, i.e. `python
+  bench/accelerator.py --smoke` itself: the slow test below, about 110 s)."""
   out = tmp_path / "acc.md"
-  r = _run("--smoke", "--only=resnet50_bf16,char_cnn,scaling", f"--out={out}")
+  r = _run("--smoke", "--only=char_cnn,scaling", f"--out={out}")
   assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
   rows = {ln.split("|")[1].strip(): ln for ln in out.read_text().splitlines() if ln.startswith("| ")}
-  for name in ("resnet50_bf16", "char_cnn"):
-    assert "skipped" not in rows[name] and "**" in rows[name], rows[name]
-  assert "MFU **n/a %**" in rows["resnet50_bf16"]
+  assert "skipped" not in rows["char_cnn"] and "**" in rows["char_cnn"], rows["char_cnn"]
   assert "one device only" in rows["scaling"]
 
 

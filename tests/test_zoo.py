@@ -192,7 +192,7 @@ def test_every_zoo_model_has_a_train_step_case():
 
 
 # Every model's whole data-parallel train step (forward, backward, optimizer, psum over 8 devices) is
-# traced in the default run: `jax.eval_shape` checks every shape and dtype without compiling. One model
+# traced in the default run (the deepest ResNets: with -m slow, see DEEP_TRACES): `jax.eval_shape` checks every shape and dtype without compiling. One model
 # per code path also compiles and runs it: the plain convolution stack (lenet5_gap), the dense
 # classifier of AlexNet and VGG (vgg.py), and the bottleneck ResNet at one block per stage (the blocks
 # resnet50 ... 152 repeat; their numbers against numpy in test_blocks.py). VGG's conv + BatchNorm + ReLU
@@ -217,7 +217,13 @@ def _step_inputs(model, shape):
   return par, state, batch
 
 
-@pytest.mark.parametrize("name", sorted(TRAIN_STEP_CASES))
+# The deepest variants repeat the blocks of a shallower one that the default run traces (resnet50,
+# cifar_resnet56): `pytest -m slow`.
+DEEP_TRACES = {"resnet101", "resnet152", "cifar_resnet110"}
+
+
+@pytest.mark.parametrize("name", [n if n not in DEEP_TRACES else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(TRAIN_STEP_CASES)])
 def test_every_train_step_traces_on_8_devices(name):
   """The whole step, backward included, traced for every model on abstract values (nothing is
   initialised or compiled): the new state has the old one's structure, shapes and dtypes, and the
