@@ -27,6 +27,11 @@ Every stage has a static shape in jaxcnn, so its time does not depend on the wei
 
 `--train=8,100` (the default) also times one training step of each, alternated in one process, on an
 image with 8 and with 100 objects (`measure_train`).
+
+Each row's process runs the CPU convolution kernels that launch.py would give its experiment config in
+that mode (`kernels_env`; coco_r50_fpn: Eigen's for the training step, YNNPACK's for inference), unless
+JAXCNN_CPU_CONVOLUTIONS is set: `JAXCNN_CPU_CONVOLUTIONS=ynnpack python bench/mask_rcnn.py` runs every
+row with YNNPACK. The tables name the kernels of each row.
 """
 from __future__ import annotations
 
@@ -70,14 +75,40 @@ def torchvision_detector(min_size: int = 800, max_size: int = 1333):
   return m.eval()
 
 
-def fpn_model_config() -> dict:
-  """The model settings of experiments/mask_rcnn.py:coco_r50_fpn (torchvision's)."""
+def _experiment_config(arg: str):
   import importlib.util
   spec = importlib.util.spec_from_file_location("mask_rcnn_config", os.path.join(ROOT, "experiments", "mask_rcnn.py"))
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
-  c = mod.get_config("coco_r50_fpn")
+  return mod.get_config(arg)
+
+
+def fpn_model_config() -> dict:
+  """The model settings of experiments/mask_rcnn.py:coco_r50_fpn (torchvision's)."""
+  c = _experiment_config("coco_r50_fpn")
   return {k: v for k, v in c.model.to_dict().items() if k not in ("name", "pretrained", "freeze")}
+
+
+def kernels_env(variant: str) -> dict:
+  """The environment of a row's process: the CPU convolution kernels its experiment config runs with in
+  that mode, as launch.py would choose them (coco_r50_fpn: Eigen for the training step, YNNPACK for
+  inference), unless the user set JAXCNN_CPU_CONVOLUTIONS or the XLA flag."""
+  from jaxcnn.backends.xla_cpu import xla_setup
+  env = dict(os.environ)
+  arg = {"small": "shapes", "r50_c4": "coco_r50_c4", "r50_fpn": "coco_r50_fpn"}.get(
+      "r50_fpn" if variant.startswith("train_") else variant)
+  if arg is None:
+    return env
+  value, key = xla_setup.config_choice(_experiment_config(arg), "train" if variant.startswith("train_") else "eval")
+  kernels, _ = xla_setup.choose(None, value, env, config_key=key)
+  if kernels:
+    env[xla_setup.ENV] = kernels
+  return env
+
+
+def _kernels() -> str:
+  from jaxcnn.backends.xla_cpu import xla_setup
+  return xla_setup.cpu_kernels() or "n/a"
 
 
 def _image(h: int, w: int):
@@ -196,7 +227,7 @@ def measure(variant: str, runs: int, paired: bool = True) -> dict:
           "ms_per_image": 1000 * float(np.median(times)), "host_ms_per_image": 1000 * float(np.median(host)),
           "rle_ms_per_image": 1000 * rle_s, "runs": runs, "weights": weights, "paired": side_by_side,
           "peak_rss_mb": peak_rss_mb,
-          "backend": f"{jax.default_backend()} ({jax.devices()[0].device_kind})"}
+          "backend": f"{jax.default_backend()} ({jax.devices()[0].device_kind})", "kernels": _kernels()}
 
 
 def _scene(h: int, w: int, n: int = 8, seed: int = 0):
@@ -320,7 +351,7 @@ def measure_train(runs: int, objects: int = 8) -> dict:
   return {"variant": f"train_r50_fpn_{n}", "input": f"{x.shape[1]}x{x.shape[0]}", "objects": n, "compile_s": compile_s,
           "torchvision_foreground": positives[-1], "jaxcnn_mask_rois": max(1, int(model.roi_batch * model.roi_positive_fraction)),
           "jaxcnn_ms": 1000 * float(np.median(a)), "torchvision_ms": 1000 * float(np.median(b)), "runs": runs,
-          "threads": torch.get_num_threads(), "trainable_torch": sum(p.numel() for p in tvm.parameters() if p.requires_grad),
+          "threads": torch.get_num_threads(), "kernels": _kernels(), "trainable_torch": sum(p.numel() for p in tvm.parameters() if p.requires_grad),
           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -342,7 +373,7 @@ def main():
     if v not in VARIANTS:
       sys.exit(f"--variants: unknown {v!r}; choose from {', '.join(VARIANTS)}")
     out = subprocess.run([sys.executable, __file__, f"--one={v}", f"--runs={a.runs}"], capture_output=True,
-                         text=True)
+                         text=True, env=kernels_env(v))
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
     if out.returncode or not line:
       sys.exit(f"{v} failed:\n{out.stderr[-3000:]}")
@@ -354,7 +385,7 @@ def main():
   train_rows = []
   for objects in [int(o) for o in a.train.split(",") if o.strip()]:
     out = subprocess.run([sys.executable, __file__, f"--one=train_r50_fpn_{objects}", f"--runs={a.runs}"],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=kernels_env(f"train_r50_fpn_{objects}"))
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
     if out.returncode or not line:
       sys.exit(f"the training step with {objects} objects failed:\n{out.stderr[-3000:]}")
@@ -372,11 +403,13 @@ def main():
       f"compile (torchvision: after a warm-up run), {time.strftime('%Y-%m-%d')}. Each row is the whole "
       "inference from the uint8 image (resize, normalise, pad, model, detections mapped back and masks "
       "pasted in the image's pixels); the COCO results' RLE encoding is apart.", "",
-      "| variant | input (padded) | image | proposals | weights | ms/image | of it host (paste) ms | "
-      "RLE ms | compile or first run s | peak RSS MB |", "|---|---|---|---:|---|---:|---:|---:|---:|---:|"]
+      "| variant | input (padded) | image | proposals | weights | CPU convolutions | ms/image | "
+      "of it host (paste) ms | RLE ms | compile or first run s | peak RSS MB |",
+      "|---|---|---|---:|---|---|---:|---:|---:|---:|---:|"]
   for r in rows:
     rle = "n/a" if r["rle_ms_per_image"] is None else f"{r['rle_ms_per_image']:.0f}"
     lines.append(f"| {r['model']} | {r['input']} | {r['image']} | {r['proposals']} | {r['weights']} | "
+                 f"{r.get('kernels', 'n/a')} | "
                  f"**{r['ms_per_image']:.0f}** ({r['detections']} detections) | {r['host_ms_per_image']:.0f} | "
                  f"{rle} | {r['compile_s']:.1f} | {r['peak_rss_mb']:.0f} |")
   paired = next((r["paired"] for r in rows if r.get("paired")), None)
@@ -393,11 +426,12 @@ def main():
               "BatchNorm with fixed scale and shift, stem and res2 frozen; torchvision: FrozenBatchNorm2d, "
               "`trainable_backbone_layers=3`), "
               f"jaxcnn's and torchvision's steps alternated in one process, the medians of {a.runs}:", "",
-              "| objects | jaxcnn ms/step | torchvision ms/step | ratio | mask branch RoIs: jaxcnn / torchvision | "
-              "compile s | peak RSS MB (both) |", "|---:|---:|---:|---:|---|---:|---:|"]
+              "| objects | jaxcnn ms/step | torchvision ms/step | ratio | jaxcnn's CPU convolutions | "
+              "mask branch RoIs: jaxcnn / torchvision | compile s | peak RSS MB (both) |",
+              "|---:|---:|---:|---:|---|---|---:|---:|"]
     for r in train_rows:
       lines.append(f"| {r['objects']} | {r['jaxcnn_ms']:.0f} | {r['torchvision_ms']:.0f} | "
-                   f"**{r['jaxcnn_ms'] / r['torchvision_ms']:.2f}x** | {r['jaxcnn_mask_rois']} (static) / "
+                   f"**{r['jaxcnn_ms'] / r['torchvision_ms']:.2f}x** | {r['kernels']} | {r['jaxcnn_mask_rois']} (static) / "
                    f"{r['torchvision_foreground']} | {r['compile_s']:.1f} | {r['peak_rss_mb']:.0f} |")
     lines += ["", "torchvision runs its mask branch on the sampled foreground RoIs only, as many as there are; "
               "jaxcnn's static shapes run it on the most there can be (512 x 1/4 = 128; the same loss). From "

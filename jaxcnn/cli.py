@@ -205,14 +205,15 @@ def _setup_process() -> None:
   _quiet_disk_full_logs()
   from jaxcnn import distributed
   from jaxcnn.backends.xla_cpu import xla_setup
-  kernels, source = xla_setup.choose(FLAGS.cpu_convolutions, FLAGS.config.get("cpu_convolutions"))
+  config_value, config_key = xla_setup.config_choice(FLAGS.config, FLAGS.mode)
+  kernels, source = xla_setup.choose(FLAGS.cpu_convolutions, config_value, config_key=config_key)
   if kernels is not None:
     try:
       xla_setup.configure(kernels)
     except ValueError as e:
       if source.startswith("config") and kernels in xla_setup.KERNELS:
         # the experiment's preference, not the user's request: same convolutions, only slower
-        print(f"Note: config.cpu_convolutions={kernels!r} not applied ({e}); XLA's default kernels run "
+        print(f"Note: {source}={kernels!r} not applied ({e}); XLA's default kernels run "
               "the convolutions (same results).", file=sys.stderr)
       else:
         usage_error(f"{source}={kernels!r}: {e}" if source.startswith("config") else str(e))

@@ -119,6 +119,23 @@ def test_a_run_takes_the_flag_then_the_environment_then_the_experiment_config(fl
   assert xla_setup.choose(flag, config_value, environ) == want
 
 
+@pytest.mark.parametrize("mode,want", [("train", ("eigen", "config.cpu_convolutions")),
+                                       ("eval", ("ynnpack", "config.cpu_convolutions_inference")),
+                                       ("predict", ("ynnpack", "config.cpu_convolutions_inference")),
+                                       ("cam", ("ynnpack", "config.cpu_convolutions_inference"))])
+def test_a_config_may_name_other_kernels_for_the_modes_that_do_not_train(mode, want):
+  """experiments/mask_rcnn.py:coco_r50_fpn (bench/mask_rcnn.md): Eigen trains it faster, YNNPACK infers it
+  faster; launch.py's --mode picks the key, the flag and the environment still come first."""
+  config = load_experiment("mask_rcnn", "coco_r50_fpn")
+  assert xla_setup.config_choice(config, mode) == want
+  assert xla_setup.choose(None, *want[:1], {}, config_key=want[1]) == want
+  assert xla_setup.choose("eigen", *want[:1], {}, config_key=want[1]) == ("eigen", "--cpu_convolutions")
+  assert xla_setup.choose(None, *want[:1], {xla_setup.ENV: "eigen"}, config_key=want[1]) == (None, "the environment")
+  # a config without the inference key: its one choice in every mode
+  assert xla_setup.config_choice(load_experiment("mask_rcnn", "coco_r50_c4"), mode) == (
+      "ynnpack", "config.cpu_convolutions")
+
+
 def test_experiments_pick_the_kernels_measured_faster_for_them():
   """bench/README.md: Eigen for U-Net roads (1.64x) and the ResNet for series (a tie); jaxlib's elsewhere."""
   assert load_experiment("unet_roads", "").cpu_convolutions == "eigen"
