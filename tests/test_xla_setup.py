@@ -136,6 +136,19 @@ def test_a_config_may_name_other_kernels_for_the_modes_that_do_not_train(mode, w
       "ynnpack", "config.cpu_convolutions")
 
 
+
+@pytest.mark.parametrize("mode,eigen", [("train", True), ("eval", False), ("predict", False)])
+def test_launch_gives_the_coco_fpn_run_its_modes_kernels(mode, eigen):
+  """launch.py's process setup (before any JAX computation) with the COCO FPN config: XLA_FLAGS sends
+  convolutions to Eigen for training only."""
+  code = ("import os, sys; from absl import flags; from jaxcnn import cli; cli.define_flags(None); "
+          f"flags.FLAGS(['launch.py', '--config=experiments/mask_rcnn.py:coco_r50_fpn', '--mode={mode}']); "
+          "cli._setup_process(); from jaxcnn.backends.xla_cpu import xla_setup; "
+          "print(xla_setup.eigen_convolutions())")
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", xla_setup.ENV)}
+  r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+  assert r.returncode == 0 and r.stdout.split()[-1] == str(eigen), r.stdout + r.stderr
+
 def test_experiments_pick_the_kernels_measured_faster_for_them():
   """bench/README.md: Eigen for U-Net roads (1.64x) and the ResNet for series (a tie); jaxlib's elsewhere."""
   assert load_experiment("unet_roads", "").cpu_convolutions == "eigen"
