@@ -216,7 +216,7 @@ def test_roi_align_of_a_linear_map_is_its_value_at_the_bin_centres():
   yy, xx = np.mgrid[:20, :20].astype(np.float32)
   f = (2 * yy + 3 * xx)[..., None]
   box = np.array([[8.0, 12.0, 56.0, 40.0]], np.float32)  # stride 4: cells 1.5..13.5 x 2.5..9.5 (aligned)
-  got = np.asarray(det.roi_align(f, box, (2, 4), 0.25, 2))[0, ..., 0]
+  got = np.asarray(jax.jit(det.roi_align, static_argnums=(2, 3, 4))(f, box, (2, 4), 0.25, 2))[0, ..., 0]
   x1, y1, x2, y2 = box[0] * 0.25 - 0.5
   cy = y1 + (np.arange(2) + 0.5) * (y2 - y1) / 2
   cx = x1 + (np.arange(4) + 0.5) * (x2 - x1) / 4
@@ -387,8 +387,8 @@ def test_roi_sampling_takes_a_quarter_foreground_with_the_boxes_classes():
   np.testing.assert_allclose(det.decode(roi_heads.box_targets(rois, gt, matched)[fg], rois[fg],
                                         roi_heads.BOX_WEIGHTS), gt[matched[fg]], atol=1e-3)
   # Few candidates: the ground-truth boxes themselves are foreground, and the rest is padding.
-  rois2, classes2, _, ok2 = roi_heads.sample_rois(far[:5], np.ones(5, bool), gt, gt_classes, gt_valid,
-                                                  jax.random.key(1), batch_size=64)
+  rois2, classes2, _, ok2 = jax.jit(functools.partial(roi_heads.sample_rois, batch_size=64))(
+      far[:5], np.ones(5, bool), gt, gt_classes, gt_valid, jax.random.key(1))
   assert int(ok2.sum()) == 5 + 2 and int((np.asarray(classes2) > 0).sum()) >= 2
 
 
@@ -396,10 +396,11 @@ def test_mask_targets_crop_the_matched_mask_to_the_roi():
   masks = np.zeros((2, 40, 60), np.uint8)
   masks[1, 10:20, 10:30] = 1  # rows 10-19, columns 10-29
   rois = np.array([[10, 10, 30, 20], [10, 10, 50, 20]], np.float32)  # the mask exactly; twice as wide
-  t = np.asarray(roi_heads.mask_targets(masks, rois, np.array([1, 1]), 4))
+  mask_targets = jax.jit(roi_heads.mask_targets, static_argnums=3)  # (one compile, not one per op)
+  t = np.asarray(mask_targets(masks, rois, np.array([1, 1]), 4))
   np.testing.assert_array_equal(t[0], np.ones((4, 4)))
   np.testing.assert_array_equal(t[1], np.tile([1, 1, 0, 0], (4, 1)))
-  assert not np.asarray(roi_heads.mask_targets(masks, rois, np.array([0, 0]), 4)).any()
+  assert not np.asarray(mask_targets(masks, rois, np.array([0, 0]), 4)).any()
 
 
 def test_box_and_mask_losses_on_hand_made_cases():
@@ -428,7 +429,7 @@ def test_mask_targets_from_box_crops_agree_with_the_full_masks():
   matched = rng.integers(0, len(boxes), 40)
   jitter = rng.uniform(-0.2, 0.2, (40, 4)) * np.tile(boxes[matched, 2:] - boxes[matched, :2], 2)
   rois = (boxes[matched] + jitter).astype(np.float32)  # RoIs around (and beyond) their boxes
-  a = np.asarray(roi_heads.mask_targets(full, rois, matched, 14))
-  b = np.asarray(roi_heads.mask_targets_from_crops(crops, boxes, rois, matched, 14))
+  a = np.asarray(jax.jit(roi_heads.mask_targets, static_argnums=3)(full, rois, matched, 14))
+  b = np.asarray(jax.jit(roi_heads.mask_targets_from_crops, static_argnums=4)(crops, boxes, rois, matched, 14))
   assert a.sum() > 1000
   assert np.mean(a != b) < 0.02, np.mean(a != b)
