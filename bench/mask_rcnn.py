@@ -95,11 +95,11 @@ def kernels_env(variant: str) -> dict:
   inference), unless the user set JAXCNN_CPU_CONVOLUTIONS or the XLA flag."""
   from jaxcnn.backends.xla_cpu import xla_setup
   env = dict(os.environ)
-  arg = {"small": "shapes", "r50_c4": "coco_r50_c4", "r50_fpn": "coco_r50_fpn"}.get(
-      "r50_fpn" if variant.startswith("train_") else variant)
+  train = variant.startswith("train_")
+  arg = {"small": "shapes", "r50_c4": "coco_r50_c4", "r50_fpn": "coco_r50_fpn"}.get("r50_fpn" if train else variant)
   if arg is None:
     return env
-  value, key = xla_setup.config_choice(_experiment_config(arg), "train" if variant.startswith("train_") else "eval")
+  value, key = xla_setup.config_choice(_experiment_config(arg), "train" if train else "eval")
   kernels, _ = xla_setup.choose(None, value, env, config_key=key)
   if kernels:
     env[xla_setup.ENV] = kernels
@@ -351,7 +351,8 @@ def measure_train(runs: int, objects: int = 8) -> dict:
   return {"variant": f"train_r50_fpn_{n}", "input": f"{x.shape[1]}x{x.shape[0]}", "objects": n, "compile_s": compile_s,
           "torchvision_foreground": positives[-1], "jaxcnn_mask_rois": max(1, int(model.roi_batch * model.roi_positive_fraction)),
           "jaxcnn_ms": 1000 * float(np.median(a)), "torchvision_ms": 1000 * float(np.median(b)), "runs": runs,
-          "threads": torch.get_num_threads(), "kernels": _kernels(), "trainable_torch": sum(p.numel() for p in tvm.parameters() if p.requires_grad),
+          "threads": torch.get_num_threads(), "kernels": _kernels(),
+          "trainable_torch": sum(p.numel() for p in tvm.parameters() if p.requires_grad),
           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 

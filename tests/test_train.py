@@ -46,7 +46,6 @@ def test_paper_batch_size_rule(small_config, tmp_path):
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))
 
 
-
 def test_the_metrics_writer_does_not_import_torch(tmp_path):
   """tensorboardX imports torch when it is installed (here: the reference extra), 2 s of every run's
   start; the writer hides it, and torch stays importable afterwards."""
@@ -60,6 +59,7 @@ def test_the_metrics_writer_does_not_import_torch(tmp_path):
   r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), cwd=ROOT)
   assert r.returncode == 0 and r.stdout.split() == ["False", "2.0"], r.stdout + r.stderr
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))
+
 
 def _final_params(workdir):
   ck = Checkpointer(os.path.join(workdir, "checkpoints"))

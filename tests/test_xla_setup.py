@@ -128,13 +128,12 @@ def test_a_config_may_name_other_kernels_for_the_modes_that_do_not_train(mode, w
   faster; launch.py's --mode picks the key, the flag and the environment still come first."""
   config = load_experiment("mask_rcnn", "coco_r50_fpn")
   assert xla_setup.config_choice(config, mode) == want
-  assert xla_setup.choose(None, *want[:1], {}, config_key=want[1]) == want
-  assert xla_setup.choose("eigen", *want[:1], {}, config_key=want[1]) == ("eigen", "--cpu_convolutions")
-  assert xla_setup.choose(None, *want[:1], {xla_setup.ENV: "eigen"}, config_key=want[1]) == (None, "the environment")
+  assert xla_setup.choose(None, want[0], {}, config_key=want[1]) == want
+  assert xla_setup.choose("eigen", want[0], {}, config_key=want[1]) == ("eigen", "--cpu_convolutions")
+  assert xla_setup.choose(None, want[0], {xla_setup.ENV: "eigen"}, config_key=want[1]) == (None, "the environment")
   # a config without the inference key: its one choice in every mode
   assert xla_setup.config_choice(load_experiment("mask_rcnn", "coco_r50_c4"), mode) == (
       "ynnpack", "config.cpu_convolutions")
-
 
 
 @pytest.mark.parametrize("mode,eigen", [("train", True), ("eval", False), ("predict", False)])
@@ -148,6 +147,7 @@ def test_launch_gives_the_coco_fpn_run_its_modes_kernels(mode, eigen):
   env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", xla_setup.ENV)}
   r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
   assert r.returncode == 0 and r.stdout.split()[-1] == str(eigen), r.stdout + r.stderr
+
 
 def test_experiments_pick_the_kernels_measured_faster_for_them():
   """bench/README.md: Eigen for U-Net roads (1.64x) and the ResNet for series (a tie); jaxlib's elsewhere."""

@@ -192,8 +192,8 @@ def test_every_zoo_model_has_a_train_step_case():
 
 
 # Every model's whole data-parallel train step (forward, backward, optimizer, psum over 8 devices) is
-# traced in the default run (the deepest ResNets: with -m slow, see DEEP_TRACES): `jax.eval_shape` checks every shape and dtype without compiling. One model
-# per code path also compiles and runs it: the plain convolution stack (lenet5_gap), the dense
+# traced in the default run (the deepest ResNets: with -m slow, see DEEP_TRACES): `jax.eval_shape`
+# checks every shape and dtype without compiling. One model per code path also compiles and runs it: the plain convolution stack (lenet5_gap), the dense
 # classifier of AlexNet and VGG (vgg.py), and the bottleneck ResNet at one block per stage (the blocks
 # resnet50 ... 152 repeat; their numbers against numpy in test_blocks.py). VGG's conv + BatchNorm + ReLU
 # is models/common.py's ConvNormReLU, which U-Net trains in test_segmentation.py. The deeper variants, GoogLeNet
