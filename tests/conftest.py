@@ -72,6 +72,17 @@ def tfds_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp("tfds"))
 
 
+LAUNCH_WORKDIRS = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _launch_workdirs(tmp_path_factory):
+  """The folder under which test_cli.launch gives each launch its own workdir: pytest's basetemp, which
+  pytest prunes (it keeps the last 3 sessions'), instead of a new folder loose in /tmp per launch."""
+  global LAUNCH_WORKDIRS
+  LAUNCH_WORKDIRS = str(tmp_path_factory.mktemp("launches"))
+
+
 @pytest.fixture
 def small_config(tfds_dir):
   """FCN on GunPoint, narrower than the paper's (16/32/16 filters) so tests are fast."""

@@ -21,7 +21,9 @@ def launch(*args, devices=1, tfds_dir=None, env=None, timeout=300):
   """
   if not any(a.startswith("--workdir") for a in args):
     import tempfile
-    args = args + (f"--workdir={tempfile.mkdtemp(prefix='jaxcnn-launch-')}/run",)
+
+    import conftest
+    args = args + (f"--workdir={tempfile.mkdtemp(prefix='launch-', dir=conftest.LAUNCH_WORKDIRS)}/run",)
   env = subprocess_env(devices if devices > 1 else None, **(env or {}))
   if tfds_dir:
     args = args + (f"--config.dataset.data_dir={tfds_dir}",)
