@@ -85,6 +85,10 @@ def _nuclei(c, runlocal: bool) -> ml_collections.ConfigDict:
                                            log_every_epochs=5, num_threads=0))
   c.checkpoint.every_epochs = 5
   c.predict.overlays = 4
+  # XLA's Eigen convolution kernels: the full run's training took 300 / 294 s against YNNPACK's 332 / 342 s,
+  # run back to back in both orders on 2 cores (docs/detection.md); --mode=predict on the whole image:
+  # no difference (about 10 s either way, mostly compiles).
+  c.cpu_convolutions = "eigen"
   c.report = ml_collections.ConfigDict(dict(
       select_by="final", unit="tiles", paper_error=config_dict.placeholder(float),
       paper="none: the Data Science Bowl scored its own metric, not COCO AP, on its test images", note=""))
