@@ -144,7 +144,8 @@ def test_a_short_run_learns_to_segment_the_held_out_nuclei(tmp_path):
              *([f"--config.seed={seed}"] if seed else []))
   assert r.returncode == 0, r.stdout + r.stderr
   assert "data nuclei (64 train, 8 val)" in r.stdout, r.stdout  # the held-out band, as 64 x 64 tiles
-  assert "eigen convolutions" in r.stdout, r.stdout
+  if "JAXCNN_CPU_CONVOLUTIONS" not in os.environ:  # (a user's choice wins over the config's, by design)
+    assert "eigen convolutions" in r.stdout, r.stdout
   with open(run / "metrics.jsonl") as f:
     final = [json.loads(line) for line in f][-1]
   print({k: round(v, 3) for k, v in final.items() if k in ("val/segm/AP", "val/segm/AP50", "val/bbox/AP50")})
