@@ -334,8 +334,7 @@ def measure_train(runs: int, objects: int = 8, around: int = 0) -> dict:
     return out
   tvm.roi_heads.select_training_samples = counting
   if around:
-    import torch as _torch
-    rpn_forward, gen = tvm.rpn.forward, _torch.Generator().manual_seed(0)
+    rpn_forward, gen = tvm.rpn.forward, torch.Generator().manual_seed(0)
 
     def with_object_proposals(images, features, targets=None):
       proposals, losses = rpn_forward(images, features, targets)
@@ -343,8 +342,8 @@ def measure_train(runs: int, objects: int = 8, around: int = 0) -> dict:
       for p, t in zip(proposals, targets):  # `targets` as the RPN sees them: resized with the image
         gt = t["boxes"]
         size = (gt[:, 2:] - gt[:, :2]).repeat(1, 2)
-        moved = gt[:, None] + (_torch.rand((len(gt), around, 4), generator=gen) * 2 - 1) * 0.1 * size[:, None]
-        out.append(_torch.cat([p[:len(p) - len(gt) * around], moved.reshape(-1, 4)]))
+        moved = gt[:, None] + (torch.rand((len(gt), around, 4), generator=gen) * 2 - 1) * 0.1 * size[:, None]
+        out.append(torch.cat([p[:len(p) - len(gt) * around], moved.reshape(-1, 4)]))
       return out, losses
     tvm.rpn.forward = with_object_proposals
   opt = torch.optim.SGD([p for p in tvm.parameters() if p.requires_grad], lr=0.02, momentum=0.9, weight_decay=1e-4)
