@@ -25,8 +25,9 @@ score threshold and NMS), loaded into jaxcnn's model through its loader; tests/t
 shows both then give the same detections. Without torch, `r50_fpn` runs on jaxcnn's own initialisation.
 Every stage has a static shape in jaxcnn, so its time does not depend on the weights.
 
-`--train=8,100` (the default) also times one training step of each, alternated in one process, on an
-image with 8 and with 100 objects (`measure_train`).
+`--train=8,8x32,100` (the default) also times one training step of each, alternated in one process, on an
+image with 8 and with 100 objects, and with 8 whose proposals in torchvision include 32 boxes around each
+object, as a trained RPN's do (`measure_train`).
 
 Each row's process runs the CPU convolution kernels that launch.py would give its experiment config in
 that mode (`kernels_env`; coco_r50_fpn: Eigen's for the training step, YNNPACK's for inference), unless

@@ -191,15 +191,15 @@ def test_every_zoo_model_has_a_train_step_case():
   assert zoo == set(TRAIN_STEP_CASES)
 
 
-# Every model's whole data-parallel train step (forward, backward, optimizer, psum over 8 devices) is
-# traced in the default run (the deepest ResNets: with -m slow, see DEEP_TRACES): `jax.eval_shape`
-# checks every shape and dtype without compiling. One model per code path also compiles and runs it: the plain convolution stack (lenet5_gap), the dense
-# classifier of AlexNet and VGG (vgg.py), and the bottleneck ResNet at one block per stage (the blocks
-# resnet50 ... 152 repeat; their numbers against numpy in test_blocks.py). VGG's conv + BatchNorm + ReLU
-# is models/common.py's ConvNormReLU, which U-Net trains in test_segmentation.py. The deeper variants, GoogLeNet
-# (70 s to compile on 2 cores; its modules are checked in test_blocks.py) and the basic-block ResNets
-# (resnet18 and cifar_resnet20 also train on 8 devices in tests/test_experiments.py) compile and run
-# with `pytest -m slow`.
+# Every model's whole data-parallel train step (forward, backward, optimizer, psum over 8 devices) is traced
+# in the default run (the deepest ResNets: with -m slow, see DEEP_TRACES): `jax.eval_shape` checks every shape
+# and dtype without compiling. One model per code path also compiles and runs it: the plain convolution stack
+# (lenet5_gap), the dense classifier of AlexNet and VGG (vgg.py), and the bottleneck ResNet at one block per
+# stage (the blocks resnet50 ... 152 repeat; their numbers against numpy in test_blocks.py). VGG's conv +
+# BatchNorm + ReLU is models/common.py's ConvNormReLU, which U-Net trains in test_segmentation.py. The deeper
+# variants, GoogLeNet (70 s to compile on 2 cores; its modules are checked in test_blocks.py) and the
+# basic-block ResNets (resnet18 and cifar_resnet20 also train on 8 devices in tests/test_experiments.py)
+# compile and run with `pytest -m slow`.
 DEFAULT_STEP = {"lenet5_gap", "alexnet"}
 
 
