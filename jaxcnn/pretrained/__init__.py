@@ -89,6 +89,12 @@ def _leaves(variables) -> list[tuple[str, tuple[str, ...], str, Any]]:
   return out
 
 
+def _kept(value):
+  """A variable kept from `variables` (fresh or re-initialised): its value, or its shape and dtype when
+  `variables` is abstract (`jax.eval_shape`; the caller then initialises those)."""
+  return value if isinstance(value, jax.ShapeDtypeStruct) else np.asarray(value)
+
+
 def _reference_key(layout: Layout, collection: str, module: tuple[str, ...], leaf: str) -> str:
   try:
     prefix = layout.name(module)
@@ -101,6 +107,8 @@ def _reference_key(layout: Layout, collection: str, module: tuple[str, ...], lea
 def from_state_dict(model_name: str, variables, state_dict: dict[str, np.ndarray], *, model=None,
                     source: str = "the state dict"):
   """`(variables, info)`: `variables` with every tensor taken from `state_dict` (see module doc).
+  `variables` may be abstract (`jax.eval_shape` of the model's init): the variables the file does not
+  hold then stay shapes and dtypes, for the caller to initialise (`info` names them).
   `info`: `loaded` (number of tensors), `reinitialised` (jaxcnn modules kept from `variables`: the
   head when the class count differs), `ignored` (the file's tensors not used, by rule), `fresh` (the
   top-level jaxcnn modules the file does not hold, kept from `variables`: a detector's RPN and heads
@@ -124,7 +132,7 @@ def from_state_dict(model_name: str, variables, state_dict: dict[str, np.ndarray
   for collection, module, leaf, value in leaves:
     if layout.fresh(module):  # not in the file: keeps its initialisation
       fresh.add("/".join(module[:1]))
-      _set(new[collection], module + (leaf,), np.asarray(value))
+      _set(new[collection], module + (leaf,), _kept(value))
       continue
     key = _reference_key(layout, collection, module, leaf)
     if key not in state_dict:
@@ -135,15 +143,14 @@ def from_state_dict(model_name: str, variables, state_dict: dict[str, np.ndarray
     if converted.shape != tuple(value.shape):
       if module in heads:
         reinit.append("/".join(module))
-        converted = np.asarray(value)
-      else:
-        raise PretrainedError(
-            f"{source}: tensor {key!r} has shape {tuple(state_dict[key].shape)}, but {model_name}'s "
-            f"{'/'.join(module + (leaf,))} needs {tuple(value.shape)} (in jaxcnn's layout) - the file "
-            f"holds another model or another variant of it (check --config.model.name and its "
-            f"arguments)")
-    else:
-      loaded += 1
+        _set(new[collection], module + (leaf,), _kept(value))
+        continue
+      raise PretrainedError(
+          f"{source}: tensor {key!r} has shape {tuple(state_dict[key].shape)}, but {model_name}'s "
+          f"{'/'.join(module + (leaf,))} needs {tuple(value.shape)} (in jaxcnn's layout) - the file "
+          f"holds another model or another variant of it (check --config.model.name and its "
+          f"arguments)")
+    loaded += 1
     _set(new[collection], module + (leaf,), converted.astype(value.dtype))
   if missing:
     key, module, leaf = missing[0]

@@ -77,11 +77,14 @@ class Runtime:
     """The fresh train state (initialised on first use, with `config.model.pretrained` loaded), or the
     state a resumed run assigned."""
     if self._state is None:
-      state = self._build(lambda: create_train_state(self.c.init_model, self.tx, self.c.dataset.example(),
-                                                     self.config.seed))
+      def create():
+        return self._build(lambda: create_train_state(self.c.init_model, self.tx, self.c.dataset.example(),
+                                                      self.config.seed))
       if self.config.model.get("pretrained"):
-        state, self.pretrained = load_pretrained(state, self.c.init_model, self.config, self.tx)
-      self._state = state
+        self._state, self.pretrained = load_pretrained(self.abstract_state, self.c.init_model, self.config,
+                                                       self.tx, create)
+      else:
+        self._state = create()
     return self._state
 
   @state.setter

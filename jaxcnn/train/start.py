@@ -26,6 +26,7 @@ from flax import traverse_util
 
 from jaxcnn import pretrained as pretrained_lib
 from jaxcnn.errors import ConfigError
+from jaxcnn.train.state import train_state
 
 
 def frozen_names(config) -> tuple[str, ...]:
@@ -86,12 +87,24 @@ def check_frozen(frozen, params) -> None:
     raise ConfigError("config.model.freeze freezes every module of the model: nothing would train")
 
 
-def load_pretrained(state, model, config, tx):
-  """`(state, info)`: `state` with the weights of `config.model.pretrained` and a fresh optimizer
-  state; `info["message"]` is the line the run prints."""
+def load_pretrained(abstract, model, config, tx, create):
+  """`(state, info)`: the train state at step 0 with the weights of `config.model.pretrained` (and a
+  fresh optimizer state); `info["message"]` is the line the run prints.
+
+  `abstract` is the train state's shapes and dtypes; `create()` makes the fresh state, which is needed
+  only when the file does not hold every variable (another number of classes: a fresh head; an ImageNet
+  backbone under a detector: fresh RPN and heads). A file that holds them all (published weights
+  evaluated or fine-tuned as they are) loads without initialising the model: no init to compile."""
   path = config.model.pretrained
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
-  new, info = pretrained_lib.load(path, config.model.name, variables, model=model)
+  source = str(pretrained_lib.resolve(path))
+  state_dict = pretrained_lib.read_state_dict(source)
+
+  def load(state):
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    return pretrained_lib.from_state_dict(config.model.name, variables, state_dict, model=model, source=source)
+  new, info = load(abstract)
+  if info["reinitialised"] or info["fresh"]:
+    new, info = load(create())
   params = jax.tree.map(jnp.asarray, new["params"])
   batch_stats = jax.tree.map(jnp.asarray, new.get("batch_stats", {}))
   msg = f"pretrained: {info['loaded']} tensors from {path} ({info['source']})"
@@ -110,4 +123,4 @@ def load_pretrained(state, model, config, tx):
             f"BatchNorm eps 0 (overwrite_eps), this model with {model.bn_eps:g}: add --config.model.bn_eps=0 "
             "to evaluate that file as torchvision does")
   info["message"] = msg
-  return state.replace(params=params, batch_stats=batch_stats, opt_state=tx.init(params)), info
+  return train_state(params, batch_stats, tx, config.seed), info

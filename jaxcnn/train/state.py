@@ -37,13 +37,21 @@ def init_model(model, example: dict[str, np.ndarray], rng: jax.Array):
   return variables["params"], variables.get("batch_stats", {})
 
 
-def create_train_state(model, optimizer, example, seed: int) -> TrainState:
-  rng = jax.random.PRNGKey(seed)
-  init_rng, state_rng = jax.random.split(rng)
-  params, batch_stats = init_model(model, example, init_rng)
+def _rngs(seed: int):
+  """`(init_rng, state_rng)`: the model's initialisation key and the train state's own."""
+  return jax.random.split(jax.random.PRNGKey(seed))
+
+
+def train_state(params, batch_stats, optimizer, seed: int) -> TrainState:
+  """The train state at step 0 of `params` and `batch_stats` (a fresh optimizer state)."""
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                    opt_state=optimizer.init(params), rng=state_rng,
+                    opt_state=optimizer.init(params), rng=_rngs(seed)[1],
                     lr_scale=jnp.ones((), jnp.float32))
+
+
+def create_train_state(model, optimizer, example, seed: int) -> TrainState:
+  params, batch_stats = init_model(model, example, _rngs(seed)[0])
+  return train_state(params, batch_stats, optimizer, seed)
 
 
 def num_params(params) -> int:
