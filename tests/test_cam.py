@@ -28,7 +28,8 @@ def test_cam_is_the_weighted_sum_and_recovers_the_class_score(name, shape):
   x = jax.random.normal(jax.random.PRNGKey(1), (3, *shape))
   v = _init(model, x)
   res = jax.jit(lambda v, x: compute_cam(model, v, x, classes=jnp.array([0, 2, 3])))(v, x)
-  _, state = model.apply(v, x, mutable=["intermediates"])
+  # (jitted here and below: eager, the model's ops compiled one by one, up to 85 programs a test)
+  _, state = jax.jit(lambda v, x: model.apply(v, x, mutable=["intermediates"]))(v, x)
   feats = np.asarray(state["intermediates"]["cam_features"][0], np.float64)
   w = np.asarray(v["params"]["head"]["kernel"], np.float64)
   explicit = np.stack([np.tensordot(feats[b], w[:, c], axes=([-1], [0])) for b, c in enumerate([0, 2, 3])])
@@ -48,7 +49,7 @@ def test_default_class_is_the_prediction():
   model = FCN(num_classes=3, filters=(4, 8, 4))
   x = jax.random.normal(jax.random.PRNGKey(2), (5, 40, 1))
   v = _init(model, x)
-  res = compute_cam(model, v, x)
+  res = jax.jit(lambda v, x: compute_cam(model, v, x))(v, x)
   np.testing.assert_array_equal(res.classes, np.argmax(res.logits, -1))
 
 
@@ -67,7 +68,7 @@ def test_models_without_gap_say_so():
   v = jit_init(model, jax.random.PRNGKey(0), x)
   with pytest.raises(CAMError, match="does not record its last feature maps before global average pooling.*"
                                     "lenet5_gap"):
-    compute_cam(model, v, x)
+    jax.jit(lambda v, x: compute_cam(model, v, x))(v, x)
 
 
 def test_series_cam_draws_variable_length_multivariate_series_as_a_channel_grid(tmp_path):
