@@ -1,7 +1,8 @@
 """Mask R-CNN inference time per image, jaxcnn's and torchvision's side by side (the paper: about 200 ms
 for ResNet-101-FPN on a Tesla M40 GPU).
 
-  python bench/mask_rcnn.py                         # writes bench/mask_rcnn.md (about 8 minutes on 2 cores)
+  python bench/mask_rcnn.py                         # writes bench/mask_rcnn.md (about 15 minutes on 2 cores)
+  python bench/mask_rcnn.py --runs=9                # the documented run: medians of 9 (about 25 minutes)
   python bench/mask_rcnn.py --variants=r50_c4 --out=bench/mask_rcnn_gpu.md     # e.g. on a GPU
 
 Each variant runs in its own subprocess (peak memory is per process), at batch 1, timed after a compile
@@ -27,7 +28,8 @@ Every stage has a static shape in jaxcnn, so its time does not depend on the wei
 
 `--train=8,8x32,100` (the default) also times one training step of each, alternated in one process, on an
 image with 8 and with 100 objects, and with 8 whose proposals in torchvision include 32 boxes around each
-object, as a trained RPN's do (`measure_train`).
+object, as a trained RPN's do (`measure_train`). The training ratios need medians of many steps: over
+1-5 steps each the 8x32 ratio spread over 0.95-1.27x on one day; two medians of 9 gave 0.93x and 0.96x.
 
 Each row's process runs the CPU convolution kernels that launch.py would give its experiment config in
 that mode (`kernels_env`; coco_r50_fpn: Eigen's for the training step, YNNPACK's for inference), unless
@@ -370,7 +372,7 @@ def measure_train(runs: int, objects: int = 8, around: int = 0) -> dict:
     t = time.perf_counter()
     theirs()
     b.append(time.perf_counter() - t)
-  return {"variant": f"train_r50_fpn_{n}", "input": f"{x.shape[1]}x{x.shape[0]}", "objects": n, "around": around,
+  return {"variant": f"train_r50_fpn_{n}" + (f"x{around}" if around else ""), "input": f"{x.shape[1]}x{x.shape[0]}", "objects": n, "around": around,
           "compile_s": compile_s,
           "torchvision_foreground": positives[-1], "jaxcnn_mask_rois": max(1, int(model.roi_batch * model.roi_positive_fraction)),
           "jaxcnn_ms": 1000 * float(np.median(a)), "torchvision_ms": 1000 * float(np.median(b)), "runs": runs,
