@@ -108,11 +108,10 @@ def get_config(arg: str = "shapes") -> ml_collections.ConfigDict:
   if name == "shapes":
     c.model = ml_collections.ConfigDict(dict(name="mask_rcnn_small_fpn" if "fpn" in opts else "mask_rcnn_small",
                                              width=16))
-    if "fpn" not in opts:
-      # C4 trains with XLA's Eigen convolution kernels: 80 steps took 57 / 51 s against YNNPACK's 74 / 71 s
-      # (both orders back to back, compile and evaluation included); the full run: docs/detection.md.
-      # (FPN: 39 / 32 s against 43 / 41 s, kept on YNNPACK until a full run checks it.)
-      c.cpu_convolutions = "eigen"
+    # Both train with XLA's Eigen convolution kernels: 80 steps took 57 / 51 s against YNNPACK's 74 / 71 s
+    # for C4, 41 / 39 s against 46 / 48 s for FPN (both orders back to back, compile and evaluation
+    # included); the full runs: docs/detection.md.
+    c.cpu_convolutions = "eigen"
     c.dataset = ml_collections.ConfigDict(dict(name="shapes_instances", size=128, max_instances=6,
                                                num_train=2000, num_val=200, seed=0,
                                                data_dir=config_dict.placeholder(str)))

@@ -151,7 +151,7 @@ def test_launch_gives_the_coco_fpn_run_its_modes_kernels(mode, eigen):
 
 def test_experiments_pick_the_kernels_measured_faster_for_them():
   """bench/README.md: Eigen for U-Net roads (1.64x) and the ResNet for series (a tie); docs/detection.md:
-  Eigen for training the nuclei and C4 shapes Mask R-CNNs; jaxlib's elsewhere."""
+  Eigen for training the nuclei and shapes (C4 and FPN) Mask R-CNNs; jaxlib's elsewhere."""
   assert load_experiment("unet_roads", "").cpu_convolutions == "eigen"
   assert load_experiment("fcn_ucr", "GunPoint,resnet").cpu_convolutions == "eigen"
   assert load_experiment("ucr_benchmark", "resnet").cpu_convolutions == "eigen"
@@ -160,7 +160,7 @@ def test_experiments_pick_the_kernels_measured_faster_for_them():
   assert load_experiment("resnet_imagenet", "").cpu_convolutions == "ynnpack"
   assert load_experiment("mask_rcnn", "nuclei").cpu_convolutions == "eigen"
   assert load_experiment("mask_rcnn", "shapes").cpu_convolutions == "eigen"
-  assert load_experiment("mask_rcnn", "shapes,fpn").cpu_convolutions == "ynnpack"
+  assert load_experiment("mask_rcnn", "shapes,fpn").cpu_convolutions == "eigen"
 
 
 def test_forced_host_devices_get_threads_to_spare_for_their_collectives():
