@@ -372,7 +372,8 @@ def measure_train(runs: int, objects: int = 8, around: int = 0) -> dict:
     t = time.perf_counter()
     theirs()
     b.append(time.perf_counter() - t)
-  return {"variant": f"train_r50_fpn_{n}" + (f"x{around}" if around else ""), "input": f"{x.shape[1]}x{x.shape[0]}", "objects": n, "around": around,
+  return {"variant": f"train_r50_fpn_{n}" + (f"x{around}" if around else ""),
+          "input": f"{x.shape[1]}x{x.shape[0]}", "objects": n, "around": around,
           "compile_s": compile_s,
           "torchvision_foreground": positives[-1], "jaxcnn_mask_rois": max(1, int(model.roi_batch * model.roi_positive_fraction)),
           "jaxcnn_ms": 1000 * float(np.median(a)), "torchvision_ms": 1000 * float(np.median(b)), "runs": runs,

@@ -21,6 +21,7 @@ import fnmatch
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import traverse_util
 
@@ -96,15 +97,13 @@ def load_pretrained(abstract, model, config, tx, create):
   backbone under a detector: fresh RPN and heads). A file that holds them all (published weights
   evaluated or fine-tuned as they are) loads without initialising the model: no init to compile."""
   path = config.model.pretrained
-  source = str(pretrained_lib.resolve(path))
-  state_dict = pretrained_lib.read_state_dict(source)
-
-  def load(state):
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    return pretrained_lib.from_state_dict(config.model.name, variables, state_dict, model=model, source=source)
-  new, info = load(abstract)
-  if info["reinitialised"] or info["fresh"]:
-    new, info = load(create())
+  variables = {"params": abstract.params, "batch_stats": abstract.batch_stats}
+  new, info = pretrained_lib.load(path, config.model.name, variables, model=model)
+  if info["reinitialised"] or info["fresh"]:  # the variables the file lacks: from the initialised model
+    fresh = create()
+    fresh = {"params": fresh.params, "batch_stats": fresh.batch_stats}
+    new = jax.tree.map(lambda v, f: np.asarray(f) if isinstance(v, jax.ShapeDtypeStruct) else v,
+                       new, {k: fresh[k] for k in new})
   params = jax.tree.map(jnp.asarray, new["params"])
   batch_stats = jax.tree.map(jnp.asarray, new.get("batch_stats", {}))
   msg = f"pretrained: {info['loaded']} tensors from {path} ({info['source']})"
