@@ -11,8 +11,11 @@ Padding: "SAME" (output `ceil(n / stride)`, TensorFlow's split with the extra pa
 (none), "CAUSAL" (1D only: `(k - 1) * dilation` before, none after, so `y[t]` never sees `x[t + 1:]`),
 an int `p` (`p` on both sides of every axis, as in PyTorch) or explicit `[(low, high), ...]`.
 
-`conv` is XLA's convolution (`xla_conv`, four lines). On the CPU, `impl="auto"` hands the same
-convolution to jaxcnn/backends/xla_cpu/, which computes it in the form XLA:CPU runs fastest.
+`conv` is XLA's convolution (`xla_conv`, four lines). With `impl="auto"`, a program compiled for the CPU
+computes the same convolution in the form XLA:CPU runs fastest (jaxcnn/backends/xla_cpu/); a program
+compiled for a TPU or GPU holds XLA's own convolution. The choice follows the platform the program is
+*compiled for* (`jax.lax.platform_dependent`), not the platform of the host that traces it: a TPU
+program compiled on a CPU-only machine (`--mode=compile`) holds no CPU formulation.
 """
 from __future__ import annotations
 
@@ -27,11 +30,12 @@ import jax.numpy as jnp
 
 Padding = str | int | Sequence[tuple[int, int]]
 
-# "auto": on XLA:CPU the formulation measured fastest (jaxcnn/backends/xla_cpu/convolution.py), XLA's
-# own convolution elsewhere; "lax": XLA's own convolution everywhere; the other names: one XLA:CPU
-# formulation (the same sums), for tests and benchmarks.
-IMPLS = ("auto", "lax", "prepadded", "as_2d", "lead_taps", "out_taps", "depthwise", "depthwise_taps",
-         "pointwise")
+# "auto": in a program compiled for the CPU the formulation measured fastest on XLA:CPU
+# (jaxcnn/backends/xla_cpu/convolution.py), in a program compiled for anything else XLA's own convolution;
+# "lax": XLA's own convolution everywhere; "xla_cpu": the XLA:CPU choice whatever the program is compiled
+# for; the other names: one XLA:CPU formulation (the same sums), for tests and benchmarks.
+IMPLS = ("auto", "lax", "xla_cpu", "prepadded", "as_2d", "lead_taps", "out_taps", "depthwise",
+         "depthwise_taps", "pointwise")
 _DEFAULT_IMPL = contextvars.ContextVar("jaxcnn_conv_impl", default="auto")
 
 
@@ -53,6 +57,15 @@ def default_impl(impl: str) -> Iterator[None]:
     yield
   finally:
     _DEFAULT_IMPL.reset(token)
+
+
+def on_cpu(cpu_fn, other_fn, *args):
+  """`cpu_fn(*args)` in a program compiled for the CPU, `other_fn(*args)` in one compiled for anything
+  else (TPU, GPU). Both are traced; lowering keeps only the target platform's
+  (`jax.lax.platform_dependent`), so the decision is the compile target's, not the tracing host's
+  `jax.default_backend()`. The typology's operations that have an XLA:CPU formulation (`conv`,
+  `conv_transpose`, `max_pool`) choose through this one function."""
+  return jax.lax.platform_dependent(*args, cpu=cpu_fn, default=other_fn)
 
 
 def ntuple(v, n: int, what: str) -> tuple[int, ...]:
@@ -144,10 +157,13 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
       (atrous convolution): the window covers `d (k - 1) + 1` inputs with `k` weights.
     padding: see the module docstring.
     groups: feature groups. `groups == in_channels` is a depthwise convolution.
-    impl: "auto": XLA's own convolution (`xla_conv`) on GPU/TPU; on CPU the same convolution in the
-      formulation XLA:CPU runs fastest (jaxcnn/backends/xla_cpu/convolution.py, measurements in
-      bench/README.md). "lax": `xla_conv` everywhere. Or one XLA:CPU formulation by name ("prepadded",
-      "as_2d", "lead_taps", "out_taps", "depthwise", "depthwise_taps", "pointwise").
+    impl: "auto": XLA's own convolution (`xla_conv`) in a program compiled for GPU/TPU; in one compiled
+      for the CPU the same convolution in the formulation XLA:CPU runs fastest
+      (jaxcnn/backends/xla_cpu/convolution.py, measurements in bench/README.md): both are staged out
+      with `jax.lax.platform_dependent`, and lowering keeps the one of the target platform. "lax":
+      `xla_conv` everywhere. "xla_cpu": the XLA:CPU choice on any platform. Or one XLA:CPU formulation
+      by name ("prepadded", "as_2d", "lead_taps", "out_taps", "depthwise", "depthwise_taps",
+      "pointwise").
   Returns:
     `[batch, *out_spatial, out_channels]`, `out = floor((n + lo + hi - d (k - 1) - 1) / s) + 1` per axis.
   """
@@ -162,11 +178,19 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
     impl = current_impl()
     if impl == "as_2d" and n != 3:
       impl = "auto"
-  if impl == "lax" or (impl == "auto" and jax.default_backend() != "cpu"):
-    y = xla_conv(x, kernel, strides, pads, dilations, groups)
-  else:  # XLA:CPU: the same convolution, as the backend runs it fastest (or one formulation by name)
+  def lax_conv(x, kernel):
+    return xla_conv(x, kernel, strides, pads, dilations, groups)
+
+  def cpu_conv(x, kernel):  # the same convolution, as XLA:CPU runs it fastest (or one formulation by name)
     from jaxcnn.backends.xla_cpu import convolution as xla_cpu
-    y = xla_cpu.conv(x, kernel, strides, pads, dilations, groups, impl)
+    return xla_cpu.conv(x, kernel, strides, pads, dilations, groups, "auto" if impl == "xla_cpu" else impl)
+
+  if impl == "lax":
+    y = lax_conv(x, kernel)
+  elif impl == "auto":
+    y = on_cpu(cpu_conv, lax_conv, x, kernel)
+  else:
+    y = cpu_conv(x, kernel)
   if bias is not None:
     y = y + bias.astype(y.dtype)
   return y

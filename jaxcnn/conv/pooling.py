@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn.conv.nd import Padding, current_impl, ntuple, resolve_padding
+from jaxcnn.conv.nd import Padding, current_impl, ntuple, on_cpu, resolve_padding
 
 
 def _window(x: jax.Array, window, stride, padding):
@@ -41,15 +41,24 @@ def max_pool(x: jax.Array, window, stride=None, padding: Padding = "VALID") -> j
   (`ceil_mode_padding`).
 
   The gradient goes to the first maximum of each window (row-major), as XLA's `select_and_scatter`
-  and PyTorch give it. On CPU, non-overlapping unpadded pooling takes the same numbers from
-  jaxcnn/backends/xla_cpu/pooling.py (a reshape + max, which XLA:CPU runs faster)."""
+  and PyTorch give it. In a program compiled for the CPU, non-overlapping unpadded pooling takes the
+  same numbers from jaxcnn/backends/xla_cpu/pooling.py (a reshape + max, which XLA:CPU runs faster;
+  `jaxcnn.conv.nd.on_cpu`)."""
   dims, strides, pads = _window(x, window, stride, padding)
-  if (dims == strides and all(p == (0, 0) for p in pads) and jax.default_backend() == "cpu"
+
+  def reduce_window(x):
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, dims, strides, pads)
+  if (dims == strides and all(p == (0, 0) for p in pads)
       and all(d <= n for d, n in zip(dims[1:-1], x.shape[1:-1]))
       and current_impl() != "lax"):  # jaxcnn.arithmetic traces with "lax": one measurable op
     from jaxcnn.backends.xla_cpu import pooling as xla_cpu
-    return xla_cpu.max_pool_tiles(x, dims[1:-1])
-  return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, dims, strides, pads)
+
+    def tiles(x):
+      return xla_cpu.max_pool_tiles(x, dims[1:-1])
+    # in a program compiled for the CPU only (jaxcnn.conv.nd.on_cpu); a default_impl block naming
+    # XLA:CPU's formulations takes them on any platform
+    return on_cpu(tiles, reduce_window, x) if current_impl() == "auto" else tiles(x)
+  return reduce_window(x)
 
 
 def avg_pool(x: jax.Array, window, stride=None, padding: Padding = "VALID") -> jax.Array:

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn.conv.nd import conv, current_impl, dimension_numbers, ntuple, output_size
+from jaxcnn.conv.nd import conv, current_impl, dimension_numbers, ntuple, on_cpu, output_size
 
 
 def transposed_output_size(n: int, kernel_size: int, stride: int = 1, padding: int = 0,
@@ -75,9 +75,10 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = Non
       high end, to pick among the input sizes a strided convolution maps to the same output size.
     padding: int `p` (crop `p` on both sides, PyTorch), `[(low, high), ...]`, "VALID" (no crop) or
       "SAME" (output `n * stride`, the adjoint of the "SAME" strided convolution).
-    impl: "lax" (XLA's convolution of the zero-inserted input, below), "auto" (on CPU, where it applies,
-      the same numbers as one stride-1 convolution over interleaved output phases:
-      jaxcnn/backends/xla_cpu/transposed.py; else "lax") or "subpixel" (that form, by name).
+    impl: "lax" (XLA's convolution of the zero-inserted input, below), "auto" (in a program compiled
+      for the CPU, where it applies, the same numbers as one stride-1 convolution over interleaved
+      output phases: jaxcnn/backends/xla_cpu/transposed.py; else "lax"; `jaxcnn.conv.nd.on_cpu`) or
+      "subpixel" (that form, by name, on any platform).
   Returns:
     `[batch, *out_spatial, out_channels]` (sizes from `transposed_output_size`).
   """
@@ -92,8 +93,18 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = Non
   crops = _transpose_pads(padding, n, ks, ss, ds, output_padding)
   if impl not in ("auto", "lax", "subpixel"):
     raise ValueError(f"unknown impl {impl!r}: use 'auto', 'lax' or 'subpixel'")
-  if impl == "auto":
-    impl = "lax" if current_impl() == "lax" or jax.default_backend() != "cpu" else "auto"
+  if impl == "auto" and current_impl() == "lax":
+    impl = "lax"
+  elif impl == "auto" and current_impl() != "auto":  # a default_impl block naming XLA:CPU's forms
+    impl = "xla_cpu"
+  flipped = jnp.flip(kernel, axis=tuple(range(n))).astype(x.dtype)
+
+  def lax_form(x):  # XLA's convolution of the zero-inserted input: the definition
+    pads = [(d * (k - 1) - lo, d * (k - 1) - hi) for (lo, hi), k, d in zip(crops, ks, ds)]
+    return jax.lax.conv_general_dilated(x, flipped, window_strides=(1,) * n, padding=pads, lhs_dilation=ss,
+                                        rhs_dilation=ds, dimension_numbers=dimension_numbers(n))
+
+  y = None
   if impl != "lax":  # XLA:CPU: one stride-1 convolution over interleaved phases, where it applies
     from jaxcnn.backends.xla_cpu import transposed as xla_cpu
     fits = xla_cpu.subpixel_fits(x.shape, ks, ss, ds, crops)
@@ -101,12 +112,12 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = Non
       raise ValueError("impl='subpixel' needs dilation 1 and non-negative padding no larger than the "
                        "output; use impl='lax' (or 'auto') for this transposed convolution")
     if fits:
-      y = xla_cpu.subpixel(x, kernel.astype(x.dtype), ss, crops)
-      return y if bias is None else y + bias.astype(y.dtype)
-  pads = [(d * (k - 1) - lo, d * (k - 1) - hi) for (lo, hi), k, d in zip(crops, ks, ds)]
-  flipped = jnp.flip(kernel, axis=tuple(range(n))).astype(x.dtype)
-  y = jax.lax.conv_general_dilated(x, flipped, window_strides=(1,) * n, padding=pads, lhs_dilation=ss,
-                                   rhs_dilation=ds, dimension_numbers=dimension_numbers(n))
+      def cpu_form(x):
+        return xla_cpu.subpixel(x, kernel.astype(x.dtype), ss, crops)
+      # "auto": the sub-pixel form in a program compiled for the CPU only (jaxcnn.conv.nd.on_cpu)
+      y = cpu_form(x) if impl != "auto" else on_cpu(cpu_form, lax_form, x)
+  if y is None:
+    y = lax_form(x)
   if bias is not None:
     y = y + bias.astype(y.dtype)
   return y
