@@ -119,6 +119,98 @@ def _grow(field, ks, ss, ds, lhs_dil=None):
 _CALL_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
 
 
+def eqn_macs(eqn) -> int:
+  """Multiply-accumulates of one `conv_general_dilated` or `dot_general` equation (0 for any other): a
+  convolution's `prod(out_spatial) * C_out * prod(k) * C_in / groups` per example, a transposed one
+  (input dilation) counted without the products by inserted zeros, `prod(in_spatial) * C_in * prod(k) *
+  C_out`; a dot product's `prod(lhs) * prod(rhs free axes)`."""
+  prim = eqn.primitive.name
+  if prim == "conv_general_dilated":
+    p = eqn.params
+    lhs, rhs, out = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape, eqn.outvars[0].aval.shape
+    dn = p["dimension_numbers"]
+    ks = [rhs[i] for i in dn.rhs_spec[2:]]
+    cin_per_group, cout = rhs[dn.rhs_spec[1]], rhs[dn.rhs_spec[0]]
+    if any(d > 1 for d in (p["lhs_dilation"] or ())):
+      return (math.prod(lhs[i] for i in dn.lhs_spec[2:]) * lhs[dn.lhs_spec[0]] * math.prod(ks) *
+              cin_per_group * cout)
+    return math.prod(out[i] for i in dn.out_spec[2:]) * out[dn.out_spec[0]] * cout * math.prod(ks) * cin_per_group
+  if prim == "dot_general":
+    (_, rc), (_, rb) = eqn.params["dimension_numbers"]
+    lhs, rhs = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
+    return math.prod(lhs) * math.prod(d for i, d in enumerate(rhs) if i not in rc and i not in rb)
+  return 0
+
+
+def _valid_taps(n_in: int, n_out: int, k: int, stride: int, pad_lo: int, lhs_dil: int, rhs_dil: int) -> int:
+  """Along one spatial axis, the (output position, kernel tap) pairs that meet a real input: not padding,
+  not a zero inserted by input dilation."""
+  i = np.arange(n_out)[:, None] * stride + np.arange(k)[None, :] * rhs_dil - pad_lo
+  return int(np.sum((i >= 0) & (i <= (n_in - 1) * lhs_dil) & (i % lhs_dil == 0)))
+
+
+def eqn_products(eqn) -> int:
+  """The multiply-accumulates of a `conv_general_dilated` / `dot_general` equation that touch real
+  inputs: padding and the zeros of input dilation excluded, as XLA's cost analysis counts a convolution
+  (`eqn_macs` counts the lecture's closed forms, which include them; the two differ where padding is a
+  large part of the window, e.g. the gradient of a convolution whose output is 1x1)."""
+  if eqn.primitive.name != "conv_general_dilated":
+    return eqn_macs(eqn)
+  p = eqn.params
+  lhs, rhs, out = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape, eqn.outvars[0].aval.shape
+  dn = p["dimension_numbers"]
+  n = len(dn.lhs_spec) - 2
+  lhs_dil = p["lhs_dilation"] or (1,) * n
+  rhs_dil = p["rhs_dilation"] or (1,) * n
+  taps = 1
+  for a in range(n):
+    taps *= _valid_taps(lhs[dn.lhs_spec[2 + a]], out[dn.out_spec[2 + a]], rhs[dn.rhs_spec[2 + a]],
+                        p["window_strides"][a], p["padding"][a][0], lhs_dil[a], rhs_dil[a])
+  return taps * out[dn.out_spec[0]] * out[dn.out_spec[1]] * rhs[dn.rhs_spec[1]]
+
+
+def _subjaxprs(value):
+  """The jaxprs an equation's parameter holds (a jaxpr, a closed jaxpr, or a tuple of them)."""
+  if isinstance(value, (tuple, list)):
+    for v in value:
+      yield from _subjaxprs(v)
+  elif hasattr(value, "eqns"):
+    yield value
+  elif hasattr(value, "jaxpr") and hasattr(value.jaxpr, "eqns"):
+    yield value.jaxpr
+
+
+def jaxpr_macs(jaxpr) -> int:
+  """All multiply-accumulates of a jaxpr's convolutions and dot products that touch real inputs
+  (`eqn_products`), nested calls included (a `shard_map` / `pmap` body counts once: per device; a `scan`
+  body `length` times; a `cond` its largest branch; a `while` body once, its trip count being unknown
+  when traced)."""
+  total = 0
+  for eqn in jaxpr.eqns:
+    total += eqn_products(eqn)
+    name = eqn.primitive.name
+    if name == "cond":
+      total += max(jaxpr_macs(b.jaxpr) for b in eqn.params["branches"])
+    elif name == "scan":
+      total += int(eqn.params["length"]) * jaxpr_macs(eqn.params["jaxpr"].jaxpr)
+    elif name == "while":
+      total += jaxpr_macs(eqn.params["body_jaxpr"].jaxpr)
+    else:
+      for v in eqn.params.values():
+        for sub in _subjaxprs(v):
+          total += jaxpr_macs(sub)
+  return total
+
+
+def program_macs(fn: Callable, *args) -> int:
+  """Multiply-accumulates of one call of `fn(*args)` (shapes or arrays), traced with XLA's own
+  convolutions (`default_impl("lax")`): the count a train step's FLOPs are checked against
+  (`--mode=compile`: FLOPs ~ 2 x MACs)."""
+  with default_impl("lax"):
+    closed = jax.make_jaxpr(fn)(*args)
+  return jaxpr_macs(closed.jaxpr)
+
+
 class _Walker:
   def __init__(self, n_spatial: int, batch: int, param_scopes: dict[str, str]):
     self.n = n_spatial
@@ -174,20 +266,14 @@ class _Walker:
     outs = eqn.outvars
     if prim == "conv_general_dilated":
       p = eqn.params
-      lhs, rhs = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
+      rhs = eqn.invars[1].aval.shape
       dn = p["dimension_numbers"]
       ks = [rhs[i] for i in dn.rhs_spec[2:]]
-      cin_per_group = rhs[dn.rhs_spec[1]]
-      cout = rhs[dn.rhs_spec[0]]
-      out = outs[0].aval.shape
+      macs = eqn_macs(eqn)
       lhs_dil = tuple(p["lhs_dilation"] or (1,) * len(ks))
       if any(d > 1 for d in lhs_dil):  # transposed: count the real (non-zero) products
-        macs = math.prod(lhs[i] for i in dn.lhs_spec[2:]) * lhs[dn.lhs_spec[0]] * math.prod(ks) * \
-            cin_per_group * cout
         kind = "conv_transpose " + "x".join(map(str, ks)) + f"/{'x'.join(map(str, lhs_dil))}"
       else:
-        macs = math.prod(out[i] for i in dn.out_spec[2:]) * out[dn.out_spec[0]] * cout * \
-            math.prod(ks) * cin_per_group
         strides = tuple(p["window_strides"])
         kind = "conv " + "x".join(map(str, ks))
         if any(s > 1 for s in strides):
@@ -199,10 +285,8 @@ class _Walker:
       field = _grow(ins[0], ks, p["window_strides"], p["rhs_dilation"], lhs_dil)
       return [field], kind, macs
     if prim == "dot_general":
-      (lc, rc), (_, rb) = eqn.params["dimension_numbers"]
-      lhs, rhs = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
-      rfree = math.prod(d for i, d in enumerate(rhs) if i not in rc and i not in rb)
-      macs = math.prod(lhs) * rfree
+      (lc, _), _ = eqn.params["dimension_numbers"]
+      macs = eqn_macs(eqn)
       field = ins[0]
       if field not in (None, GLOBAL) and any(a in range(1, self.n + 1) for a in lc):
         field = GLOBAL

@@ -154,3 +154,27 @@ def test_summary_cli_prints_the_table():
 def test_summary_cli_errors(args, message):
   r = run_summary(*args)
   assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("kw", [
+    dict(window_strides=(1, 1), padding=((1, 1), (1, 1))),                      # SAME 3x3
+    dict(window_strides=(2, 2), padding=((3, 4), (0, 2))),                      # strided, uneven padding
+    dict(window_strides=(1, 1), padding=((4, 4), (4, 4)), rhs_dilation=(2, 3)),  # dilated, mostly padding
+    dict(window_strides=(1, 1), padding=((2, 3), (2, 2)), lhs_dilation=(2, 2)),  # transposed (zeros inserted)
+    dict(window_strides=(1, 2), padding=((0, 0), (1, 1)), feature_group_count=2),
+])
+def test_the_products_a_step_is_checked_against_are_xlas_own_count(kw):
+  # `--mode=compile` compares a program's FLOPs with 2 x arithmetic.jaxpr_macs: per convolution, the
+  # products that meet a real input (padding and inserted zeros left out), which is how XLA counts them
+  x = jnp.ones((2, 7, 9, 4))
+  w = jnp.ones((3, 3, 4 // kw.get("feature_group_count", 1), 6))
+  f = lambda x, w: jax.lax.conv_general_dilated(x, w, dimension_numbers=("NHWC", "HWIO", "NHWC"), **kw)  # noqa: E731
+  xla = jax.jit(f).lower(x, w).compile().cost_analysis()
+  xla = (xla[0] if isinstance(xla, (list, tuple)) else xla)["flops"]
+  assert 2 * arithmetic.program_macs(f, x, w) == xla
+  # and a whole gradient: its convolutions, transposed and weight-gradient ones included
+  g = lambda x, w: jax.grad(lambda x, w: jnp.sum(f(x, w) ** 2), argnums=(0, 1))(x, w)  # noqa: E731
+  flops = jax.jit(g).lower(x, w).compile().cost_analysis()
+  flops = (flops[0] if isinstance(flops, (list, tuple)) else flops)["flops"]
+  out = jax.eval_shape(f, x, w).size
+  assert 2 * arithmetic.program_macs(g, x, w) <= flops <= 2 * arithmetic.program_macs(g, x, w) + 4 * out
