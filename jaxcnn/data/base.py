@@ -54,6 +54,57 @@ class Dataset:
       return self.preprocess(self.train[0])
     return self.preprocess(next(iter(self.evals.values()))[0])
 
+  def spec(self) -> "DataSpec":
+    """This data set's `DataSpec`, read off its first examples: a training example as the pipeline makes
+    it (`train_preprocess` or `preprocess`, then `augment`) and an evaluation example."""
+    evaluation = {k: array_spec(v) for k, v in self.example().items()}
+    train = evaluation
+    if len(self.train):
+      ex = (self.train_preprocess or self.preprocess)(self.train[0])
+      if self.augment is not None:
+        ex = self.augment(ex, np.random.default_rng(0))
+      train = {k: array_spec(v) for k, v in ex.items()}
+    return DataSpec(name=self.name, num_classes=self.num_classes, num_train=len(self.train), train=train,
+                    eval=evaluation, host_eval_ready=self.coco_ground_truth is not None)
+
+
+def array_spec(v) -> tuple[tuple[int, ...], str]:
+  a = np.asarray(v)
+  return tuple(int(d) for d in a.shape), a.dtype.name
+
+
+@dataclasses.dataclass
+class DataSpec:
+  """What a run's programs need to know of a data set, without reading it: the shape and dtype of one
+  training example as the input pipeline makes it (after augmentation) and of one evaluation example
+  (`{key: (shape, dtype name)}`, no batch axis), the number of classes, and the size of the training set
+  (None when unknown without the data; it only sets the schedule's length, never a shape).
+
+  Each registered data set gives one through `DATASETS.register(name, spec=fn)`, `fn` taking the data
+  set's own keyword arguments and reading no data (`spec_for`); tests/test_data_spec.py checks each
+  against the data set built from real or generated data. `assumed` says what was assumed because only
+  the data could tell (e.g. ImageNet's 1000 classes when no copy is at `manual_dir`)."""
+  name: str
+  num_classes: int
+  train: dict[str, tuple[tuple[int, ...], str]]
+  eval: dict[str, tuple[tuple[int, ...], str]]
+  num_train: int | None = None
+  host_eval_ready: bool = False   # the data set provides COCO-format ground truth (instance segmentation)
+  assumed: str = ""
+
+  def example(self, split: str = "train") -> dict[str, np.ndarray]:
+    """Zeros of one example's shapes and dtypes (what models are initialised and traced on)."""
+    return {k: np.zeros(shape, dtype) for k, (shape, dtype) in (self.train if split == "train" else self.eval).items()}
+
+
+def spec_for(name: str, **kwargs) -> DataSpec:
+  """The registered data set `name`'s `DataSpec` for its keyword arguments, without reading its data."""
+  from jaxcnn.registry import DATASETS
+  fn = DATASETS.info(name).get("spec")
+  if fn is None:  # a data set registered without one (a user's): build it and read its examples
+    return DATASETS.build(name, **kwargs).spec()
+  return fn(**kwargs)
+
 
 def prepare_builder(builder) -> None:
   """Builds a TFDS data set once (quietly, saying where), then reuses it."""

@@ -34,7 +34,7 @@ import os
 
 import numpy as np
 
-from jaxcnn.data.base import Dataset, DatasetError
+from jaxcnn.data.base import DataSpec, Dataset, DatasetError, array_spec
 from jaxcnn.registry import DATASETS
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -147,7 +147,25 @@ def _targets(coco, image_id: int, category_index: dict) -> list[dict]:
   return out
 
 
-@DATASETS.register("coco")
+def _spec(min_size: int = 800, max_size: int = 1333, pad_to: int = 1344, eval_pad_to: int | None = None,
+          max_instances: int = 100, mask_size: int = 56, **_):
+  """COCO without reading it: images padded to `pad_to` (0, each image to its own multiple of 32: the
+  largest, `max_size` rounded up, is what the spec takes), COCO 2017's 80 categories + background."""
+  def example(pad):
+    side = pad or -(-max(min_size, max_size) // 32) * 32
+    n = max_instances
+    return {"x": ((side, side, 3), "float32"), "gt_boxes": ((n, 4), "float32"), "gt_classes": ((n,), "int32"),
+            "gt_mask_crops": ((n, mask_size, mask_size), "uint8"), "gt_valid": ((n,), "bool"),
+            "image_scale": ((2,), "float32"), "image_hw": ((2,), "int32")}
+  eval_pad_to = pad_to if eval_pad_to is None else eval_pad_to
+  assumed = "COCO 2017's 80 categories (+ background)"
+  if 0 in (pad_to, eval_pad_to):
+    assumed += f"; images of their own sizes (pad_to=0) taken at the largest, {max_size} rounded up to 32"
+  return DataSpec(name="coco", num_classes=81, train=example(pad_to), eval=example(eval_pad_to),
+                  host_eval_ready=True, assumed=assumed)
+
+
+@DATASETS.register("coco", spec=_spec)
 def coco(manual_dir: str | None = None, train_split: str = "train2017", eval_split: str = "val2017",
          min_size: int = 800, max_size: int = 1333, pad_to: int = 1344, eval_pad_to: int | None = None,
          max_instances: int = 100, mask_size: int = 56, flip: bool = True) -> Dataset:

@@ -20,7 +20,7 @@ import pickle
 
 import numpy as np
 
-from jaxcnn.data.base import Dataset, DatasetError
+from jaxcnn.data.base import DataSpec, Dataset, DatasetError, array_spec
 from jaxcnn.data.mnist import ArraySource
 from jaxcnn.registry import DATASETS
 
@@ -104,7 +104,18 @@ def _normalizer(mean, std):
   return preprocess
 
 
-@DATASETS.register("cifar10")
+def _image_spec(name, size, num_classes, num_train, assumed=""):
+  spec = {"x": ((size, size, 3), "float32"), "label": ((), "int32")}
+  return DataSpec(name=name, num_classes=num_classes, train=spec, eval=spec, num_train=num_train,
+                  assumed=assumed)
+
+
+def _cifar10_spec(**_):
+  """CIFAR-10 without its files: 32x32 RGB, 10 classes, 50,000 training images."""
+  return _image_spec("cifar10", 32, 10, 50_000)
+
+
+@DATASETS.register("cifar10", spec=_cifar10_spec)
 def cifar10(manual_dir: str | None = None, augment: bool = True) -> Dataset:
   """CIFAR-10 (50,000 train / 10,000 test) from the official python or binary files."""
   root = _manual_dir(manual_dir, "CIFAR-10")
@@ -207,7 +218,21 @@ def center_crop(im, resize: int, size: int):
   return im.crop((x0, y0, x0 + size, y0 + size))
 
 
-@DATASETS.register("image_folder")
+def _image_folder_spec(manual_dir: str | None = None, size: int = 224, train_split: str = "train",
+                       eval_split: str = "val", **_):
+  """An image folder without reading its images: `size x size` crops; the classes are the class folders
+  when the copy is at `manual_dir` (a directory listing), else ImageNet's 1000 and its 1,281,167
+  training images."""
+  for split in (train_split, eval_split):
+    d = os.path.join(os.path.expanduser(manual_dir), split) if manual_dir else None
+    if d and os.path.isdir(d):
+      n = sum(os.path.isdir(os.path.join(d, c)) for c in os.listdir(d))
+      return _image_spec("image_folder", size, n, None)
+  return _image_spec("image_folder", size, 1000, 1_281_167,
+                     assumed="ImageNet's 1000 classes and 1,281,167 training images (no copy at manual_dir)")
+
+
+@DATASETS.register("image_folder", spec=_image_folder_spec)
 def image_folder(manual_dir: str | None = None, size: int = 224, resize: int = 256,
                  train_split: str = "train", eval_split: str = "val", mean=tuple(IMAGENET_MEAN.tolist()),
                  std=tuple(IMAGENET_STD.tolist())) -> Dataset:
@@ -247,7 +272,11 @@ def image_folder(manual_dir: str | None = None, size: int = 224, resize: int = 2
   return ds
 
 
-@DATASETS.register("synthetic_images")
+def _synthetic_spec(**kwargs):
+  return synthetic_images(**kwargs).spec()  # made in memory, in a moment
+
+
+@DATASETS.register("synthetic_images", spec=_synthetic_spec)
 def synthetic_images(shape=(32, 32, 3), num_classes: int = 10, num_train: int = 256, num_test: int = 64,
                      seed: int = 0) -> Dataset:
   """Seeded random uint8 images; class c brightens a horizontal band c of the image."""

@@ -23,7 +23,8 @@ import os
 
 import numpy as np
 
-from jaxcnn.data.base import Dataset, DatasetError, generated_builder, prepare_builder, verify_checksums
+from jaxcnn.data.base import (DataSpec, Dataset, DatasetError, array_spec, generated_builder,
+                               prepare_builder, verify_checksums)
 from jaxcnn.registry import DATASETS
 
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
@@ -201,7 +202,17 @@ def per_class_subset(source: "ArraySource", per_class: int, seed: int) -> "Array
   return ArraySource(source.images[keep], source.labels[keep])
 
 
-@DATASETS.register("mnist")
+def _spec(pad_to: int = 32, normalize: str = "lecun", train_per_class: int = 0, size: int = 0,
+          channels: int = 1, mean: float = 0.0, std: float = 1.0, **_):
+  """MNIST without its files: the preprocessing of a blank 28x28 digit gives the input's shape."""
+  ex = preprocess_fn(pad_to, normalize, size, channels, mean, std)(
+      {"image": np.zeros((28, 28, 1), np.uint8), "label": 0})
+  spec = {k: array_spec(v) for k, v in ex.items()}
+  return DataSpec(name="mnist", num_classes=10, train=spec, eval=spec,
+                  num_train=10 * train_per_class if train_per_class else 60_000)
+
+
+@DATASETS.register("mnist", spec=_spec)
 def mnist(manual_dir: str | None = None, data_dir: str | None = None, pad_to: int = 32,
           normalize: str = "lecun", eval_files: str | None = None, train_per_class: int = 0,
           subset_seed: int = 0, size: int = 0, channels: int = 1, mean: float = 0.0,

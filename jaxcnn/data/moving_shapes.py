@@ -14,7 +14,8 @@ import functools
 
 import numpy as np
 
-from jaxcnn.data.base import Dataset, DatasetError, generated_builder, prepare_builder
+from jaxcnn.data.base import (DataSpec, Dataset, DatasetError, array_spec, generated_builder,
+                               prepare_builder)
 from jaxcnn.data.mnist import ArraySource
 from jaxcnn.registry import DATASETS
 
@@ -85,7 +86,12 @@ def _load(params: tuple, data_dir):
   return out
 
 
-@DATASETS.register("moving_shapes")
+def _spec(num_classes: int = 4, frames: int = 16, size: int = 32, num_train: int = 2000, **_):
+  spec = {"x": ((frames, size, size, 1), "float32"), "label": ((), "int32")}
+  return DataSpec(name="moving_shapes", num_classes=num_classes, train=spec, eval=spec, num_train=num_train)
+
+
+@DATASETS.register("moving_shapes", spec=_spec)
 def moving_shapes(num_classes: int = 4, frames: int = 16, size: int = 32, num_train: int = 2000,
                   num_test: int = 500, seed: int = 0, data_dir: str | None = None) -> Dataset:
   """Seeded synthetic clips `[frames, size, size, 1]`; the class is the direction of motion."""

@@ -28,7 +28,8 @@ import os
 
 import numpy as np
 
-from jaxcnn.data.base import Dataset, DatasetError, generated_builder, prepare_builder
+from jaxcnn.data.base import (DataSpec, Dataset, DatasetError, array_spec, generated_builder,
+                               prepare_builder)
 from jaxcnn.registry import DATASETS
 
 CLASSES = ("nucleus",)
@@ -164,7 +165,15 @@ def _tiles(length: int, crop: int) -> list[int]:
   return starts
 
 
-@DATASETS.register("nuclei")
+def _spec(crop: int = 128, max_instances: int = 48, crops_per_epoch: int = 256, **_):
+  spec = {"x": ((crop, crop, 3), "float32"), "gt_boxes": ((max_instances, 4), "float32"),
+          "gt_classes": ((max_instances,), "int32"), "gt_masks": ((max_instances, crop, crop), "uint8"),
+          "gt_valid": ((max_instances,), "bool")}
+  return DataSpec(name="nuclei", num_classes=len(CLASSES) + 1, train=spec, eval=spec,
+                  num_train=crops_per_epoch, host_eval_ready=True)
+
+
+@DATASETS.register("nuclei", spec=_spec)
 def nuclei(manual_dir: str | None = None, data_dir: str | None = None, crop: int = 128,
            max_instances: int = 48, holdout: str = "auto", val_fraction: float = 0.25, seed: int = 0,
            crops_per_epoch: int = 256) -> Dataset:

@@ -30,7 +30,8 @@ import os
 
 import numpy as np
 
-from jaxcnn.data.base import Dataset, DatasetError, generated_builder, prepare_builder, verify_checksums
+from jaxcnn.data.base import (DataSpec, Dataset, DatasetError, array_spec, generated_builder,
+                               prepare_builder, verify_checksums)
 from jaxcnn.registry import DATASETS
 
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -224,7 +225,20 @@ def augment_crop(example: dict, rng: np.random.Generator, crop_size: int) -> dic
   return {"x": t(x), "label": t(y), "pixel_valid": t(v)}
 
 
-@DATASETS.register("roads")
+def _spec(manual_dir: str | None = None, crop_size: int = 256, stride: int = 16, **kwargs):
+  """Random `crop_size` crops for training; whole images for evaluation, whose padded size is the
+  data's: read off the data set when its copy is at `manual_dir`, else ETH/EPFL's 400 x 400 images."""
+  if manual_dir and os.path.isdir(os.path.expanduser(manual_dir)):
+    return roads(manual_dir=manual_dir, crop_size=crop_size, stride=stride, **kwargs).spec()
+  n = round_up(400, stride)
+  return DataSpec(name="roads", num_classes=1, num_train=None,
+                  train={"x": ((crop_size, crop_size, 3), "float32"), "label": ((crop_size, crop_size, 1), "float32"),
+                         "pixel_valid": ((crop_size, crop_size), "bool")},
+                  eval={"x": ((n, n, 3), "float32"), "label": ((n, n, 1), "float32"), "pixel_valid": ((n, n), "bool")},
+                  assumed=f"ETH/EPFL's 400 x 400 evaluation images, padded to {n} x {n} (no copy at manual_dir)")
+
+
+@DATASETS.register("roads", spec=_spec)
 def roads(manual_dir: str | None = None, data_dir: str | None = None, val_fraction: float = 0.2,
           split_seed: int = 0, crop_size: int = 256, stride: int = 16) -> Dataset:
   """Road images + masks from `manual_dir` (ETH/EPFL or Massachusetts layout): random crops for training,

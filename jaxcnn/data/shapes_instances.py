@@ -17,7 +17,8 @@ import functools
 
 import numpy as np
 
-from jaxcnn.data.base import Dataset, DatasetError, generated_builder, prepare_builder
+from jaxcnn.data.base import (DataSpec, Dataset, DatasetError, array_spec, generated_builder,
+                               prepare_builder)
 from jaxcnn.registry import DATASETS
 
 CLASSES = ("disk", "rectangle", "triangle", "ring")
@@ -116,7 +117,15 @@ def instance_masks(instance_ids: np.ndarray, count: int) -> np.ndarray:
   return instance_ids[None] == np.arange(1, count + 1)[:, None, None]
 
 
-@DATASETS.register("shapes_instances")
+def _spec(size: int = 128, max_instances: int = 6, num_train: int = 2000, **_):
+  spec = {"x": ((size, size, 3), "float32"), "gt_boxes": ((max_instances, 4), "float32"),
+          "gt_classes": ((max_instances,), "int32"), "gt_masks": ((max_instances, size, size), "uint8"),
+          "gt_valid": ((max_instances,), "bool")}
+  return DataSpec(name="shapes_instances", num_classes=len(CLASSES) + 1, train=spec, eval=spec,
+                  num_train=num_train, host_eval_ready=True)
+
+
+@DATASETS.register("shapes_instances", spec=_spec)
 def shapes_instances(size: int = 128, max_instances: int = 6, num_train: int = 2000, num_val: int = 200,
                      seed: int = 0, data_dir: str | None = None) -> Dataset:
   """Seeded synthetic instance segmentation: images `[size, size, 3]`, per-instance visible masks,

@@ -35,7 +35,8 @@ import sys
 
 import numpy as np
 
-from jaxcnn.data.base import Dataset, DatasetError, generated_builder, prepare_builder, verify_checksums
+from jaxcnn.data.base import (DataSpec, Dataset, DatasetError, array_spec, generated_builder,
+                               prepare_builder, verify_checksums)
 from jaxcnn.registry import DATASETS
 
 # Section 2.2: "abcdefghijklmnopqrstuvwxyz0123456789-,;.!?:'"/\|_@#$%^&*~`+-=<>()[]{}" and the newline.
@@ -204,7 +205,20 @@ def _csv_path(root: str, name: str) -> str | None:
   return path if os.path.isfile(path) else None
 
 
-@DATASETS.register("char_csv")
+def _spec(manual_dir: str | None = None, length: int = LENGTH, **_):
+  """Characters quantised to `length` int8 indices; the classes are classes.txt's when the copy is at
+  `manual_dir`, else AG News's 4."""
+  spec = {"x": ((length,), "int8"), "label": ((), "int32")}
+  path = os.path.join(os.path.expanduser(manual_dir), "classes.txt") if manual_dir else None
+  if path and os.path.isfile(path):
+    with open(path, encoding="utf-8") as f:
+      n, assumed = sum(1 for line in f if line.strip()), ""
+  else:
+    n, assumed = 4, "AG News's 4 classes (no classes.txt at manual_dir)"
+  return DataSpec(name="char_csv", num_classes=n, train=spec, eval=spec, assumed=assumed)
+
+
+@DATASETS.register("char_csv", spec=_spec)
 def char_csv(manual_dir: str | None = None, data_dir: str | None = None, length: int = LENGTH,
              reverse: bool = True, subset_file: str | None = None, holdout_fraction: float = 0.2,
              split_seed: int = 0, eval_csv: str | None = None) -> Dataset:

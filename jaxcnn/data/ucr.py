@@ -146,7 +146,13 @@ def _load(name, source_dir, data_dir):
   return builder, splits
 
 
-@DATASETS.register("ucr_uea")
+def _spec(**kwargs):
+  """UCR/UEA: the series ship inside the aeon wheel (or a user's folder), so the spec is read off the
+  data set itself (its length, channels and classes are the data's)."""
+  return ucr_uea(**kwargs).spec()
+
+
+@DATASETS.register("ucr_uea", spec=_spec)
 def ucr_uea(subset: str = "GunPoint", normalize: str = "train_global", data_dir: str | None = None,
             manual_dir: str | None = None) -> Dataset:
   """A UCR/UEA classification data set by name (`subset`), official train/test splits."""
