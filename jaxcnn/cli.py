@@ -31,9 +31,14 @@ def define_flags(default_config: str) -> None:
                       "(default: runs/<experiment>). Relaunching with the same workdir resumes.")
   flags.DEFINE_enum("mode", "train", tuple(MODES), "train (resumes if workdir has a checkpoint), eval "
                     "(evaluate the latest checkpoint of workdir), cam (class activation maps of the "
-                    "latest checkpoint for --cam_indices, written as a PNG) or predict (classify "
+                    "latest checkpoint for --cam_indices, written as a PNG), predict (classify "
                     "--text / --text_file, or segment the images of --input_dir, with the latest "
-                    "checkpoint).")
+                    "checkpoint) or compile (compile the run's programs for --target without data or "
+                    "hardware: memory per device, fits or not, FLOPs, a roofline bound; exit 0 when "
+                    "everything fits, 3 when not).")
+  flags.DEFINE_string("target", None, "--mode=compile: what to compile for: a cloud TPU slice "
+                      "GENERATION:TOPOLOGY (v5e:2x4, v5e:4x4, v4:2x2x2, v5p:2x2x2, v6e:4x4, v3:4x4; needs "
+                      "the TPU compiler: pip install \"jax[tpu]==<your jax version>\") or cpu (this machine).")
   flags.DEFINE_list("cam_indices", None, "--mode=cam: indices of the examples of --cam_split to draw "
                     "(default: the first example of each class).")
   flags.DEFINE_string("cam_split", "test", "--mode=cam: the split the examples come from.")
@@ -202,6 +207,15 @@ def _setup_process() -> None:
   from absl import logging
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.ERROR)  # TFDS and JAX log at INFO/WARNING about normal things
+  if FLAGS.mode == "compile" and (FLAGS.target or "").lower() != "cpu" and not os.environ.get("JAX_PLATFORMS"):
+    # Compiling for a TPU slice needs no device of this machine's: JAX stays on the CPU, instead of
+    # starting the TPU runtime that libtpu's install brings (which, on a machine without a TPU, prints
+    # its failure to find one).
+    import jax
+    jax.config.update("jax_platforms", "cpu")
+    # libtpu lets one process at a time load it (/tmp/libtpu_lockfile), for the chips' sake: a compile for
+    # a slice touches none, and may run beside a training run or another compile.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   _quiet_disk_full_logs()
   from jaxcnn import distributed
   from jaxcnn.backends.xla_cpu import xla_setup
@@ -368,6 +382,25 @@ def _benchmark(config, workdir, console) -> None:
                 f"{workdir}/<data set>/seed<k>/")
 
 
+def _compile(config, workdir, console) -> None:
+  """--mode=compile --target=...: the run's programs compiled for the target (jaxcnn/train/preflight.py);
+  exit status 3 when one does not fit."""
+  del workdir
+  from jaxcnn import targets
+  from jaxcnn.train import preflight
+  if not FLAGS.target:
+    raise ConfigError(f"--mode=compile needs --target: {targets.known()}")
+  target = targets.resolve(FLAGS.target)
+  console.print(f"Compiling {config.get('experiment', config.model.name)} for {target.describe()} "
+                "(no data, no accelerator) ...", markup=False)
+  report = preflight.compile_run(config, target, progress=lambda m: console.print(m, style="dim", markup=False))
+  console.print()
+  for line in preflight.format_report(report):
+    console.print(line, markup=False)
+  if not report.fits:
+    sys.exit(preflight.DOES_NOT_FIT)
+
+
 def _train(config, workdir, console) -> None:
   from jaxcnn import distributed
   from jaxcnn.train import loop
@@ -376,7 +409,7 @@ def _train(config, workdir, console) -> None:
     _print_result(config, workdir, console, result)
 
 
-MODES = {"train": _train, "eval": _eval, "cam": _cam, "predict": _predict}
+MODES = {"train": _train, "eval": _eval, "cam": _cam, "predict": _predict, "compile": _compile}
 
 
 def main(argv) -> None:
@@ -389,15 +422,22 @@ def main(argv) -> None:
   from rich.console import Console
   # Every process runs the same program; process 0 speaks for all of them.
   console = Console(highlight=False, soft_wrap=True, quiet=not distributed.is_primary())
+  from jaxcnn.train.preflight import DOES_NOT_FIT, DoesNotFitError
   from jaxcnn.train.workdir import DiskFullError, check_workdir
   try:
     check_workdir(workdir)
+    if FLAGS.target and FLAGS.mode != "compile":
+      raise ConfigError(f"--target={FLAGS.target} is for --mode=compile (a training run uses the devices "
+                        "it runs on)")
     if "benchmark" in config and FLAGS.mode != "train":
       raise ConfigError(f"--mode={FLAGS.mode} works on one run, not a benchmark: point --workdir at one "
                         "run's folder (<workdir>/<data set>/seed<k>) and use "
                         "--config=experiments/fcn_ucr.py:<data set>[,model] with the same model.")
     mode = (_summary if FLAGS.summary else _benchmark if "benchmark" in config else MODES[FLAGS.mode])
     mode(config, workdir, console)
+  except DoesNotFitError as e:  # a ConfigError, with its own status: the run's step needs more memory
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(DOES_NOT_FIT)
   except (ConfigError, FileNotFoundError) as e:
     usage_error(str(e))
   except loop.NonFiniteLossError as e:

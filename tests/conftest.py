@@ -5,6 +5,9 @@ import sys
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Where libtpu is installed, the TPU compiles of tests/test_compile.py run in both xdist workers at once:
+# libtpu lets one process load it unless told otherwise (nothing here touches a TPU).
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 # (`import jaxcnn` then sets NPROC=16: thread-pool room for the 8-device collectives, without which a
 # loaded run aborted now and then; jaxcnn/backends/xla_cpu/xla_setup.py: spare_collective_threads.)
 # The suite is compile-bound and compiles the same programs many times (every seed of a benchmark, each

@@ -100,17 +100,25 @@ def compute_dtype(config) -> str | None:
   return None if config.get("precision", "float32") == "float32" else config.precision
 
 
-def build_components(config) -> Components:
-  check_config(config)
-  dataset = registry.DATASETS.build(config.dataset.name, **config_kwargs(config.dataset))
-  mk = functools.partial(registry.MODELS.build, config.model.name, num_classes=dataset.num_classes,
+def build_model_and_task(config, num_classes: int, *, host_eval_ready: bool):
+  """`(model, init_model, task)` of the config for a data set of `num_classes` classes: the model with
+  the device axis (training) and without it (init, evaluation outside the step)."""
+  mk = functools.partial(registry.MODELS.build, config.model.name, num_classes=num_classes,
                          dtype=compute_dtype(config), **config_kwargs(config.model))
-  task = registry.TASKS.build(config.task.name, num_classes=dataset.num_classes, **config_kwargs(config.task))
-  if task.host_eval and dataset.coco_ground_truth is None:
+  task = registry.TASKS.build(config.task.name, num_classes=num_classes, **config_kwargs(config.task))
+  if task.host_eval and not host_eval_ready:
     raise registry.ConfigError(f"task {config.task.name!r} scores detections against COCO-format ground "
                                f"truth, which data set {config.dataset.name!r} does not provide (use an "
                                "instance-segmentation data set: shapes_instances or coco)")
-  return Components(dataset, mk(axis_name=AXIS), mk(axis_name=None), task)
+  return mk(axis_name=AXIS), mk(axis_name=None), task
+
+
+def build_components(config) -> Components:
+  check_config(config)
+  dataset = registry.DATASETS.build(config.dataset.name, **config_kwargs(config.dataset))
+  model, init_model, task = build_model_and_task(config, dataset.num_classes,
+                                                 host_eval_ready=dataset.coco_ground_truth is not None)
+  return Components(dataset, model, init_model, task)
 
 
 def global_batch_size(config, num_train: int) -> int:

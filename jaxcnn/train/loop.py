@@ -17,6 +17,7 @@ import numpy as np
 from jaxcnn import published, registry
 from jaxcnn.backends.xla_cpu import host_memory, xla_setup
 from jaxcnn.data import pipeline
+from jaxcnn.train import preflight
 from jaxcnn.train import step as step_lib
 from jaxcnn.train.checkpoint import CheckpointFormatError, Checkpointer
 from jaxcnn.train.figures import write_detection_figure, write_overlays, write_predictions
@@ -238,6 +239,9 @@ def _train_and_evaluate(config, workdir: str, *, devices, interrupt_at_step, con
   if resumed is not None:
     console.print(f"[yellow]Resuming from checkpoint at step {start_step} "
                   f"(epoch {start_step / t.spe:.2f}) in {rt.ckpt.directory}[/yellow]")
+  # The steps compiled now, for this run's shapes, and checked against the devices' memory: a step that
+  # cannot fit stops the run here (DoesNotFitError, with the batch that fits), not in its first step.
+  console.print(preflight.memory_line(*preflight.check_run(rt)), markup=False)
   dstate = par.put_state(rt.state)
   sums = (None if t.state.epoch_sums is None else
           {k: np.asarray(v) for k, v in t.state.epoch_sums.items()})

@@ -46,6 +46,7 @@ class Parallel:
     else:
       self._train = jax.pmap(train_body, axis_name=AXIS, devices=self.devices, donate_argnums=0)
       self._eval = jax.pmap(eval_body, axis_name=AXIS, devices=self.devices)
+    self._train_compiled = self._eval_compiled = self._train_shapes = self._eval_shapes = None
 
   def put_state(self, state):
     if self.mode == "jit":
@@ -72,26 +73,73 @@ class Parallel:
     return jax.tree.map(lambda x: x.reshape((n, x.shape[0] // n) + x.shape[1:]), local_batch)
 
   def train_step(self, state, batch):
-    state, metrics = self._train(state, batch)
+    step = self._train_compiled if self._matches(batch, self._train_shapes) else self._train
+    state, metrics = step(state, batch)
     if self.mode == "pmap":
       metrics = jax.tree.map(lambda x: x[0], metrics)
     return state, metrics
+
+  # ------------------------------------------------------------------ ahead of time: shapes, compiling
+  def state_spec(self, abstract_state):
+    """The device state's shapes as the steps take it (`put_state`'s): jit, the global arrays replicated
+    over the mesh; pmap, a leading axis of this process's devices."""
+    if self.mode == "jit":
+      return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self._repl), abstract_state)
+    n = len(self.local_devices)
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct((n,) + tuple(s.shape), s.dtype), abstract_state)
+
+  def batch_spec(self, example: dict, rows: int):
+    """A global batch of `rows` rows as the steps take it (`put_batch`'s) from one example's
+    `{key: (shape, dtype)}` (jaxcnn.data.base.DataSpec), with the row `mask` the pipeline adds."""
+    example = {**example, "mask": ((), "bool")}
+    if self.mode == "jit":
+      return {k: jax.ShapeDtypeStruct((rows, *shape), np.dtype(dtype), sharding=self._data)
+              for k, (shape, dtype) in example.items()}
+    n, per = len(self.local_devices), rows // self.num_devices
+    return {k: jax.ShapeDtypeStruct((n, per, *shape), np.dtype(dtype)) for k, (shape, dtype) in example.items()}
+
+  def lower(self, program: str, state_spec, batch_spec, body=None):
+    """`jax.stages.Lowered` of "train", "eval" or "predict" (the per-row `body`) for these shapes: what
+    the run compiles, compiled for whatever devices this `Parallel` was given (a TPU slice's too)."""
+    fn = {"train": self._train, "eval": self._eval}.get(program) or self.rows_fn(body)
+    return fn.lower(state_spec, batch_spec)
+
+  def use_compiled(self, train=None, eval=None,  # pylint: disable=redefined-builtin
+                   train_batch=None, eval_batch=None) -> None:
+    """Runs the steps with executables compiled ahead of time (`lower(...).compile()`, checked against
+    the devices' memory first: jaxcnn/train/preflight.py) for batches of the shapes they were compiled
+    for (`batch_spec`s); a batch of other shapes (images of their own sizes) goes through `jax.jit` /
+    `jax.pmap` as before."""
+    shapes = lambda spec: {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in spec.items()}  # noqa: E731
+    if train is not None:
+      self._train_compiled, self._train_shapes = train, shapes(train_batch)
+    if eval is not None:
+      self._eval_compiled, self._eval_shapes = eval, shapes(eval_batch)
+
+  @staticmethod
+  def _matches(batch, shapes) -> bool:
+    return shapes is not None and batch.keys() == shapes.keys() and all(
+        (tuple(np.shape(v)), np.dtype(v.dtype)) == shapes[k] for k, v in batch.items())
+
+  def rows_fn(self, body):
+    """The jit(shard_map) / pmap function of a per-row body `(state, batch) -> rows`."""
+    if self.mode == "jit":
+      return jax.jit(jax.shard_map(body, mesh=self.mesh, in_specs=(P(), P(AXIS)), out_specs=P(AXIS),
+                                   check_vma=False))
+    return jax.pmap(body, axis_name=AXIS, devices=self.devices)
 
   def predictor(self, body):
     """`(state, batch) -> outputs` of a per-row body (not reduced over devices, e.g. detections), as
     numpy arrays of the whole global batch on every process, rows in the global batch's order."""
     from jax.experimental import multihost_utils
+    f = self.rows_fn(body)
     if self.mode == "jit":
-      f = jax.jit(jax.shard_map(body, mesh=self.mesh, in_specs=(P(), P(AXIS)), out_specs=P(AXIS),
-                                check_vma=False))
-
       def run(state, batch):
         out = f(state, batch)
         if jax.process_count() == 1:
           return jax.device_get(out)
         return multihost_utils.process_allgather(out, tiled=True)
       return run
-    f = jax.pmap(body, axis_name=AXIS, devices=self.devices)
 
     def run_pmap(state, batch):
       out = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), jax.device_get(f(state, batch)))
@@ -101,7 +149,8 @@ class Parallel:
     return run_pmap
 
   def eval_step(self, state, batch):
-    metrics = self._eval(state, batch)
+    step = self._eval_compiled if self._matches(batch, self._eval_shapes) else self._eval
+    metrics = step(state, batch)
     if self.mode == "pmap":
       metrics = jax.tree.map(lambda x: x[0], metrics)
     return metrics

@@ -3,8 +3,10 @@ from pretrained weights, or restored), the optimizer, the parallel step function
 evaluation on every eval split."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +26,59 @@ from jaxcnn.train.state import create_train_state
 EVAL_CACHE_BYTES = 1 << 30
 
 
+@dataclasses.dataclass
+class Steps:
+  """The run's step functions and what shapes them, built from the config, the model and task, and two
+  facts of the data set (its size and one example's shapes): the same for a training run
+  (`Runtime`) and for `--mode=compile` (jaxcnn/train/preflight.py), which has no data."""
+  batch_size: int          # the global batch
+  rows_per_step: int       # the global batch rounded up to the devices (the extra rows masked)
+  eval_batch_size: int     # rounded up to the devices
+  steps_per_epoch: int
+  total_steps: int
+  schedule: Any
+  frozen: tuple
+  tx: Any
+  par: Parallel
+  abstract_state: Any      # the train state's shapes and dtypes (traced; nothing initialised)
+
+
+def model_error(config, e: Exception) -> registry.ConfigError:
+  """The model's own check of its arguments (e.g. filters vs kernel_sizes), as a config mistake."""
+  return registry.ConfigError(f"model {config.model.name!r} cannot be built from config.model "
+                              f"({', '.join(f'{k}={v}' for k, v in config_kwargs(config.model).items())}): "
+                              f"{str(e).splitlines()[0]}")
+
+
+def build_steps(config, model, init_model, task, num_train: int, example: dict, devices=None) -> Steps:
+  """The optimizer, its schedule and the parallel train / eval steps of the config on `devices`."""
+  batch_size = global_batch_size(config, num_train)
+  steps_per_epoch = pipeline.steps_per_epoch(num_train, batch_size)
+  total_steps = int(config.train.epochs) * steps_per_epoch
+  schedule = make_schedule(config.schedule, config.optimizer.learning_rate, total_steps, steps_per_epoch)
+  frozen = frozen_names(config)
+  tx = freeze(make_optimizer(config.optimizer, schedule), frozen)
+  par = Parallel(
+      config.parallel,
+      functools.partial(step_lib.train_step, model=model, task=task, tx=tx, frozen=frozen),
+      functools.partial(step_lib.eval_step, model=init_model, task=task),
+      devices)
+  # A batch that does not divide over the devices (the paper's 5 on 8) runs in rows rounded up to
+  # them, the extra rows masked: the same numbers as the bare batch on one device.
+  rows_per_step = round_up(batch_size, par.num_devices)
+  eval_batch_size = round_up(int(config.train.eval_batch_size), par.num_devices)
+  # The train state's shapes and dtypes, traced (nothing initialised or compiled): what a checkpoint is
+  # restored into, and what the steps are compiled for.
+  try:
+    abstract_state = jax.eval_shape(lambda: create_train_state(init_model, tx, example, config.seed))
+  except ValueError as e:  # the model's own check of its arguments (e.g. filters vs kernel_sizes)
+    raise model_error(config, e) from None
+  check_frozen(frozen, abstract_state.params)
+  return Steps(batch_size=batch_size, rows_per_step=rows_per_step, eval_batch_size=eval_batch_size,
+               steps_per_epoch=steps_per_epoch, total_steps=total_steps, schedule=schedule, frozen=frozen,
+               tx=tx, par=par, abstract_state=abstract_state)
+
+
 class Runtime:
   """Everything a run needs, built from the config (shared by training and `--mode=eval`)."""
 
@@ -32,31 +87,16 @@ class Runtime:
     self.c = build_components(config)
     ds = self.c.dataset
     self.num_train = len(ds.train)
-    self.batch_size = global_batch_size(config, self.num_train)
-    self.steps_per_epoch = pipeline.steps_per_epoch(self.num_train, self.batch_size)
-    self.total_steps = int(config.train.epochs) * self.steps_per_epoch
-    self.schedule = make_schedule(config.schedule, config.optimizer.learning_rate, self.total_steps,
-                                  self.steps_per_epoch)
-    self.frozen = frozen_names(config)
-    self.tx = freeze(make_optimizer(config.optimizer, self.schedule), self.frozen)
-    self.par = Parallel(
-        config.parallel,
-        functools.partial(step_lib.train_step, model=self.c.model, task=self.c.task, tx=self.tx,
-                          frozen=self.frozen),
-        functools.partial(step_lib.eval_step, model=self.c.init_model, task=self.c.task),
-        devices)
-    # A batch that does not divide over the devices (the paper's 5 on 8) runs in rows rounded up to
-    # them, the extra rows masked: the same numbers as the bare batch on one device.
-    self.rows_per_step = round_up(self.batch_size, self.par.num_devices)
-    self.eval_batch_size = round_up(int(config.train.eval_batch_size), self.par.num_devices)
+    s = build_steps(config, self.c.model, self.c.init_model, self.c.task, self.num_train, ds.example(),
+                    devices)
+    self.steps = s
+    self.batch_size, self.rows_per_step, self.eval_batch_size = s.batch_size, s.rows_per_step, s.eval_batch_size
+    self.steps_per_epoch, self.total_steps, self.schedule = s.steps_per_epoch, s.total_steps, s.schedule
+    self.frozen, self.tx, self.par, self.abstract_state = s.frozen, s.tx, s.par, s.abstract_state
     self.proc = dict(process_index=jax.process_index(), process_count=jax.process_count())
-    # The train state's shapes and dtypes, traced (nothing initialised or compiled): what a checkpoint is
-    # restored into. The fresh state (`self.state`, initialised and loaded with `config.model.pretrained`)
-    # is made only when a run needs it: `--mode=eval` / `predict` and a resumed run never do.
-    self.abstract_state = self._build(lambda: jax.eval_shape(
-        lambda: create_train_state(self.c.init_model, self.tx, ds.example(), config.seed)))
+    # The fresh state (`self.state`, initialised and loaded with `config.model.pretrained`) is made only
+    # when a run needs it: `--mode=eval` / `predict` and a resumed run never do.
     self._state, self.pretrained = None, None
-    check_frozen(self.frozen, self.abstract_state.params)
     self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep)
     self._eval_cache: dict[str, list] = {}
     self._predict_fn = None
@@ -68,9 +108,7 @@ class Runtime:
     try:
       return make()
     except ValueError as e:  # the model's own check of its arguments (e.g. filters vs kernel_sizes)
-      raise registry.ConfigError(f"model {self.config.model.name!r} cannot be built from config.model "
-                                 f"({', '.join(f'{k}={v}' for k, v in config_kwargs(self.config.model).items())}): "
-                                 f"{str(e).splitlines()[0]}") from None
+      raise model_error(self.config, e) from None
 
   @property
   def state(self):
