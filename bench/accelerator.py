@@ -149,6 +149,15 @@ def _resnet_config(smoke: bool, precision: str, per_device: int, num_devices: in
 
 
 def measure(name: str, smoke: bool, steps: int, tmp: str) -> dict:
+  """One family's figures, with the device's peak for the compiled estimate's bound."""
+  import jax
+  r = _measure(name, smoke, steps, tmp)
+  if "precision" in r and "peak_tflops" not in r:
+    r["peak_tflops"] = peak_tflops(jax.devices()[0].device_kind, r["precision"])
+  return r
+
+
+def _measure(name: str, smoke: bool, steps: int, tmp: str) -> dict:
   import jax
 
   import families
@@ -221,14 +230,14 @@ def _f(v, fmt="{:.1f}"):
 def _row(name: str, r: dict) -> str:
   what = FAMILIES[name][0]
   if "skipped" in r:
-    return f"| {name} | {what} | skipped: {r['skipped']} | | | | | | |"
+    return f"| {name} | {what} | skipped: {r['skipped']} | | | | | | | |"
   if name == "scaling":
     return (f"| {name} | {what} | global batch {r['batch']} | {r['compile_s']:.1f} | {r['step_ms']:.1f} | "
             f"1 device {r['one_examples_per_s']:.1f}/s, {r['num_devices']} devices "
-            f"{r['all_examples_per_s']:.1f}/s: **{100 * r['efficiency']:.0f} %** of linear | | | |")
+            f"{r['all_examples_per_s']:.1f}/s: **{100 * r['efficiency']:.0f} %** of linear | | | | |")
   if name == "mask_rcnn_infer":
     return (f"| {name} | {what} | batch 1 ({r['input']}) | {r['compile_s']:.1f} | **{r['ms_per_image']:.0f}** "
-            f"(+ {r['host_ms_per_image']:.0f} host) | {1000 / r['ms_per_image']:.2f} images/s | | | |")
+            f"(+ {r['host_ms_per_image']:.0f} host) | {1000 / r['ms_per_image']:.2f} images/s | | | | |")
   extra = ""
   if "mfu" in r:
     extra = f"MFU **{_f(r['mfu'] and 100 * r['mfu'])} %** ({r['model_tflop_per_s']:.3g} TFLOP/s of {_f(r['peak_tflops'], '{:.0f}')} peak per device)"
@@ -236,9 +245,14 @@ def _row(name: str, r: dict) -> str:
     extra = (f"inference {r['infer_ms']:.1f} ms for {r['batch']} images on one device "
              f"({r['infer_examples_per_s']:.1f}/s; compile {r['infer_compile_s']:.1f} s)")
   dpk = "n/a" if not r.get("device_peak_mb") else f"{r['device_peak_mb']:.0f}"
+  estimate = "n/a"
+  if r.get("compiled_need_mb") is not None:
+    estimate = f"{r['compiled_need_mb']:.0f}"
+    if r.get("compiled_flops") and r.get("peak_tflops"):
+      estimate += f"; step >= {r['compiled_flops'] / (r['peak_tflops'] * 1e12) * 1e3:.3g} ms"
   return (f"| {name} | {what} | {r['batch']} | {r['compile_s']:.1f} | {r['step_ms']:.1f} | "
           f"**{r['examples_per_s']:.1f}** | {r['pipeline_batches_per_s']:.1f} ({r['headroom']:.1f}x) | {dpk} | "
-          f"{extra} |")
+          f"{estimate} | {extra} |")
 
 
 def write(path: str, rows: dict, args, wall_s: float) -> str:
@@ -255,13 +269,17 @@ def write(path: str, rows: dict, args, wall_s: float) -> str:
            "budget. Step: median of the timed steps after the compile; pipeline: the grain iterator's "
            "batches/s and its headroom over the step rate (below 1x the devices wait for data).", "",
            "| family | stands for | global batch | compile (s) | step (ms) | examples/s | pipeline batches/s "
-           "(headroom) | device peak (MB) | more |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+           "(headroom) | device peak (MB) | compiled estimate: needs (MB); roofline | more |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
   lines += [_row(n, r) for n, r in rows.items()]
   lines += ["", "Each row is one process: `python bench/accelerator.py --one=FAMILY` "
             f"{'--smoke ' if args.smoke else ''}measures it alone. MFU counts the model's FLOPs only "
             "(3 x 2 x forward multiply-accumulates per image, `jaxcnn.arithmetic`); the peak is the data "
-            "sheet's dense figure for the precision (TF32 for float32 on NVIDIA GPUs).", ""]
+            "sheet's dense figure for the precision (TF32 for float32 on NVIDIA GPUs). The compiled estimate "
+            "is the train step's own executable's per-device memory (`memory_analysis`: arguments + outputs - "
+            "donated + temporaries) beside the measured peak, and its FLOPs (`cost_analysis`) at the peak: a "
+            "lower bound on the step, beside the measured step (jaxcnn/train/preflight.py; the same figures "
+            "`--mode=compile` prints without the hardware).", ""]
   with open(path, "w") as f:
     f.write("\n".join(lines))
   return "\n".join(lines)

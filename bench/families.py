@@ -96,11 +96,14 @@ def measure_config(config, steps: int, devices=None, inference: bool = False) ->
     host = [next(it) for _ in range(n_pipe)]
     pipe_s = (time.perf_counter() - t) / n_pipe
     batches = [rt.par.put_batch(b) for b in host[:4]]
+    # compiled ahead of time as a run compiles it (jaxcnn/train/preflight.py): its estimates beside the
+    # measured figures
+    from jaxcnn.train import preflight
+    _, (compiled, *_) = preflight.check_run(rt)
+    compile_s = compiled.lower_seconds + compiled.compile_seconds
     state = rt.par.put_state(rt.state)
-    t = time.perf_counter()
     state, m = rt.par.train_step(state, batches[0])
     jax.block_until_ready(m)
-    compile_s = time.perf_counter() - t
     times = []
     for i in range(steps):
       t = time.perf_counter()
@@ -116,12 +119,16 @@ def measure_config(config, steps: int, devices=None, inference: bool = False) ->
   stats = jax.devices()[0].memory_stats() or {}
   from jaxcnn.backends.xla_cpu import xla_setup
   return {**infer, "example_shape": example_shape, "num_devices": rt.par.num_devices,
+          "precision": config.get("precision", "float32"),
           "kernels": xla_setup.cpu_kernels() or "n/a", "batch": rt.batch_size,
           "params": num_params(rt.state.params),
           "compile_s": compile_s, "step_ms": 1e3 * step_s, "steps_per_s": 1 / step_s,
           "examples_per_s": rt.batch_size / step_s, "pipeline_batches_per_s": 1 / pipe_s,
           "headroom": step_s / pipe_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-          "device_peak_mb": stats.get("peak_bytes_in_use", 0) / 2**20 or None}
+          "device_peak_mb": stats.get("peak_bytes_in_use", 0) / 2**20 or None,
+          # the compiler's estimates for one device's train step (not measurements)
+          "compiled_need_mb": compiled.need_bytes / 2**20, "compiled_flops": compiled.flops,
+          "compiled_bytes": compiled.bytes_accessed}
 
 
 def _measure_inference(rt, state, host_batch, steps: int) -> dict:
