@@ -83,13 +83,16 @@ def test_a_cpu_program_keeps_the_cpu_formulations_bit_for_bit():
 
 
 def test_unknown_targets_and_a_missing_compiler_give_one_clear_line(monkeypatch):
-  for bad, words in (("v9:2x2", "unknown TPU generation 'v9'"), ("v5e-8", "v5e:2x4"), ("tpu", "not a known target")):
+  for bad, words in (("v9:2x2", "unknown TPU generation 'v9'"), ("tpu", "not a known target"),
+                     ("v5e-8", "v5e-8 is an accelerator type: its topology is --target=v5e:2x4"),
+                     ("v4-16", "its topology is --target=v4:2x2x2")):
     with pytest.raises(targets.TargetError, match=re.escape(words)) as e:
       targets.resolve(bad)
     assert "v5e:2x4" in str(e.value) and "\n" not in str(e.value)
   monkeypatch.setattr(targets, "libtpu_version", lambda: None)
-  with pytest.raises(targets.CompilerMissingError, match=re.escape(f'pip install "jax[tpu]=={jax.__version__}"')):
+  with pytest.raises(targets.CompilerMissingError, match=re.escape(f'pip install "jax[tpu]=={jax.__version__}"')) as e:
     targets.resolve("v5e:2x4")
+  assert str(e.value).startswith("--target=v5e:2x4 needs the TPU compiler, which is not installed")
 
 
 @needs_libtpu
@@ -110,6 +113,20 @@ def test_a_small_models_train_step_compiled_for_a_two_host_tpu_slice():
   # (the rest: LeNet's tanh, pooling and optimizer arithmetic, a large part of so small a network)
   assert 1.0 <= train.flops / train.arithmetic_flops < 1.6
   assert 0.9 <= evaluation.flops / evaluation.arithmetic_flops < 1.3
+
+
+@pytest.mark.skipif(targets.cuda_plugin_version() is None,
+                    reason="jax's CUDA plugin is not installed (pip install \"jax[cuda13]==<jax version>\")")
+def test_a_train_step_compiled_for_eight_h100s_without_a_gpu():
+  target = targets.resolve("h100x8")
+  assert (target.num_devices, target.num_hosts, target.devices[0].device_kind) == (8, 1, "NVIDIA H100 80GB HBM3")
+  config = load_experiment("lenet_mnist", "")
+  report = preflight.compile_run(config, target)
+  train, evaluation = report.programs
+  assert train.batch_per_device == 4 and report.fits and train.need_bytes > train.argument_bytes > 0
+  # XLA:GPU's executables count no FLOPs: the bound is the arithmetic's FLOPs at the TF32 peak (float32)
+  assert train.flops is None and report.roofline(train) == (
+      train.arithmetic_flops / targets.GPUS["h100"].tf32_flops, "compute, arithmetic's FLOPs")
 
 
 def test_the_largest_batch_search_finds_the_boundary():
@@ -137,6 +154,11 @@ def test_compile_mode_exit_statuses_on_this_machine():
   assert "Fits: every program fits" in ok.stdout and "train step" in ok.stdout
   bad = _launch(*base, "--mode=compile", "--target=v9:2x2")
   assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "v5e:2x4" in bad.stderr
+  assert "unknown TPU generation 'v9'. Use GENERATION:TOPOLOGY" in bad.stderr
+  for args, words in ((["--mode=compile"], "--mode=compile needs --target: "),
+                      (["--target=cpu"], "--target=cpu is for --mode=compile")):
+    out = _launch(*base, *args)
+    assert out.returncode == 2 and words in out.stderr and out.stderr.count("\n") == 1, out.stderr
   # a global batch no host holds: exit 3, by how much, and the batch that fits (found by compiling)
   huge = _launch(*base, "--mode=compile", "--target=cpu", "--config.train.batch_size=200000000")
   assert huge.returncode == 3, huge.stderr[-2000:]
