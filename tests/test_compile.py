@@ -113,6 +113,10 @@ def test_a_small_models_train_step_compiled_for_a_two_host_tpu_slice():
   # (the rest: LeNet's tanh, pooling and optimizer arithmetic, a large part of so small a network)
   assert 1.0 <= train.flops / train.arithmetic_flops < 1.6
   assert 0.9 <= evaluation.flops / evaluation.arithmetic_flops < 1.3
+  # pmap compiles for the whole slice too (its arguments then lead with every device, not one host's)
+  config.parallel = "pmap"
+  pmapped = preflight.compile_run(config, target).programs[0]
+  assert pmapped.batch_per_device == 4 and abs(pmapped.flops / train.flops - 1) < 0.1
 
 
 @pytest.mark.skipif(targets.cuda_plugin_version() is None,

@@ -3,7 +3,8 @@
 `jaxcnn.conv` defines each operation as the short pure function a student reads (`conv` is XLA's
 convolution, four lines). Where one XLA backend runs another formulation of the same numbers much
 faster, that formulation lives here, in a folder per backend, reached through one call from the
-typology when the backend is in use and `impl="auto"`:
+typology when `impl="auto"` and the program is compiled for that backend (`jaxcnn.conv.nd.on_cpu`:
+`jax.lax.platform_dependent`, decided when the program is lowered for its platform):
 
 - `xla_cpu/`: XLA:CPU. `convolution.py` (every formulation of `conv` and the choice among them),
   `transposed.py` (the sub-pixel transposed convolution), `pooling.py` (tiled max pooling),
@@ -11,5 +12,6 @@ typology when the backend is in use and `impl="auto"`:
   (glibc's huge pages for XLA:CPU's large temporaries). The measurements behind each choice:
   bench/README.md.
 
-GPU and TPU run the typology's own definitions: XLA compiles them to their native kernels.
+GPU and TPU run the typology's own definitions: XLA compiles them to their native kernels, also when the
+program is compiled for them on a CPU-only host (`--mode=compile`).
 """

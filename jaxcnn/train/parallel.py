@@ -80,12 +80,17 @@ class Parallel:
     return state, metrics
 
   # ------------------------------------------------------------------ ahead of time: shapes, compiling
+  def _pmap_rows(self) -> int:
+    """The leading axis of pmap's arguments: this process's devices; every device of a slice compiled for
+    from one process (`--mode=compile` for a multi-host TPU slice), which pmap then maps over them all."""
+    return len(self.devices) if jax.process_count() == 1 else len(self.local_devices)
+
   def state_spec(self, abstract_state):
     """The device state's shapes as the steps take it (`put_state`'s): jit, the global arrays replicated
     over the mesh; pmap, a leading axis of this process's devices."""
     if self.mode == "jit":
       return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self._repl), abstract_state)
-    n = len(self.local_devices)
+    n = self._pmap_rows()
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct((n,) + tuple(s.shape), s.dtype), abstract_state)
 
   def batch_spec(self, example: dict, rows: int):
@@ -95,7 +100,7 @@ class Parallel:
     if self.mode == "jit":
       return {k: jax.ShapeDtypeStruct((rows, *shape), np.dtype(dtype), sharding=self._data)
               for k, (shape, dtype) in example.items()}
-    n, per = len(self.local_devices), rows // self.num_devices
+    n, per = self._pmap_rows(), rows // self.num_devices
     return {k: jax.ShapeDtypeStruct((n, per, *shape), np.dtype(dtype)) for k, (shape, dtype) in example.items()}
 
   def lower(self, program: str, state_spec, batch_spec, body=None):

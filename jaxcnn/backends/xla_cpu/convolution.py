@@ -1,6 +1,6 @@
 """XLA:CPU formulations of `jaxcnn.conv.conv`: the same convolution, computed the way XLA:CPU runs fastest.
 
-`jaxcnn.conv.conv(impl="auto")` calls `conv` here when JAX runs on the CPU; every formulation computes
+`jaxcnn.conv.conv(impl="auto")` calls `conv` here in a program compiled for the CPU; every formulation computes
 the same sums as `jaxcnn.conv.nd.xla_conv` (XLA's N-d convolution), equal up to float summation order
 (tests/test_conv_nd.py checks each one and its derivatives against it). Which one `choose` picks depends
 on the kernels XLA:CPU uses for convolutions (`xla_setup`: jaxlib's YNNPACK, one thread, or Eigen,
