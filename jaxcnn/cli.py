@@ -38,7 +38,8 @@ def define_flags(default_config: str) -> None:
                     "everything fits, 3 when not).")
   flags.DEFINE_string("target", None, "--mode=compile: what to compile for: a cloud TPU slice "
                       "GENERATION:TOPOLOGY (v5e:2x4, v5e:4x4, v4:2x2x2, v5p:2x2x2, v6e:4x4, v3:4x4; needs "
-                      "the TPU compiler: pip install \"jax[tpu]==<your jax version>\") or cpu (this machine).")
+                      "the TPU compiler: pip install \"jax[tpu]==<your jax version>\"), h100xN (N GPUs; needs "
+                      "jax[cuda13]), cpu (this machine), or list (the accelerators' figures and their sources).")
   flags.DEFINE_list("cam_indices", None, "--mode=cam: indices of the examples of --cam_split to draw "
                     "(default: the first example of each class).")
   flags.DEFINE_string("cam_split", "test", "--mode=cam: the split the examples come from.")
@@ -389,7 +390,11 @@ def _compile(config, workdir, console) -> None:
   from jaxcnn import targets
   from jaxcnn.train import preflight
   if not FLAGS.target:
-    raise ConfigError(f"--mode=compile needs --target: {targets.known()}")
+    raise ConfigError(f"--mode=compile needs --target: {targets.known()}; --target=list shows them")
+  if FLAGS.target == "list":
+    for line in targets.table():
+      console.print(line, markup=False)
+    return
   target = targets.resolve(FLAGS.target)
   console.print(f"Compiling {config.get('experiment', config.model.name)} for {target.describe()} "
                 "(no data, no accelerator) ...", markup=False)

@@ -150,6 +150,26 @@ class Target:
             f"{self.num_hosts} host{'s' if self.num_hosts > 1 else ''}")
 
 
+def table() -> list[str]:
+  """The accelerators a program compiles for, per chip, with their figures and where each comes from."""
+  rows = [("target", "chip", "memory", "HBM bandwidth", "peak bf16", "peak f32 as run", "source")]
+  for c in CHIPS.values():
+    shape = "AxBxC" if c.generation in ("v4", "v5p") else "AxB"
+    per = f" ({c.devices_per_chip} devices)" if c.devices_per_chip > 1 else ""
+    rows.append((f"{c.generation}:{shape}", c.name + per, f"{c.hbm_bytes / GiB:.0f} GiB", f"{c.hbm_bandwidth / 1e9:,.0f} GB/s",
+                 f"{c.bf16_flops / 1e12:,.0f} TFLOP/s", "= bf16 (1 pass)", c.source))
+  for g in GPUS.values():
+    rows.append((f"{g.name}xN", g.device_kind, f"{g.memory_bytes / 1e9:.1f} GB ({GPU_MEMORY_FRACTION:.0%} usable)",
+                 f"{g.hbm_bandwidth / 1e12:.2f} TB/s", f"{g.bf16_flops / 1e12:,.0f} TFLOP/s",
+                 f"{g.tf32_flops / 1e12:,.0f} TFLOP/s (TF32)", g.source))
+  rows.append(("cpu", "this machine's devices", "the host's available memory", "", "", "", ""))
+  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+  out = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+  out.append("float32 at JAX's default precision: one bfloat16 pass on a TPU, TF32 tensor cores on an NVIDIA GPU "
+             "(https://docs.jax.dev/en/latest/201/precision.html).")
+  return out
+
+
 def known() -> str:
   """The target forms, for error messages."""
   return (f"GENERATION:TOPOLOGY with GENERATION one of {', '.join(CHIPS)} (e.g. {', '.join(EXAMPLES[:5])}), "

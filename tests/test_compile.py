@@ -82,6 +82,13 @@ def test_a_cpu_program_keeps_the_cpu_formulations_bit_for_bit():
     np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]))
 
 
+def test_the_targets_table_gives_each_figure_with_its_source():
+  rows = targets.table()
+  for name in (*targets.CHIPS, *targets.GPUS):
+    row = next(r for r in rows if r.startswith(name))
+    assert re.search(r"https://\S+", row) and "TFLOP/s" in row and ("GiB" in row or "GB" in row), row
+
+
 def test_unknown_targets_and_a_missing_compiler_give_one_clear_line(monkeypatch):
   for bad, words in (("v9:2x2", "unknown TPU generation 'v9'"), ("tpu", "not a known target"),
                      ("v5e-8", "v5e-8 is an accelerator type: its topology is --target=v5e:2x4"),
