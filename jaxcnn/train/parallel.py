@@ -103,11 +103,11 @@ class Parallel:
     n, per = self._pmap_rows(), rows // self.num_devices
     return {k: jax.ShapeDtypeStruct((n, per, *shape), np.dtype(dtype)) for k, (shape, dtype) in example.items()}
 
-  def lower(self, program: str, state_spec, batch_spec, body=None):
-    """`jax.stages.Lowered` of "train", "eval" or "predict" (the per-row `body`) for these shapes: what
-    the run compiles, compiled for whatever devices this `Parallel` was given (a TPU slice's too)."""
-    fn = {"train": self._train, "eval": self._eval}.get(program) or self.rows_fn(body)
-    return fn.lower(state_spec, batch_spec)
+  def step_fn(self, program: str, body=None):
+    """The jitted / pmapped function of "train", "eval" or "predict" (the per-row `body`): what the run
+    calls, and what `.lower(state_spec, batch_spec).compile()` compiles ahead of time for whatever
+    devices this `Parallel` was given (a TPU slice's too)."""
+    return {"train": self._train, "eval": self._eval}.get(program) or self.rows_fn(body)
 
   def use_compiled(self, train=None, eval=None,  # pylint: disable=redefined-builtin
                    train_batch=None, eval_batch=None) -> None:

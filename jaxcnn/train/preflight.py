@@ -11,9 +11,9 @@ For each program (the train step; the eval step, or the detector's predict progr
 the host) the compiled executable's own `memory_analysis()` gives the bytes per device (arguments,
 outputs, temporaries, the state's buffers donated to the output) and `cost_analysis()` its FLOPs and
 bytes accessed, which are compared with `jaxcnn.arithmetic`'s count (2 x the multiply-accumulates of
-the same step traced with XLA's own convolutions) and turned into a roofline *lower bound* on the step
-time (FLOPs / peak FLOP/s and bytes accessed / HBM bandwidth, the larger). All of it is the compiler's
-estimate, never a measurement.
+the same step traced with XLA's own convolutions) and turned into a roofline bound on the step time
+(FLOPs / peak FLOP/s, a hard lower bound, and bytes accessed / HBM bandwidth, the compiler's count of the
+traffic; the larger). All of it is the compiler's estimate, never a measurement.
 
 A program that does not fit gets the largest batch per device that does, found by compiling: the
 memory of two batch sizes gives a line (temporaries grow with the batch), its crossing with the device's
@@ -113,29 +113,27 @@ class Programs:
   def names(self) -> list[str]:
     return ["train step", "predict" if self.task.host_eval else "eval step"]
 
-  def lowered(self, name: str, rows: int):
-    """The program `name` for a global batch of `rows` rows, lowered for the target's devices."""
+  def call(self, name: str, rows: int):
+    """`(function, state shapes, batch shapes)` of the program `name` for a global batch of `rows` rows:
+    the jitted / pmapped function the run calls, and what it is called with."""
     par = self.steps.par
     state = par.state_spec(self.steps.abstract_state)
     if name == "train step":
-      return par.lower("train", state, par.batch_spec(self.spec.train, rows))
+      return par.step_fn("train"), state, par.batch_spec(self.spec.train, rows)
     batch = par.batch_spec(self.spec.eval, rows)
     if name == "predict":
-      return par.lower("predict", state, batch, body=self.task.predict_body(self.init_model))
-    return par.lower("eval", state, batch)
+      return par.step_fn("predict", self.task.predict_body(self.init_model)), state, batch
+    return par.step_fn("eval"), state, batch
+
+  def lowered(self, name: str, rows: int):
+    """The program lowered for the target's devices."""
+    fn, state, batch = self.call(name, rows)
+    return fn.lower(state, batch)
 
   def macs(self, name: str, rows: int) -> int:
     """jaxcnn.arithmetic's multiply-accumulates of the program per device (XLA's own convolutions)."""
     from jaxcnn.arithmetic import program_macs
-    par = self.steps.par
-    state = par.state_spec(self.steps.abstract_state)
-    if name == "train step":
-      fn, batch = par._train, par.batch_spec(self.spec.train, rows)  # pylint: disable=protected-access
-    elif name == "predict":
-      fn, batch = par.rows_fn(self.task.predict_body(self.init_model)), par.batch_spec(self.spec.eval, rows)
-    else:
-      fn, batch = par._eval, par.batch_spec(self.spec.eval, rows)  # pylint: disable=protected-access
-    return program_macs(fn, state, batch)
+    return program_macs(*self.call(name, rows))
 
   def rows(self, name: str) -> int:
     return self.steps.rows_per_step if name == "train step" else self.steps.eval_batch_size
@@ -202,7 +200,7 @@ def compile_program(programs: Programs, name: str, rows: int, *, count: bool = T
 
 
 def largest_batch(programs: Programs, name: str, first: ProgramStats, memory: int,
-                  progress: Callable[[str], None] | None = None, max_compiles: int = 8) -> tuple[int | None, int]:
+                  progress: Callable[[str], None] | None = None, max_compiles: int = 12) -> tuple[int | None, int]:
   """The largest batch per device whose program `name` fits in `memory` bytes, found by compiling (see
   the module docstring). Returns `(batch per device or None when even 1 does not fit, compiles spent)`."""
   n = programs.steps.par.num_devices
@@ -229,7 +227,7 @@ def largest_batch(programs: Programs, name: str, first: ProgramStats, memory: in
       hi = half
   if hi == 1 and not fits(1):
     return None, spent
-  # the line through the two smallest sizes measured: need(b) ~ a + c b
+  # the line through the smallest and the largest size measured, need(b) ~ a + c b, gives the next guess
   while hi - lo > 1 and spent < max_compiles:
     (b0, m0), (b1, m1) = sorted(need.items())[:1] + sorted(need.items())[-1:]
     guess = None
