@@ -392,6 +392,22 @@ def test_roi_sampling_takes_a_quarter_foreground_with_the_boxes_classes():
   assert int(ok2.sum()) == 5 + 2 and int((np.asarray(classes2) > 0).sum()) >= 2
 
 
+@pytest.mark.parametrize("aligned", [True, False])
+def test_roi_align_of_one_channel_maps_as_matrix_products_equals_the_gathers(aligned):
+  # mask targets resample one-channel maps: two small matrix products per RoI instead of a gather per
+  # sample (which a TPU pays a whole tile for); boxes inside, astride the edges, outside, tiny
+  from jaxcnn.detection.roi_align import roi_align_maps
+  rng = np.random.default_rng(0)
+  maps = rng.random((6, 20, 30)).astype(np.float32)
+  boxes = np.array([[2, 3, 17, 15], [-5, -4, 8, 9], [20, 10, 40, 30], [31, 21, 50, 40], [4.2, 4.4, 4.6, 4.9],
+                    [0, 0, 30, 20]], np.float32)
+  got = jax.jit(roi_align_maps, static_argnums=(2, 3, 4, 5))(maps, boxes, (7, 5), 1.0, 2, aligned)
+  want = jax.jit(jax.vmap(lambda m, b: det.roi_align(m[..., None], b[None], (7, 5), 1.0, 2, aligned)[0, ..., 0]))(
+      maps, boxes)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
+  assert np.abs(np.asarray(want)).max() > 0.1  # the boxes meet the maps
+
+
 def test_mask_targets_crop_the_matched_mask_to_the_roi():
   masks = np.zeros((2, 40, 60), np.uint8)
   masks[1, 10:20, 10:30] = 1  # rows 10-19, columns 10-29

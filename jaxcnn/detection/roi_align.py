@@ -99,6 +99,38 @@ def roi_align_pyramid(features: Sequence, boxes, levels, scales: Sequence[float]
   return out.reshape((-1,) + out.shape[2:])[:r].astype(dtype)
 
 
+def roi_align_maps(maps, boxes, output_size=(7, 7), spatial_scale: float = 1.0, sampling_ratio: int = 2,
+                   aligned: bool = True):
+  """`[R, out_h, out_w]`: RoIAlign of box `r` on its own one-channel map `maps[r] [H, W]` (mask targets:
+  each RoI resamples its matched ground-truth mask), the same numbers as `roi_align` on each map.
+
+  With one channel, a gather per sample reads one number from a map laid out in tiles (a TPU's are 8 x
+  128): the TPU compiler counted 484 GB accessed for the 128 mask targets of one COCO image. Bilinear
+  sampling is separable, and so are the boundary rules (a sample outside along either axis counts 0), so
+  this computes each map as two small matrix products instead: `Y [out_h, H] @ map @ X [out_w, W]^T`, where
+  row `i` of `Y` holds the bin's averaged interpolation weights along y (0.03 GB accessed for the same
+  targets)."""
+  if sampling_ratio < 1:
+    raise ValueError(f"sampling_ratio={sampling_ratio} must be >= 1 (static shapes: no adaptive 0)")
+  maps = jnp.asarray(maps, jnp.float32)
+  r, h, w = maps.shape
+  oh, ow = output_size
+  b = jnp.asarray(boxes, jnp.float32) * spatial_scale - (0.5 if aligned else 0.0)
+  bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+  if not aligned:
+    bw, bh = jnp.maximum(bw, 1.0), jnp.maximum(bh, 1.0)
+
+  def weights(start, extent, bins, size):  # [R, bins, size]: the bin's mean over its samples
+    low, high, frac, inside = _taps(start, extent, bins, sampling_ratio, jnp.full((r,), size, jnp.int32))
+    cells = jnp.arange(size)
+    wgt = ((1.0 - frac)[..., None] * (low[..., None] == cells) + frac[..., None] * (high[..., None] == cells))
+    return jnp.sum(wgt * inside[..., None], axis=2) / sampling_ratio
+
+  y = weights(b[:, 1], bh, oh, h)  # [R, oh, H]
+  x = weights(b[:, 0], bw, ow, w)  # [R, ow, W]
+  return jnp.einsum("riy,ryx,rjx->rij", y, maps, x, precision=jax.lax.Precision.HIGHEST)
+
+
 def roi_align(features, boxes, output_size=(7, 7), spatial_scale: float = 1.0, sampling_ratio: int = 2,
               aligned: bool = True, chunk: int | None = None):
   """`[R, out_h, out_w, C]` RoIAlign features of `boxes [R, 4]` on one map `features [H, W, C]` at

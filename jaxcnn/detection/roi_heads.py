@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxcnn.detection import boxes as box_ops
 from jaxcnn.detection.nms import batched_nms
-from jaxcnn.detection.roi_align import roi_align
+from jaxcnn.detection.roi_align import roi_align_maps
 from jaxcnn.detection.rpn import keep_random
 
 BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
@@ -59,10 +59,8 @@ def mask_targets(gt_masks, rois, matched, size: int):
   """`[R, size, size]` float {0, 1}: each RoI's matched ground-truth mask `gt_masks [M, H, W]` cropped to
   the RoI and resampled to `size x size` (RoIAlign, aligned, 2x2 samples per bin, then >= 0.5)."""
   gt_masks = jnp.asarray(gt_masks, jnp.float32)
-
-  def one(box, k):
-    return roi_align(gt_masks[k][..., None], box[None], (size, size), 1.0, 2)[0, ..., 0]
-  return (jax.vmap(one)(jnp.asarray(rois), jnp.asarray(matched)) >= 0.5).astype(jnp.float32)
+  sampled = roi_align_maps(gt_masks[jnp.asarray(matched)], rois, (size, size), 1.0, 2)
+  return (sampled >= 0.5).astype(jnp.float32)
 
 
 def mask_targets_from_crops(crops, crop_boxes, rois, matched, size: int):
@@ -72,14 +70,13 @@ def mask_targets_from_crops(crops, crop_boxes, rois, matched, size: int):
   the full-image masks of 100 instances would take 100 MB per image; `M = 56` crops take 300 kB."""
   crops, crop_boxes = jnp.asarray(crops, jnp.float32), jnp.asarray(crop_boxes, jnp.float32)
   m_h, m_w = crops.shape[1:3]
-
-  def one(box, k):
-    g = crop_boxes[k]
-    sx = m_w / jnp.maximum(g[2] - g[0], 1e-3)
-    sy = m_h / jnp.maximum(g[3] - g[1], 1e-3)
-    local = jnp.stack([(box[0] - g[0]) * sx, (box[1] - g[1]) * sy, (box[2] - g[0]) * sx, (box[3] - g[1]) * sy])
-    return roi_align(crops[k][..., None], local[None], (size, size), 1.0, 2)[0, ..., 0]
-  return (jax.vmap(one)(jnp.asarray(rois), jnp.asarray(matched)) >= 0.5).astype(jnp.float32)
+  matched, rois = jnp.asarray(matched), jnp.asarray(rois, jnp.float32)
+  g = crop_boxes[matched]
+  sx = m_w / jnp.maximum(g[:, 2] - g[:, 0], 1e-3)
+  sy = m_h / jnp.maximum(g[:, 3] - g[:, 1], 1e-3)
+  local = jnp.stack([(rois[:, 0] - g[:, 0]) * sx, (rois[:, 1] - g[:, 1]) * sy,
+                     (rois[:, 2] - g[:, 0]) * sx, (rois[:, 3] - g[:, 1]) * sy], axis=1)
+  return (roi_align_maps(crops[matched], local, (size, size), 1.0, 2) >= 0.5).astype(jnp.float32)
 
 
 def crop_masks(masks, boxes, size: int):
