@@ -43,6 +43,9 @@ SCRIPTS = [
     ("init_compile", "every zoo model's initialisation: compile time at XLA:CPU's default LLVM level and at "
      "level 1 (what runs use), and that both give the same parameters bit for bit",
      "[init_compile.md](init_compile.md)"),
+    ("tpu_compile", "every experiment's train and eval programs compiled for TPU v5e slices (1 and 4 hosts) "
+     "and 8 x H100 without them: memory per device, fits, FLOPs against the arithmetic, roofline, compile "
+     "time (needs `.[tpu]` and `.[cuda]`; hours on 2 cores)", "[tpu_compile.md](tpu_compile.md)"),
 ]
 BEGIN, END = "<!-- index:begin -->", "<!-- index:end -->"
 

@@ -434,6 +434,9 @@ def main(argv) -> None:
     if FLAGS.target and FLAGS.mode != "compile":
       raise ConfigError(f"--target={FLAGS.target} is for --mode=compile (a training run uses the devices "
                         "it runs on)")
+    if "benchmark" in config and FLAGS.mode == "compile":  # every run of a benchmark compiles alike
+      raise ConfigError("--mode=compile compiles one run, not a benchmark: use "
+                        "--config=experiments/fcn_ucr.py:<data set>[,model], one of the benchmark's runs")
     if "benchmark" in config and FLAGS.mode != "train":
       raise ConfigError(f"--mode={FLAGS.mode} works on one run, not a benchmark: point --workdir at one "
                         "run's folder (<workdir>/<data set>/seed<k>) and use "
