@@ -1,7 +1,9 @@
 """What a program can be compiled for without the hardware: cloud TPU slices (the TPU compiler, libtpu,
-installs from PyPI and compiles for any topology on a machine without a TPU) and this host's CPU.
+installs from PyPI and compiles for any topology on a machine without a TPU), NVIDIA H100s (jax's CUDA
+plugin compiles for XLA's description of the GPU) and this host's CPU.
 
     target = resolve("v5e:2x4")   # 8 x TPU v5e, one host; .devices: compile-only devices for a Mesh
+    target = resolve("h100x8")    # 8 x H100, one host
     target = resolve("cpu")       # this machine's devices; memory: what the host has available
 
 A TPU target is named `GENERATION:TOPOLOGY`, the chips along each axis of the slice, as Google Cloud
@@ -32,11 +34,12 @@ GiB = 1 << 30
 
 
 class TargetError(ConfigError):
-  """A `--target` that names no known TPU topology (exit status 2)."""
+  """A `--target` that names no known TPU topology or GPU (exit status 2)."""
 
 
 class CompilerMissingError(ConfigError):
-  """The TPU compiler (libtpu) is not installed (exit status 2, one line naming the package)."""
+  """The target's compiler (libtpu, jax's CUDA plugin) is not installed (exit status 2, one line naming
+  the package)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,10 +50,8 @@ class Chip:
   hbm_bytes: int            # HBM per chip
   hbm_bandwidth: float      # bytes/s per chip
   bf16_flops: float         # peak FLOP/s per chip, bfloat16
-  cores_per_device: int     # TensorCores behind one JAX device
   devices_per_chip: int     # JAX devices per chip (2 where each TensorCore is its own device)
   source: str
-  libtpu_name: str = ""     # the generation's name for libtpu, when it differs
   options: tuple = ()       # get_topology_desc keyword arguments (v4: the megacore configuration)
 
   @property
@@ -59,12 +60,12 @@ class Chip:
 
 
 CHIPS = {c.generation: c for c in (
-    Chip("v3", "TPU v3", 32 * GiB, 900e9, 123e12, 1, 2, "https://cloud.google.com/tpu/docs/v3"),
-    Chip("v4", "TPU v4", 32 * GiB, 1200e9, 275e12, 2, 1, "https://cloud.google.com/tpu/docs/v4",
+    Chip("v3", "TPU v3", 32 * GiB, 900e9, 123e12, 2, "https://cloud.google.com/tpu/docs/v3"),
+    Chip("v4", "TPU v4", 32 * GiB, 1200e9, 275e12, 1, "https://cloud.google.com/tpu/docs/v4",
          options=(("chip_config_name", "megacore"),)),
-    Chip("v5e", "TPU v5 lite", 16 * GiB, 819e9, 197e12, 1, 1, "https://cloud.google.com/tpu/docs/v5e"),
-    Chip("v5p", "TPU v5", 95 * GiB, 2765e9, 459e12, 2, 1, "https://cloud.google.com/tpu/docs/v5p"),
-    Chip("v6e", "TPU v6 lite", 32 * GiB, 1638e9, 918e12, 1, 1, "https://cloud.google.com/tpu/docs/v6e"),
+    Chip("v5e", "TPU v5 lite", 16 * GiB, 819e9, 197e12, 1, "https://cloud.google.com/tpu/docs/v5e"),
+    Chip("v5p", "TPU v5", 95 * GiB, 2765e9, 459e12, 1, "https://cloud.google.com/tpu/docs/v5p"),
+    Chip("v6e", "TPU v6 lite", 32 * GiB, 1638e9, 918e12, 1, "https://cloud.google.com/tpu/docs/v6e"),
 )}
 EXAMPLES = ("v5e:2x4", "v5e:4x4", "v4:2x2x2", "v5p:2x2x2", "v6e:4x4", "h100x8", "cpu")
 
@@ -295,7 +296,7 @@ def resolve(name: str) -> Target:
   bounds = _host_bounds(chip, shape)
   if bounds is not None:
     kwargs["chips_per_host_bounds"] = bounds
-  topology = f"{chip.libtpu_name or chip.generation}:{'x'.join(map(str, shape))}"
+  topology = f"{chip.generation}:{'x'.join(map(str, shape))}"
   try:
     with quiet_stderr():
       desc = topologies.get_topology_desc(topology_name=topology, platform="tpu", **kwargs)

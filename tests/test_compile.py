@@ -103,6 +103,16 @@ def test_unknown_targets_and_a_missing_compiler_give_one_clear_line(monkeypatch)
 
 
 @needs_libtpu
+@pytest.mark.parametrize("name,devices,hosts", [("v3:2x2", 8, 1), ("v4:2x2x2", 8, 2), ("v5e:2x4", 8, 1),
+                                                ("v5e:4x4", 16, 4), ("v5p:2x2x1", 4, 1), ("v6e:2x4", 8, 1)])
+def test_each_generation_lays_out_its_slice_as_google_cloud_does(name, devices, hosts):
+  t = targets.resolve(name)
+  assert (t.num_devices, t.num_hosts) == (devices, hosts)
+  assert {d.device_kind for d in t.devices} == {t.chip.device_kind}  # the chip table's row is the compiler's
+  assert t.device_memory == t.chip.hbm_bytes // t.chip.devices_per_chip
+
+
+@needs_libtpu
 def test_a_small_models_train_step_compiled_for_a_two_host_tpu_slice():
   target = targets.resolve("v4:2x2x2")
   assert (target.num_devices, target.num_hosts, target.devices[0].device_kind) == (8, 2, "TPU v4")
