@@ -202,12 +202,29 @@ def _quiet_disk_full_logs() -> None:
   sys.unraisablehook = unraisable
 
 
+def _no_absent_tpu() -> None:
+  """libtpu installed (for `--mode=compile`, or by a TPU image) on a host with no TPU and no GPU: JAX
+  would start the TPU runtime at every launch, which prints its failure to find a TPU (six lines of
+  libtpu's own logging, alarming and harmless). The run's devices are this host's CPU then, so JAX is
+  told so; JAX_PLATFORMS, when set, decides as always."""
+  import glob
+  from jaxcnn import targets
+  if os.environ.get("JAX_PLATFORMS") or targets.libtpu_version() is None:
+    return
+  if glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*") or glob.glob("/dev/nvidia[0-9]*") \
+      or os.path.exists("/dev/kfd"):
+    return
+  import jax
+  jax.config.update("jax_platforms", "cpu")
+
+
 def _setup_process() -> None:
   """Logging, the XLA:CPU convolution kernels (before anything starts a JAX backend: the flag, else the
   environment, else the experiment's choice) and the multi-process group."""
   from absl import logging
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.ERROR)  # TFDS and JAX log at INFO/WARNING about normal things
+  _no_absent_tpu()
   if FLAGS.mode == "compile" and (FLAGS.target or "").lower() != "cpu" and not os.environ.get("JAX_PLATFORMS"):
     # Compiling for a TPU slice needs no device of this machine's: JAX stays on the CPU, instead of
     # starting the TPU runtime that libtpu's install brings (which, on a machine without a TPU, prints

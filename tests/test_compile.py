@@ -187,6 +187,17 @@ def test_compile_mode_exit_statuses_on_this_machine():
   assert re.search(r"The largest batch that fits is \d+ per device", huge.stdout)
 
 
+@needs_libtpu
+def test_libtpu_on_a_host_without_a_tpu_stays_quiet():
+  # installed for --mode=compile, libtpu would start its runtime at every launch and print its failure
+  # to find a TPU; the command line keeps JAX on this host's CPU instead (JAX_PLATFORMS left unset)
+  env = {k: v for k, v in subprocess_env().items() if k != "JAX_PLATFORMS"}
+  out = subprocess.run([sys.executable, "launch.py", "--config=experiments/fcn_ucr.py:GunPoint,runlocal", "--summary"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0 and "total params: 264,962" in out.stdout, out.stderr[-2000:]
+  assert "TPU" not in out.stderr and "InitGoogle" not in out.stderr, out.stderr[-2000:]
+
+
 def test_a_training_run_that_cannot_fit_stops_before_its_first_step(tmp_path):
   out = _launch("--config=experiments/fcn_ucr.py:GunPoint,runlocal", "--config.model.filters=(16,32,16)",
                 "--config.train.batch_size=200000000", f"--workdir={tmp_path}")
