@@ -209,7 +209,7 @@ def main() -> None:
   sys.path.insert(0, ROOT)
   from jaxcnn import targets
   wanted = args.targets.split(",")
-  missing = {t: f'pip install -e ".[tpu]"' if not t.startswith("h100") else f'pip install -e ".[cuda]"'
+  missing = {t: 'pip install -e ".[tpu]"' if not t.startswith("h100") else 'pip install -e ".[cuda]"'
              for t in wanted if (targets.cuda_plugin_version() if t.startswith("h100") else targets.libtpu_version()) is None}
   if missing and not args.table:
     for t, line in missing.items():

@@ -97,6 +97,14 @@ class DataSpec:
     return {k: np.zeros(shape, dtype) for k, (shape, dtype) in (self.train if split == "train" else self.eval).items()}
 
 
+def instance_example_spec(size: int, max_instances: int) -> dict:
+  """One instance-segmentation example of a `size x size` image with full-image masks padded to
+  `max_instances` instances (the synthetic shapes, the nuclei), as `DataSpec` writes it."""
+  n = max_instances
+  return {"x": ((size, size, 3), "float32"), "gt_boxes": ((n, 4), "float32"), "gt_classes": ((n,), "int32"),
+          "gt_masks": ((n, size, size), "uint8"), "gt_valid": ((n,), "bool")}
+
+
 def spec_for(name: str, **kwargs) -> DataSpec:
   """The registered data set `name`'s `DataSpec` for its keyword arguments, without reading its data."""
   from jaxcnn.registry import DATASETS

@@ -34,7 +34,7 @@ import os
 
 import numpy as np
 
-from jaxcnn.data.base import DataSpec, Dataset, DatasetError, array_spec
+from jaxcnn.data.base import DataSpec, Dataset, DatasetError
 from jaxcnn.registry import DATASETS
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)

@@ -20,7 +20,7 @@ import pickle
 
 import numpy as np
 
-from jaxcnn.data.base import DataSpec, Dataset, DatasetError, array_spec
+from jaxcnn.data.base import DataSpec, Dataset, DatasetError
 from jaxcnn.data.mnist import ArraySource
 from jaxcnn.registry import DATASETS
 

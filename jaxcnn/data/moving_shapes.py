@@ -14,7 +14,7 @@ import functools
 
 import numpy as np
 
-from jaxcnn.data.base import (DataSpec, Dataset, DatasetError, array_spec, generated_builder,
+from jaxcnn.data.base import (DataSpec, Dataset, DatasetError, generated_builder,
                                prepare_builder)
 from jaxcnn.data.mnist import ArraySource
 from jaxcnn.registry import DATASETS

@@ -28,7 +28,7 @@ import os
 
 import numpy as np
 
-from jaxcnn.data.base import (DataSpec, Dataset, DatasetError, array_spec, generated_builder,
+from jaxcnn.data.base import (DataSpec, Dataset, DatasetError, generated_builder, instance_example_spec,
                                prepare_builder)
 from jaxcnn.registry import DATASETS
 
@@ -166,9 +166,7 @@ def _tiles(length: int, crop: int) -> list[int]:
 
 
 def _spec(crop: int = 128, max_instances: int = 48, crops_per_epoch: int = 256, **_):
-  spec = {"x": ((crop, crop, 3), "float32"), "gt_boxes": ((max_instances, 4), "float32"),
-          "gt_classes": ((max_instances,), "int32"), "gt_masks": ((max_instances, crop, crop), "uint8"),
-          "gt_valid": ((max_instances,), "bool")}
+  spec = instance_example_spec(crop, max_instances)
   return DataSpec(name="nuclei", num_classes=len(CLASSES) + 1, train=spec, eval=spec,
                   num_train=crops_per_epoch, host_eval_ready=True)
 

@@ -30,7 +30,7 @@ import os
 
 import numpy as np
 
-from jaxcnn.data.base import (DataSpec, Dataset, DatasetError, array_spec, generated_builder,
+from jaxcnn.data.base import (DataSpec, Dataset, DatasetError, generated_builder,
                                prepare_builder, verify_checksums)
 from jaxcnn.registry import DATASETS
 

@@ -17,7 +17,7 @@ import functools
 
 import numpy as np
 
-from jaxcnn.data.base import (DataSpec, Dataset, DatasetError, array_spec, generated_builder,
+from jaxcnn.data.base import (DataSpec, Dataset, DatasetError, generated_builder, instance_example_spec,
                                prepare_builder)
 from jaxcnn.registry import DATASETS
 
@@ -118,9 +118,7 @@ def instance_masks(instance_ids: np.ndarray, count: int) -> np.ndarray:
 
 
 def _spec(size: int = 128, max_instances: int = 6, num_train: int = 2000, **_):
-  spec = {"x": ((size, size, 3), "float32"), "gt_boxes": ((max_instances, 4), "float32"),
-          "gt_classes": ((max_instances,), "int32"), "gt_masks": ((max_instances, size, size), "uint8"),
-          "gt_valid": ((max_instances,), "bool")}
+  spec = instance_example_spec(size, max_instances)
   return DataSpec(name="shapes_instances", num_classes=len(CLASSES) + 1, train=spec, eval=spec,
                   num_train=num_train, host_eval_ready=True)
 

@@ -35,7 +35,7 @@ import sys
 
 import numpy as np
 
-from jaxcnn.data.base import (DataSpec, Dataset, DatasetError, array_spec, generated_builder,
+from jaxcnn.data.base import (DataSpec, Dataset, DatasetError, generated_builder,
                                prepare_builder, verify_checksums)
 from jaxcnn.registry import DATASETS
 

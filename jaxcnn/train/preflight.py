@@ -27,7 +27,6 @@ import time
 from typing import Any, Callable
 
 import jax
-import numpy as np
 
 from jaxcnn import registry, targets
 from jaxcnn.errors import ConfigError
@@ -326,7 +325,7 @@ def format_report(report: Report) -> list[str]:
            if t.gpu is not None else f"by XLA:{t.platform.upper()} (jax {_jax.__version__}) for this machine"),
           f"data: {report.data}; global batch {report.global_batch} in {report.programs[0].batch_per_device} "
           f"per device, eval batch {report.eval_batch} in {report.eval_batch // t.num_devices} per device",
-          f"memory of one device: " + (f"{_gb(t.device_memory)} ({t.memory_note})" if t.device_memory else "unknown")]
+          "memory of one device: " + (f"{_gb(t.device_memory)} ({t.memory_note})" if t.device_memory else "unknown")]
   names = [p.name for p in report.programs]
   rows: list[tuple[str, list[str]]] = []
   mem = t.device_memory
