@@ -352,4 +352,6 @@ def main():
 if __name__ == "__main__":
   from jaxcnn.backends.xla_cpu import host_memory  # as launch.py runs: huge pages for XLA:CPU's large buffers
   host_memory.reexec()
+  import jaxcnn  # noqa: E402
+  jaxcnn.setup_process()  # as launch.py: $JAXCNN_CPU_CONVOLUTIONS, NPROC, the CPU formulations' policy
   main()

@@ -29,7 +29,7 @@ from jaxcnn.backends.xla_cpu import host_memory, xla_setup  # noqa: E402
 from jaxcnn.conv import conv, conv_transpose  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-EIGEN = xla_setup.eigen_convolutions()
+EIGEN = os.environ.get(xla_setup.ENV) == "eigen" or xla_setup.eigen_convolutions()  # applied by setup_process
 MARK = "conv_types_eigen" if EIGEN else "conv_types"
 BEGIN, END = f"<!-- {MARK}:begin -->", f"<!-- {MARK}:end -->"
 
@@ -178,4 +178,6 @@ def main():
 
 if __name__ == "__main__":
   host_memory.reexec()  # as launch.py runs: glibc huge pages for XLA:CPU's large buffers
+  import jaxcnn  # noqa: E402
+  jaxcnn.setup_process()  # as launch.py: $JAXCNN_CPU_CONVOLUTIONS, NPROC, the CPU formulations' policy
   main()

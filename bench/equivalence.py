@@ -71,6 +71,8 @@ def compare(name: str) -> dict:
 
 def main():
   host_memory.reexec()  # as launch.py runs: glibc huge pages for XLA:CPU's large buffers
+  import jaxcnn  # noqa: E402
+  jaxcnn.setup_process()  # as launch.py: $JAXCNN_CPU_CONVOLUTIONS, NPROC, the CPU formulations' policy
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--models", default=",".join(MODELS))
   parser.add_argument("--out", default=os.path.join(ROOT, "bench", "equivalence.md"))

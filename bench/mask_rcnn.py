@@ -491,4 +491,6 @@ if __name__ == "__main__":
   # as launch.py runs: glibc huge pages for XLA:CPU's large buffers (jaxcnn/backends/xla_cpu/host_memory.py)
   from jaxcnn.backends.xla_cpu import host_memory  # noqa: E402
   host_memory.reexec()
+  import jaxcnn  # noqa: E402
+  jaxcnn.setup_process()  # as launch.py: $JAXCNN_CPU_CONVOLUTIONS, NPROC, the CPU formulations' policy
   main()

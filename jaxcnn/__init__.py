@@ -1,8 +1,10 @@
-"""jaxcnn: a JAX/Flax functional research framework for convolutional networks."""
-from jaxcnn.backends.xla_cpu import xla_setup as _xla_setup
+"""jaxcnn: a JAX/Flax functional research framework for convolutional networks.
 
-# JAXCNN_CPU_CONVOLUTIONS=eigen: XLA:CPU's convolutions on Eigen's multi-threaded kernels instead of
-# YNNPACK's one-thread ones (jaxcnn/backends/xla_cpu/xla_setup.py). It must be set before anything starts a JAX backend.
-_xla_setup.configure_from_environment()
+Importing jaxcnn changes nothing in the process (no environment variable, hook or JAX setting): a
+program that wants the command line's process policy calls `jaxcnn.setup_process()` (jaxcnn/process.py).
+"""
+# XLA:CPU's formulations of the typology's operations, given to it through its hook (jaxcnn.conv.nd).
+from jaxcnn.backends.xla_cpu import formulations as _xla_cpu_formulations  # noqa: F401
+from jaxcnn.process import setup_process  # noqa: F401
 
 __version__ = "0.1.0"

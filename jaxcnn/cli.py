@@ -171,37 +171,6 @@ def _pct(v) -> str:
 DISK_FULL = 74  # sysexits.h EX_IOERR
 
 
-def _quiet_disk_full_logs() -> None:
-  """orbax logs a full disk from its writer thread (a traceback) before it raises the same error to the
-  run, which says it once, with what to do (jaxcnn/train/workdir.py)."""
-  import logging as pylogging
-
-  from jaxcnn.train.workdir import is_disk_full
-
-  class DiskFull(pylogging.Filter):
-    def filter(self, record):
-      exc = record.exc_info[1] if record.exc_info else None
-      return not ((exc is not None and is_disk_full(exc)) or "No space left on device" in record.getMessage())
-  pylogging.getLogger("absl").addFilter(DiskFull())
-  import threading  # tensorboardX's event writer thread, likewise
-  default_hook = threading.excepthook
-
-  def hook(args):
-    if not is_disk_full(args.exc_value):
-      default_hook(args)
-  threading.excepthook = hook
-  # orbax's asyncio writer threads, when the run stops (a full disk, an error) while a write is in flight,
-  # may call into an event loop that has just closed: Python prints that as an "ignored" traceback, from
-  # another thread, in the middle of the run's own message. The write it belonged to is the one the run
-  # reports and removes (workdir.remove_partial_checkpoints), so the traceback says nothing more.
-  default_unraisable = sys.unraisablehook
-
-  def unraisable(u):
-    if not (isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == "Event loop is closed"):
-      default_unraisable(u)
-  sys.unraisablehook = unraisable
-
-
 def _no_absent_tpu() -> None:
   """libtpu installed (for `--mode=compile`, or by a TPU image) on a host with no TPU and no GPU: JAX
   would start the TPU runtime at every launch, which prints its failure to find a TPU (six lines of
@@ -234,16 +203,19 @@ def _setup_process() -> None:
     # libtpu lets one process at a time load it (/tmp/libtpu_lockfile), for the chips' sake: a compile for
     # a slice touches none, and may run beside a training run or another compile.
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-  _quiet_disk_full_logs()
-  from jaxcnn import distributed
-  from jaxcnn.backends.xla_cpu import xla_setup
+  from jaxcnn import distributed, process
+  from jaxcnn.backends.xla_cpu import policy, xla_setup
+  process.quiet_disk_full_hooks()
+  xla_setup.spare_collective_threads()
   config_value, config_key = xla_setup.config_choice(FLAGS.config, FLAGS.mode)
   kernels, source = xla_setup.choose(FLAGS.cpu_convolutions, config_value, config_key=config_key)
   if kernels is not None:
     try:
       xla_setup.configure(kernels)
     except ValueError as e:
-      if source.startswith("config") and kernels in xla_setup.KERNELS:
+      if source.startswith("config") and kernels in xla_setup.KERNELS and not policy.Policy().known:
+        pass  # the run's header says that the CPU backend steps aside on this jaxlib
+      elif source.startswith("config") and kernels in xla_setup.KERNELS:
         # the experiment's preference, not the user's request: same convolutions, only slower
         print(f"Note: {source}={kernels!r} not applied ({e}); XLA's default kernels run "
               "the convolutions (same results).", file=sys.stderr)
@@ -253,6 +225,7 @@ def _setup_process() -> None:
       usage_error(f"--cpu_convolutions=ynnpack, but XLA_FLAGS already sends convolutions to Eigen "
                   f"({xla_setup.ENV}={os.environ.get(xla_setup.ENV)!r} or {xla_setup.FLAG} in "
                   "XLA_FLAGS): unset it or drop the flag")
+  policy.set_process_policy(process.policy_of_process())  # what the CPU formulations are traced for
   try:
     distributed.initialize(auto=FLAGS.distributed, coordinator_address=FLAGS.coordinator_address,
                            num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)

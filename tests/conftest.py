@@ -8,8 +8,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Where libtpu is installed, the TPU compiles of tests/test_compile.py run in both xdist workers at once:
 # libtpu lets one process load it unless told otherwise (nothing here touches a TPU).
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-# (`import jaxcnn` then sets NPROC=16: thread-pool room for the 8-device collectives, without which a
-# loaded run aborted now and then; jaxcnn/backends/xla_cpu/xla_setup.py: spare_collective_threads.)
 # The suite is compile-bound and compiles the same programs many times (every seed of a benchmark, each
 # kill-and-resume pair, the CLI subprocesses): XLA's persistent cache, shared by the xdist workers and
 # the subprocesses through the environment, compiles each once. Results are the same executables. The
@@ -40,6 +38,13 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".xla-cach
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
 
 import importlib.util  # noqa: E402
+
+import jaxcnn  # noqa: E402
+
+# The suite's process policy, as launch.py's: NPROC=16, thread-pool room for the 8-device collectives,
+# without which a loaded run aborted now and then (jaxcnn/backends/xla_cpu/xla_setup.py:
+# spare_collective_threads); the CPU formulations' policy from this process. Importing jaxcnn does none of it.
+jaxcnn.setup_process()
 
 
 def subprocess_env(devices: int | None = None, **extra) -> dict:

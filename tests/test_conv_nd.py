@@ -9,8 +9,13 @@ import pytest
 
 from conftest import jit_init
 from jaxcnn.backends.xla_cpu import convolution as xla_cpu_conv
-from jaxcnn.backends.xla_cpu import host_memory, xla_setup
+from jaxcnn.backends.xla_cpu import policy
 from jaxcnn.conv import Conv, causal_conv, conv, convolve, output_size, resolve_padding
+
+
+def cpu_policy(monkeypatch, **kw):
+  """Trace the CPU formulations for this policy for the rest of the test (the process's is restored)."""
+  monkeypatch.setattr(policy, "_PROCESS", [policy.Policy(**kw)])
 
 
 def numpy_conv(x, w, stride, pads, dilation, groups):
@@ -83,9 +88,8 @@ def test_fast_path_derivatives_equal_xla_convolution(size, ks, stride, padding, 
   """The default path under either XLA:CPU convolution kernel (Eigen: pre-padded XLA convolution, 3D as
   2D sums; YNNPACK: 3D as 2D sums forward, lead-taps derivatives) is the same function as XLA's
   convolution: values, reverse-mode gradients and forward-mode tangents."""
-  monkeypatch.setattr(xla_setup, "eigen_convolutions", lambda: eigen)
   # eigen without huge pages: the depthwise weight tangent as XLA's grouped convolution (both branches)
-  monkeypatch.setattr(host_memory, "policy", lambda environ=None: "system")
+  cpu_policy(monkeypatch, kernels="eigen" if eigen else "ynnpack", host_malloc="system")
   rng = np.random.default_rng(1)
   x = jnp.asarray(rng.normal(size=(2, *size, cin)), jnp.float32)
   w = jnp.asarray(rng.normal(size=(*ks, cin // groups, cout)), jnp.float32)
@@ -114,9 +118,8 @@ def test_fast_path_derivatives_equal_xla_convolution(size, ks, stride, padding, 
 
 @pytest.mark.parametrize("eigen", [True, False], ids=["eigen", "ynnpack"])
 def test_second_derivatives_through_the_fast_path(eigen, monkeypatch):
-  monkeypatch.setattr(xla_setup, "eigen_convolutions", lambda: eigen)
   # eigen without huge pages: the depthwise weight tangent as XLA's grouped convolution (both branches)
-  monkeypatch.setattr(host_memory, "policy", lambda environ=None: "system")
+  cpu_policy(monkeypatch, kernels="eigen" if eigen else "ynnpack", host_malloc="system")
   rng = np.random.default_rng(2)
   x = jnp.asarray(rng.normal(size=(1, 5, 6, 2)), jnp.float32)
   w = jnp.asarray(rng.normal(size=(3, 3, 2, 2)), jnp.float32)
@@ -153,7 +156,7 @@ def test_forward_picks_out_taps_where_it_was_measured_faster():
 def test_ynnpack_forward_with_out_taps_equals_xla_convolution(ks, size, monkeypatch):
   """A case where the YNNPACK forward takes the out-taps form (3D: each of its 2D convolutions): the
   value equals XLA's convolution, and the derivatives (lead taps) still do."""
-  monkeypatch.setattr(xla_setup, "eigen_convolutions", lambda: False)
+  cpu_policy(monkeypatch, kernels="ynnpack")
   assert xla_cpu_conv.forward_form((2, *size[-2:], 5), (3, 3, 5, 4), (1, 1), ((1, 1), (1, 1)), (1, 1), 1) == \
       "out_taps"
   rng = np.random.default_rng(3)
@@ -174,7 +177,7 @@ def test_depthwise_weight_gradient_in_image_pairs_equals_xla(size, ks, stride, d
   """Large inputs get the depthwise weight gradient two images at a time (a loop over pairs): the
   same gradients, forward-mode tangents and second derivatives as XLA's grouped convolution."""
   monkeypatch.setattr(xla_cpu_conv, "DEPTHWISE_PAIRS_MIN_BYTES", 0)
-  monkeypatch.setattr(host_memory, "policy", lambda environ=None: "hugepages")
+  cpu_policy(monkeypatch, host_malloc="hugepages")
   rng = np.random.default_rng(4)
   c = 3
   x = jnp.asarray(rng.normal(size=(6, *size, c)), jnp.float32)

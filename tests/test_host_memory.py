@@ -63,7 +63,7 @@ def test_an_unknown_policy_is_one_message_and_exit_2():
     host_memory.environment({"JAXCNN_HOST_MALLOC": "retain"})
   r = launch(env={"JAXCNN_HOST_MALLOC": "retain"}, timeout=120)
   assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
-  assert ("Error: unknown host memory policy 'retain' (JAXCNN_HOST_MALLOC): use one of hugepages, "
+  assert ("error: unknown host memory policy 'retain' (JAXCNN_HOST_MALLOC): use one of hugepages, "
           "system") in r.stderr
 
 

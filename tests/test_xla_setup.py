@@ -7,6 +7,7 @@ import pytest
 
 from conftest import load_experiment
 from test_cli import launch
+import jaxcnn
 from jaxcnn.backends.xla_cpu import xla_setup
 
 FLAG = "--xla_cpu_experimental_ynn_fusion_type"
@@ -14,7 +15,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PROBE = """
 import os, jax, jax.numpy as jnp
+import jaxcnn
 from jaxcnn.backends.xla_cpu import xla_setup
+jaxcnn.setup_process()
 from jaxcnn.conv import conv
 x, w = jnp.ones((16, 56, 56, 64)), jnp.ones((3, 3, 64, 64))  # YNNPACK takes convolutions this big
 hlo = jax.jit(lambda x, w: conv(x, w, impl="lax")).lower(x, w).compile().as_text()
@@ -27,10 +30,10 @@ print(os.environ.get("XLA_FLAGS", ""), "|", xla_setup.eigen_convolutions(),
 @pytest.mark.skipif(xla_setup._jaxlib_version() not in xla_setup.KNOWN_JAXLIB,
                     reason=f"asserts how jaxlib 0.10-0.11's XLA:CPU hands convolutions to YNNPACK and what "
                            f"{xla_setup.FLAG} does; this jaxlib is {xla_setup._jaxlib_version()} "
-                           "(setup.cfg allows < 0.12; re-measure bench/README.md before widening it)")
+                           "(on other jaxlibs the CPU backend steps aside: tests/test_imports.py)")
 @pytest.mark.parametrize("kernels", ["ynnpack", "eigen"])
 def test_the_environment_choice_reaches_the_compiled_convolution(kernels):
-  """JAXCNN_CPU_CONVOLUTIONS=eigen at `import jaxcnn`: the compiled convolution is XLA's own (Eigen),
+  """JAXCNN_CPU_CONVOLUTIONS=eigen applied by `jaxcnn.setup_process()`: the compiled convolution is XLA's own (Eigen),
   not a YNNPACK fusion, the user's other flags are kept, and dots stay YNNPACK's."""
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
          "JAXCNN_CPU_CONVOLUTIONS": kernels, "JAX_PLATFORMS": "cpu"}
@@ -51,7 +54,7 @@ def test_the_environment_choice_reaches_the_compiled_convolution(kernels):
     ({"XLA_FLAGS": f"{FLAG}=+individual_convolution"}, False),
 ])
 def test_configure_appends_only_when_the_user_did_not_choose(environ, appended, monkeypatch):
-  monkeypatch.setattr(xla_setup, "_backends_started", lambda: False)
+  monkeypatch.setattr(xla_setup, "backends_started", lambda: False)
   monkeypatch.setattr(xla_setup, "_jaxlib_version", lambda: (0, 10))
   before = environ.get("XLA_FLAGS", "")
   assert xla_setup.configure("eigen", environ) is appended
@@ -71,7 +74,7 @@ def test_configure_appends_only_when_the_user_did_not_choose(environ, appended, 
 def test_configure_refuses_when_the_flag_cannot_take_effect(started, version, message, monkeypatch):
   """A started backend has read its flags already; an unknown jaxlib may not know the flag (XLA aborts
   on unknown flags). Either way: a clear error, XLA_FLAGS untouched."""
-  monkeypatch.setattr(xla_setup, "_backends_started", lambda: started)
+  monkeypatch.setattr(xla_setup, "backends_started", lambda: started)
   monkeypatch.setattr(xla_setup, "_jaxlib_version", lambda: version)
   environ = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
   with pytest.raises(ValueError, match=message):
@@ -81,7 +84,9 @@ def test_configure_refuses_when_the_flag_cannot_take_effect(started, version, me
 
 def test_unknown_kernels_name_is_an_error():
   with pytest.raises(ValueError, match="unknown CPU convolution kernels 'onednn'.*ynnpack, eigen"):
-    xla_setup.configure_from_environment({"JAXCNN_CPU_CONVOLUTIONS": "onednn"})
+    xla_setup.configure("onednn", {})
+  with pytest.raises(ValueError, match="unknown CPU convolution kernels 'onednn'.*ynnpack, eigen"):
+    jaxcnn.setup_process("onednn")
 
 
 @pytest.mark.parametrize("flags,eigen", [
@@ -103,13 +108,13 @@ def test_eigen_convolutions_reads_the_flag_as_xla_does(flags, eigen):
 def test_launch_with_an_unknown_environment_value_is_one_message_and_exit_2():
   r = launch(env={"JAXCNN_CPU_CONVOLUTIONS": "onednn"}, timeout=120)
   assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
-  assert ("Error: unknown CPU convolution kernels 'onednn' (--cpu_convolutions / "
+  assert ("error: unknown CPU convolution kernels 'onednn' (--cpu_convolutions / "
           "JAXCNN_CPU_CONVOLUTIONS): use one of ynnpack, eigen") in r.stderr
 
 
 @pytest.mark.parametrize("flag,config_value,environ,want", [
     ("eigen", "ynnpack", {xla_setup.ENV: "ynnpack"}, ("eigen", "--cpu_convolutions")),  # the flag first
-    (None, "eigen", {xla_setup.ENV: "ynnpack"}, (None, "the environment")),  # then the user's environment
+    (None, "eigen", {xla_setup.ENV: "ynnpack"}, ("ynnpack", xla_setup.ENV)),  # then the user's environment
     (None, "eigen", {"XLA_FLAGS": f"{xla_setup.FLAG}=dot"}, (None, "the environment")),
     (None, "eigen", {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}, ("eigen", "config.cpu_convolutions")),
     (None, None, {}, (None, "jaxlib's default")),
@@ -130,7 +135,7 @@ def test_a_config_may_name_other_kernels_for_the_modes_that_do_not_train(mode, w
   assert xla_setup.config_choice(config, mode) == want
   assert xla_setup.choose(None, want[0], {}, config_key=want[1]) == want
   assert xla_setup.choose("eigen", want[0], {}, config_key=want[1]) == ("eigen", "--cpu_convolutions")
-  assert xla_setup.choose(None, want[0], {xla_setup.ENV: "eigen"}, config_key=want[1]) == (None, "the environment")
+  assert xla_setup.choose(None, want[0], {xla_setup.ENV: "eigen"}, config_key=want[1]) == ("eigen", xla_setup.ENV)
   # a config without the inference key: its one choice in every mode
   assert xla_setup.config_choice(load_experiment("mask_rcnn", "coco_r50_c4"), mode) == (
       "ynnpack", "config.cpu_convolutions")
@@ -170,4 +175,4 @@ def test_forced_host_devices_get_threads_to_spare_for_their_collectives():
   assert xla_setup.spare_collective_threads(mine) is None and mine["NPROC"] == "9"  # the user's value
   one = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
   assert xla_setup.spare_collective_threads(one) is None and "NPROC" not in one
-  assert os.environ["NPROC"] == "16"  # this test process: conftest's 8 devices, through `import jaxcnn`
+  assert os.environ["NPROC"] == "16"  # this test process: conftest's 8 devices, through jaxcnn.setup_process()

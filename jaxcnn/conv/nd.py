@@ -68,6 +68,37 @@ def on_cpu(cpu_fn, other_fn, *args):
   return jax.lax.platform_dependent(*args, cpu=cpu_fn, default=other_fn)
 
 
+# The hook through which a CPU backend gives the typology its formulations (jaxcnn/backends/xla_cpu/
+# registers XLA:CPU's when `jaxcnn` is imported). The typology imports no backend: it states each
+# operation, and asks here for the CPU's way of computing the same numbers.
+CPU_OPS = ("conv", "conv_transpose", "max_pool")
+_CPU_FORMULATIONS: dict = {}
+
+
+def register_cpu_formulations(**forms) -> None:
+  """Register a CPU backend's formulations, by operation: `conv(impl, x_shape, kernel_shape, strides,
+  pads, dilations, groups)`, `conv_transpose(impl, x_shape, kernel_size, strides, dilations, crops)`,
+  `max_pool(impl, x_shape, window)`. Each returns the function computing that operation on the CPU
+  (`f(x, kernel)`, `f(x, kernel)`, `f(x)`; the same numbers as the typology's definition), or None to
+  keep XLA's own. `impl` is "auto" (the backend's choice for this process), "xla_cpu" (the same, for
+  a program compiled for any platform) or a formulation's name."""
+  unknown = sorted(set(forms) - set(CPU_OPS))
+  if unknown:
+    raise ValueError(f"unknown operations {unknown}: a CPU backend registers some of {', '.join(CPU_OPS)}")
+  _CPU_FORMULATIONS.update(forms)
+
+
+def cpu_form(op: str, impl: str, *shapes):
+  """The registered CPU backend's function for `op` with `impl` and these shapes, or None: XLA's own."""
+  choose = _CPU_FORMULATIONS.get(op)
+  if choose is None:
+    if impl in ("auto", "xla_cpu"):
+      return None
+    raise ValueError(f"impl={impl!r} names an XLA:CPU formulation of {op}, and no CPU backend has "
+                     "registered one (import jaxcnn registers jaxcnn/backends/xla_cpu/)")
+  return choose(impl, *shapes)
+
+
 def ntuple(v, n: int, what: str) -> tuple[int, ...]:
   """`v` (an int, or one int per axis) as `n` ints; a clear error when the count is wrong."""
   if isinstance(v, int):
@@ -181,11 +212,10 @@ def conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stri
   def lax_conv(x, kernel):
     return xla_conv(x, kernel, strides, pads, dilations, groups)
 
-  def cpu_conv(x, kernel):  # the same convolution, as XLA:CPU runs it fastest (or one formulation by name)
-    from jaxcnn.backends.xla_cpu import convolution as xla_cpu
-    return xla_cpu.conv(x, kernel, strides, pads, dilations, groups, "auto" if impl == "xla_cpu" else impl)
-
-  if impl == "lax":
+  # the same convolution, as the CPU backend runs it fastest (or one formulation by name); None: XLA's own
+  cpu_conv = None if impl == "lax" else cpu_form("conv", impl, x.shape, kernel.shape, strides, pads,
+                                                  dilations, groups)
+  if cpu_conv is None:
     y = lax_conv(x, kernel)
   elif impl == "auto":
     y = on_cpu(cpu_conv, lax_conv, x, kernel)

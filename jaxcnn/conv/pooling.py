@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn.conv.nd import Padding, current_impl, ntuple, on_cpu, resolve_padding
+from jaxcnn.conv.nd import Padding, cpu_form, current_impl, ntuple, on_cpu, resolve_padding
 
 
 def _window(x: jax.Array, window, stride, padding):
@@ -51,13 +51,12 @@ def max_pool(x: jax.Array, window, stride=None, padding: Padding = "VALID") -> j
   if (dims == strides and all(p == (0, 0) for p in pads)
       and all(d <= n for d, n in zip(dims[1:-1], x.shape[1:-1]))
       and current_impl() != "lax"):  # jaxcnn.arithmetic traces with "lax": one measurable op
-    from jaxcnn.backends.xla_cpu import pooling as xla_cpu
-
-    def tiles(x):
-      return xla_cpu.max_pool_tiles(x, dims[1:-1])
     # in a program compiled for the CPU only (jaxcnn.conv.nd.on_cpu); a default_impl block naming
-    # XLA:CPU's formulations takes them on any platform
-    return on_cpu(tiles, reduce_window, x) if current_impl() == "auto" else tiles(x)
+    # XLA:CPU's formulations takes them on any platform. None: the backend keeps XLA's own.
+    impl = "auto" if current_impl() == "auto" else "xla_cpu"
+    tiles = cpu_form("max_pool", impl, x.shape, dims[1:-1])
+    if tiles is not None:
+      return on_cpu(tiles, reduce_window, x) if impl == "auto" else tiles(x)
   return reduce_window(x)
 
 

@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn.conv.nd import conv, current_impl, dimension_numbers, ntuple, on_cpu, output_size
+from jaxcnn.conv.nd import (conv, cpu_form, current_impl, dimension_numbers, ntuple, on_cpu,
+                            output_size)
 
 
 def transposed_output_size(n: int, kernel_size: int, stride: int = 1, padding: int = 0,
@@ -97,27 +98,21 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = Non
     impl = "lax"
   elif impl == "auto" and current_impl() != "auto":  # a default_impl block naming XLA:CPU's forms
     impl = "xla_cpu"
-  flipped = jnp.flip(kernel, axis=tuple(range(n))).astype(x.dtype)
 
-  def lax_form(x):  # XLA's convolution of the zero-inserted input: the definition
+  def lax_form(x, kernel):  # XLA's convolution of the zero-inserted input: the definition
+    flipped = jnp.flip(kernel, axis=tuple(range(n)))
     pads = [(d * (k - 1) - lo, d * (k - 1) - hi) for (lo, hi), k, d in zip(crops, ks, ds)]
     return jax.lax.conv_general_dilated(x, flipped, window_strides=(1,) * n, padding=pads, lhs_dilation=ss,
                                         rhs_dilation=ds, dimension_numbers=dimension_numbers(n))
 
-  y = None
-  if impl != "lax":  # XLA:CPU: one stride-1 convolution over interleaved phases, where it applies
-    from jaxcnn.backends.xla_cpu import transposed as xla_cpu
-    fits = xla_cpu.subpixel_fits(x.shape, ks, ss, ds, crops)
-    if impl == "subpixel" and not fits:
-      raise ValueError("impl='subpixel' needs dilation 1 and non-negative padding no larger than the "
-                       "output; use impl='lax' (or 'auto') for this transposed convolution")
-    if fits:
-      def cpu_form(x):
-        return xla_cpu.subpixel(x, kernel.astype(x.dtype), ss, crops)
-      # "auto": the sub-pixel form in a program compiled for the CPU only (jaxcnn.conv.nd.on_cpu)
-      y = cpu_form(x) if impl != "auto" else on_cpu(cpu_form, lax_form, x)
-  if y is None:
-    y = lax_form(x)
+  kernel = kernel.astype(x.dtype)
+  # the CPU backend's form (one stride-1 convolution over interleaved phases), where it applies; None:
+  # XLA's own. "auto": in a program compiled for the CPU only (jaxcnn.conv.nd.on_cpu).
+  cpu = None if impl == "lax" else cpu_form("conv_transpose", impl, x.shape, ks, ss, ds, crops)
+  if cpu is None:
+    y = lax_form(x, kernel)
+  else:
+    y = on_cpu(cpu, lax_form, x, kernel) if impl == "auto" else cpu(x, kernel)
   if bias is not None:
     y = y + bias.astype(y.dtype)
   return y

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from jaxcnn import published, registry
-from jaxcnn.backends.xla_cpu import host_memory, xla_setup
+from jaxcnn.backends.xla_cpu import policy, xla_setup
 from jaxcnn.data import pipeline
 from jaxcnn.train import preflight
 from jaxcnn.train import step as step_lib
@@ -212,12 +212,14 @@ def _header(rt: Runtime, console, workdir: str, params) -> None:
   console.print(f"{par.num_devices} x {jax.devices()[0].platform} device(s), parallel={par.mode}, "
                 + (f"over {jax.process_count()} processes, " if jax.process_count() > 1 else "")
                 + f"precision {config.get('precision', 'float32')}, "
-                + (f"{xla_setup.cpu_kernels()} convolutions, host malloc {host_memory.policy()}, "
-                   if xla_setup.cpu_kernels() else "") +
+                + (f"{xla_setup.cpu_kernels()} convolutions, host malloc {policy.current().host_malloc}, "
+                   if xla_setup.cpu_kernels() and policy.current().known else "") +
                 f"global batch {rt.batch_size}" +
                 (f" (in {rt.rows_per_step} rows over {par.num_devices} devices, "
                  f"{rt.rows_per_step - rt.batch_size} masked)" if rt.rows_per_step != rt.batch_size else "") +
                 f", {rt.steps_per_epoch} steps/epoch, {int(config.train.epochs)} epochs, workdir {workdir}")
+  if xla_setup.cpu_kernels() and policy.current().describe():
+    console.print(policy.current().describe(), markup=False)
 
 
 def _train_and_evaluate(config, workdir: str, *, devices, interrupt_at_step, console) -> dict | None:

@@ -16,14 +16,17 @@ def versions() -> dict[str, str]:
   import tensorflow_datasets
 
   import jaxcnn
-  from jaxcnn.backends.xla_cpu import host_memory, xla_setup
+  from jaxcnn.backends.xla_cpu import policy, xla_setup
   cpu = xla_setup.cpu_kernels()
+  cpu_policy = policy.current()
   return {"jaxcnn": jaxcnn.__version__, "jax": jax.__version__, "flax": flax.__version__,
           "optax": optax.__version__, "orbax-checkpoint": orbax.checkpoint.__version__,
           "tensorflow-datasets": tensorflow_datasets.__version__,
           "grain": getattr(grain, "__version__", "?"), "python": platform.python_version(),
           "backend": f"{jax.default_backend()} x {jax.device_count()}",
-          **({"cpu_convolutions": cpu, "host_malloc": host_memory.policy()} if cpu else {})}
+          **({"cpu_convolutions": cpu, "host_malloc": cpu_policy.host_malloc,
+              "cpu_formulations": "jaxcnn's (measured on jaxlib 0.10-0.11)" if cpu_policy.known
+              else "XLA's own (a jaxlib the formulations were not measured on)"} if cpu else {})}
 
 
 def _pct(v):

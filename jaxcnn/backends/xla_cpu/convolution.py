@@ -27,7 +27,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.backends.xla_cpu import host_memory, xla_setup
+from jaxcnn.backends.xla_cpu import policy
 from jaxcnn.conv.nd import output_size, xla_conv
 
 FORMULATIONS = ("prepadded", "as_2d", "lead_taps", "out_taps", "depthwise", "depthwise_taps", "pointwise")
@@ -264,13 +264,16 @@ taps.defjvp(_taps_jvp, symbolic_zeros=True)
 
 
 def choose(x_shape, kernel_shape, pads, dilations, groups) -> str:
-  """The formulation `conv` uses for this convolution on XLA:CPU with the kernels in use."""
+  """The formulation `conv` uses for this convolution on XLA:CPU under the process's policy
+  (`policy.current()`: the kernels in use; "lax" on a jaxlib the formulations were not measured on)."""
   n = len(x_shape) - 2
+  if not policy.current().known:
+    return "lax"
   if groups > 1 and groups == x_shape[-1]:
     return "depthwise"
   if groups == 1 and all(k == 1 for k in kernel_shape[:n]) and all(p == (0, 0) for p in pads):
     return "pointwise"
-  if xla_setup.eigen_convolutions():
+  if policy.current().eigen:
     # XLA's multi-threaded Eigen convolution: its own 1D/2D convolution and derivatives, except with
     # more padding than "SAME" (the transposed convolution's phases), 3D as sums of 2D ones.
     over = any(lo + hi > (k - 1) * d for (lo, hi), k, d in zip(pads, kernel_shape[:n], dilations))
@@ -299,7 +302,7 @@ def conv(x, kernel, strides, pads, dilations, groups, impl: str = "auto"):
     if impl == "depthwise_taps":
       return depthwise_taps(x, kernel, strides, pads, dilations)
     # XLA's grouped convolution for the weight tangent only under Eigen without huge pages.
-    grouped = xla_setup.eigen_convolutions() and host_memory.policy() == "system"
+    grouped = policy.current().eigen and policy.current().host_malloc == "system"
     return depthwise(x, kernel, strides, pads, dilations, grouped)
   if impl == "lead_taps":
     return lead_taps(x, kernel, strides, pads, dilations, groups)

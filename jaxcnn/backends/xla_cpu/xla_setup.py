@@ -18,27 +18,28 @@ runs use (the one measured faster: "eigen" for U-Net roads and the ResNet for se
 config):
 
   python launch.py --config=experiments/unet_roads.py --cpu_convolutions=ynnpack
-  JAXCNN_CPU_CONVOLUTIONS=eigen python my_script.py      # any program that imports jaxcnn
+  JAXCNN_CPU_CONVOLUTIONS=eigen python my_script.py      # a program that calls jaxcnn.setup_process()
 
 XLA reads its flags once, when JAX starts its backend, so the choice must come before any JAX
 computation. `configure("eigen")` appends the flag to `XLA_FLAGS` unless the user set the flag
 themselves (their value wins); it refuses, with the reason, when the backend has started already or
 when jaxlib is not a version known to have the flag (0.10.x, 0.11.x: XLA aborts on an unknown flag).
 
-`jaxcnn.conv.conv(impl="auto")` asks `eigen_convolutions()` which kernels run, and picks its CPU
-formulation for them (XLA's own convolution under Eigen; the reformulations of bench/README.md under
-YNNPACK).
+Importing this module changes nothing. `jaxcnn.setup_process()` (and the command line) apply the choice
+and record what the process has in `policy.Policy`, which `jaxcnn.conv.conv(impl="auto")` picks its CPU
+formulation for (XLA's own convolution under Eigen; the reformulations of bench/README.md under YNNPACK).
 """
 from __future__ import annotations
 
 import os
 
+from jaxcnn.backends.xla_cpu import policy as _policy
+from jaxcnn.backends.xla_cpu.policy import KNOWN_JAXLIB
+
 FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 VALUE = "-individual_convolution"
 ENV = "JAXCNN_CPU_CONVOLUTIONS"
 KERNELS = ("ynnpack", "eigen")
-# jaxlib versions (major, minor) whose XLA knows the flag and its `individual_convolution` type.
-KNOWN_JAXLIB = ((0, 10), (0, 11))
 
 
 class KernelsError(ValueError):
@@ -46,15 +47,10 @@ class KernelsError(ValueError):
 
 
 def _jaxlib_version() -> tuple[int, int] | None:
-  try:
-    from jaxlib import version
-    major, minor = version.__version__.split(".")[:2]
-    return int(major), int(minor)
-  except Exception:  # noqa: BLE001 - no jaxlib, or a version string we cannot read: leave XLA alone
-    return None
+  return _policy.installed_jaxlib()
 
 
-def _backends_started() -> bool:
+def backends_started() -> bool:
   try:
     from jax._src import xla_bridge
     return bool(xla_bridge.backends_are_initialized())
@@ -79,7 +75,7 @@ def configure(kernels: str, environ=None) -> bool:
   if version not in KNOWN_JAXLIB:
     raise KernelsError(f"cpu_convolutions='eigen' needs the XLA flag {FLAG}, known in jaxlib 0.10-0.11; "
                        f"this jaxlib is {version}: leave the default ('ynnpack')")
-  if _backends_started():
+  if backends_started():
     raise KernelsError("cpu_convolutions='eigen' must be chosen before JAX starts its backend (XLA "
                        "reads its flags once): set JAXCNN_CPU_CONVOLUTIONS=eigen in the environment, or "
                        "call jaxcnn.backends.xla_cpu.xla_setup.configure('eigen') before the first JAX computation")
@@ -102,27 +98,20 @@ def config_choice(config, mode: str = "train") -> tuple[str | None, str]:
 def choose(flag: str | None, config_value: str | None, environ=None,
            config_key: str = "config.cpu_convolutions") -> tuple[str | None, str]:
   """Which kernels a `launch.py` run asks for, and who asked, in this order: the `--cpu_convolutions`
-  flag; else the user's environment (`JAXCNN_CPU_CONVOLUTIONS`, already applied by `import jaxcnn`, or
-  the XLA flag in `XLA_FLAGS`): nothing more to do; else the experiment config's choice (`config_key`,
+  flag; else the user's environment (`JAXCNN_CPU_CONVOLUTIONS`, or the XLA flag in `XLA_FLAGS`); else the experiment config's choice (`config_key`,
   see `config_choice`: each experiment's measured choice); else jaxlib's default. Returns
   `(kernels or None, source)`.
   """
   environ = os.environ if environ is None else environ
   if flag is not None:
     return flag, "--cpu_convolutions"
-  if ENV in environ or FLAG in environ.get("XLA_FLAGS", ""):
+  if ENV in environ:
+    return environ[ENV], ENV
+  if FLAG in environ.get("XLA_FLAGS", ""):
     return None, "the environment"
   if config_value:
     return config_value, config_key
   return None, "jaxlib's default"
-
-
-def configure_from_environment(environ=None) -> bool:
-  """`configure` with `JAXCNN_CPU_CONVOLUTIONS` (default "ynnpack"), and `spare_collective_threads`;
-  called by `import jaxcnn`."""
-  environ = os.environ if environ is None else environ
-  spare_collective_threads(environ)
-  return configure(environ.get(ENV, "ynnpack"), environ)
 
 
 def forced_host_devices(flags: str | None = None) -> int:
@@ -148,7 +137,7 @@ def spare_collective_threads(environ=None) -> str | None:
   ("Termination timeout for `all reduce ...` ... only 7 of them arrived", then SIGABRT: 2 of 6 loaded
   test runs on 8 fake devices). XLA sizes its CPU thread pools from NPROC (`DefaultThreadPoolSize`),
   so 2N threads leave N free for the rest (16 loaded runs then passed). Only read when JAX creates its
-  CPU client, so this must come before any JAX computation, as `configure` does.
+  CPU client, so this must come before any JAX computation (`jaxcnn.setup_process`, the command line).
   """
   environ = os.environ if environ is None else environ
   n = forced_host_devices(environ.get("XLA_FLAGS", ""))
@@ -164,7 +153,8 @@ def cpu_kernels() -> str | None:
   import jax
   if jax.default_backend() != "cpu":
     return None
-  return "eigen" if eigen_convolutions() else "ynnpack"
+  from jaxcnn.backends.xla_cpu import policy
+  return policy.current().kernels
 
 
 def eigen_convolutions(flags: str | None = None) -> bool:
