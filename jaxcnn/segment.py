@@ -87,9 +87,8 @@ def save_png(array: np.ndarray, path: str) -> str:
 
 def overlay_figure(panels: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, str]], path: str) -> str:
   """A grid: per example the image, the probability mask and the TP/FN/FP overlay."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from jaxcnn.plotting import pyplot
+  plt = pyplot()
   from matplotlib.patches import Patch
 
   n = len(panels)
@@ -119,9 +118,8 @@ def compare_predictions(dirs: list[str], labels: list[str], out: str, crop: int 
   checkerboard measure), and a zoomed crop of the first image."""
   from PIL import Image
 
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from jaxcnn.plotting import pyplot
+  plt = pyplot()
 
   from jaxcnn.conv.checkerboard import period2_energy
   names = sorted(f for f in os.listdir(dirs[0]) if f.endswith("_prob.png"))

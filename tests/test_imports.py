@@ -185,3 +185,19 @@ def test_setup_process_says_once_what_it_cannot_apply_after_jax_started(monkeypa
   with pytest.warns(RuntimeWarning, match="not applied: cpu_convolutions='eigen' must be chosen before JAX"):
     done = jaxcnn.setup_process("eigen")
   assert os.environ.get("XLA_FLAGS") == flags and done.kernels == "ynnpack" and done.not_applied
+
+
+def test_drawing_a_figure_leaves_the_processs_matplotlib_backend_alone(tmp_path):
+  """A notebook's backend stays its own: jaxcnn draws on figures of their own (jaxcnn/plotting.py)."""
+  code = ("import matplotlib\nmatplotlib.use('svg')\nimport matplotlib.pyplot as plt\n"
+          "from jaxcnn.conv import checkerboard\nfrom jaxcnn.train import report\n"
+          f"checkerboard.plot({str(tmp_path / 'c.png')!r}, size=4)\n"
+          "report.plot_curves([{'epoch': e, 'train/loss': 1.0 / e, 'train/error': 0.4, 'test/loss': 1.0, 'test/error': 0.5, 'lr': 0.1} for e in (1, 2)], "
+          f"{str(tmp_path / 'curves.png')!r})\n"
+          "print(matplotlib.get_backend(), len(plt.get_fignums()))\n")
+  r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=subprocess_env(), capture_output=True,
+                     text=True, timeout=120)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert r.stdout.split() == ["svg", "0"]
+  for name in ("c.png", "curves.png"):
+    assert open(tmp_path / name, "rb").read(8) == b"\x89PNG\r\n\x1a\n"

@@ -56,9 +56,8 @@ def panels(size: int = 8, seed: int = 0):
 
 
 def plot(path: str, size: int = 8) -> str:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from jaxcnn.plotting import pyplot
+  plt = pyplot()
   data = panels(size)
   fig, axes = plt.subplots(2, len(data), figsize=(4 * len(data), 8))
   for col, (title, counts, response) in enumerate(data):

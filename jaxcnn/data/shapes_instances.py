@@ -186,9 +186,8 @@ def shapes_instances(size: int = 128, max_instances: int = 6, num_train: int = 2
 def draw(examples, path: str, cols: int = 4) -> str:
   """A PNG of `examples` (raw: image, instance_ids, labels, boxes): each instance's mask tinted, its box
   and class name."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from jaxcnn.plotting import pyplot
+  plt = pyplot()
   rows = -(-len(examples) // cols)
   fig, axes = plt.subplots(rows, cols, figsize=(2.5 * cols, 2.5 * rows), squeeze=False)
   palette = plt.get_cmap("tab10")

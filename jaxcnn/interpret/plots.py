@@ -7,9 +7,8 @@ import numpy as np
 
 
 def _plt():
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from jaxcnn.plotting import pyplot
+  plt = pyplot()
   return plt
 
 

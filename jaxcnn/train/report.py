@@ -53,9 +53,8 @@ def segmentation_lines(final: dict, splits: list[str]) -> list[str]:
 
 
 def plot_segmentation_curves(history: list[dict], path: str, split: str, metrics) -> str | None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from jaxcnn.plotting import pyplot
+  plt = pyplot()
 
   tr = [h for h in history if "train/loss" in h]
   if not tr:
@@ -78,9 +77,8 @@ def plot_segmentation_curves(history: list[dict], path: str, split: str, metrics
 
 
 def plot_curves(history: list[dict], path: str) -> str | None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from jaxcnn.plotting import pyplot
+  plt = pyplot()
 
   epochs = [h["epoch"] for h in history if "train/loss" in h]
   if not epochs:
@@ -161,9 +159,8 @@ def coco_lines(final: dict, splits: list[str]) -> list[str]:
 
 
 def plot_instance_curves(history: list[dict], path: str, split: str, metrics) -> str | None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from jaxcnn.plotting import pyplot
+  plt = pyplot()
 
   tr = [h for h in history if "train/loss" in h]
   if not tr:
