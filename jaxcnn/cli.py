@@ -418,9 +418,11 @@ def main(argv) -> None:
   # Every process runs the same program; process 0 speaks for all of them.
   console = Console(highlight=False, soft_wrap=True, quiet=not distributed.is_primary())
   from jaxcnn.train.preflight import DOES_NOT_FIT, DoesNotFitError
-  from jaxcnn.train.workdir import DiskFullError, check_workdir
+  from jaxcnn.train.workdir import DiskFullError, check_workdir, check_writable
   try:
     check_workdir(workdir)
+    if FLAGS.mode in ("train", "eval") and not FLAGS.summary:  # they write into the workdir
+      check_writable(workdir)
     if FLAGS.target and FLAGS.mode != "compile":
       raise ConfigError(f"--target={FLAGS.target} is for --mode=compile (a training run uses the devices "
                         "it runs on)")

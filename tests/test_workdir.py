@@ -105,3 +105,50 @@ def test_a_full_disk_names_the_last_good_checkpoint_and_the_relaunch_resumes(tmp
     assert [h["epoch"] for h in hist] == list(range(1, 41))  # nothing lost, nothing twice
   finally:
     subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def _mount(path, options: str) -> bool:
+  os.makedirs(path, exist_ok=True)
+  return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode == 0
+
+
+def test_a_read_only_workdir_is_one_message_and_exit_2(tmp_path):
+  """A read-only disk (and, for a user who is not root, a folder without write permission): one line
+  naming the folder, before any work, for the modes that write into the workdir."""
+  with pytest.raises(ConfigError, match="cannot be written"):
+    W.check_writable("/sys/jaxcnn-test/run")  # sysfs refuses new folders to anyone, root too
+  ro = tmp_path / "ro"
+  if not _mount(ro, "ro,size=1m"):
+    pytest.skip("cannot mount a read-only tmpfs here (needs root); the check_writable case above still runs")
+  try:
+    for mode in ("train", "eval"):
+      r = launch(*RUN[:1], f"--mode={mode}", f"--workdir={ro / 'run'}")
+      assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+      assert (f"error: --workdir={ro / 'run'} cannot be written (Read-only file system: {ro / 'run'}): choose a "
+              "--workdir on a writable disk, or make this folder writable") in r.stderr
+  finally:
+    subprocess.run(["umount", "-l", str(ro)], capture_output=True)
+
+
+def test_a_full_data_disk_names_the_data_directory_not_the_workdir(tmp_path):
+  """The data set is built on a full disk (a 1 MB tmpfs, filled): one message naming the data directory,
+  exit 74, nothing half-built left there, and the workdir untouched by any checkpoint."""
+  disk = tmp_path / "data"
+  if not _mount(disk, "size=1m"):
+    pytest.skip("cannot mount a small tmpfs here (needs root)")
+  try:
+    (disk / "filler").write_bytes(b"\0" * 1_048_576)
+  except OSError:
+    pass  # full
+  try:
+    r = launch(*RUN[:1], "--config.train.epochs=1", f"--workdir={tmp_path / 'run'}",
+               f"--config.dataset.data_dir={disk / 'tfds'}")
+    assert r.returncode == 74, r.stderr[-3000:]
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert (f"error: The disk holding the data directory {disk / 'tfds'} is full (No space left on device) "
+            "while building ucr_uea/") in r.stderr and "--workdir" not in r.stderr.split("Free space")[0]
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")
+    left = [os.path.join(d, f) for d, _, fs in os.walk(disk / "tfds") for f in fs]
+    assert left == [], left
+  finally:
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)

@@ -156,10 +156,14 @@ def _prepare(builder) -> None:
         flush=True)
   try:
     builder.download_and_prepare()
-  except BaseException:
+  except BaseException as e:
     for d in new_dirs:
       if os.path.isdir(d) and not os.listdir(d):
         os.rmdir(d)
+    from jaxcnn.train.workdir import data_disk_full_error, is_disk_full
+    if isinstance(e, Exception) and (is_disk_full(e) or "Not enough disk space" in str(e)):
+      raise data_disk_full_error(f"{builder.name}/{builder.builder_config.name}",
+                                 os.path.dirname(name_dir)) from None
     raise
 
 

@@ -27,8 +27,8 @@ from jaxcnn.train.report import write_report
 from jaxcnn.train.runtime import Runtime
 from jaxcnn.train.state import num_params
 from jaxcnn.train.step import FIRST_BAD_GRAD, FIRST_BAD_LOSS
-from jaxcnn.train.workdir import (DiskFullError, WorkdirLock, check_workdir, disk_full_message, is_disk_full,
-                                  remove_partial_checkpoints)
+from jaxcnn.train.workdir import (DiskFullError, WorkdirLock, check_workdir, check_writable, disk_full_message,
+                                  is_disk_full, remove_partial_checkpoints)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -50,14 +50,14 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
   checkpoint, from which the same call resumes once there is space (jaxcnn/train/workdir.py).
   """
   check_workdir(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  check_writable(workdir)
   primary = jax.process_index() == 0  # the other processes of a multi-process run share process 0's hold
   with WorkdirLock(workdir) if primary else contextlib.nullcontext():
     try:
       return _train_and_evaluate(config, workdir, devices=devices, interrupt_at_step=interrupt_at_step,
                                  console=console or _console())
     except Exception as e:  # pylint: disable=broad-except
-      if not is_disk_full(e):
+      if isinstance(e, DiskFullError) or not is_disk_full(e):  # a DiskFullError names its own folder
         raise
       ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
       removed = remove_partial_checkpoints(ckpt_dir)

@@ -20,6 +20,7 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 import time
 
 from jaxcnn.errors import ConfigError
@@ -32,7 +33,38 @@ class WorkdirBusyError(ConfigError):
 
 
 class DiskFullError(OSError):
-  """The disk holding the workdir filled up while the run wrote into it."""
+  """A disk the run writes to filled up: the workdir's (`disk_full_message`) or the data directory's
+  (`data_disk_full_error`); the message names the folder."""
+
+
+class NotWritableError(ConfigError):
+  """The workdir cannot be written (a read-only disk, no permission)."""
+
+
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def check_writable(workdir: str) -> None:
+  """Creates `workdir` and a file in it (removed again): `NotWritableError`, naming the folder and the
+  reason, when a read-only disk or a permission stops it, before the run does any work."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=workdir)
+    os.close(fd)
+    os.remove(probe)
+  except OSError as e:
+    if e.errno not in NOT_WRITABLE:
+      raise
+    raise NotWritableError(f"--workdir={workdir} cannot be written ({e.strerror}: {e.filename}): choose a "
+                           "--workdir on a writable disk, or make this folder writable") from None
+
+
+def data_disk_full_error(dataset: str, data_dir: str) -> DiskFullError:
+  """The disk holding the data directory filled up while the data set was built (before any training)."""
+  return DiskFullError(
+      f"The disk holding the data directory {data_dir} is full (No space left on device) while building "
+      f"{dataset}; the partial build was removed and nothing was trained. Free space there, or point "
+      "--config.dataset.data_dir at a disk with room, then run the same command again.")
 
 
 def check_workdir(workdir: str) -> None:
