@@ -233,11 +233,11 @@ def _setup_process() -> None:
     usage_error(str(e))
 
 
-def _task_kind(config) -> str:
-  """The kind of the config's task (jaxcnn/tasks/base.py: KINDS), from its registered class."""
+def _task_class(config):
+  """The config's registered task class (jaxcnn/tasks/base.py: what the CLI may ask it)."""
   from jaxcnn import registry
   registry.load_all()
-  return registry.TASKS.get(config.task.name).kind
+  return registry.TASKS.get(config.task.name)
 
 
 # ------------------------------------------------------------------------------------------ the modes
@@ -285,31 +285,9 @@ def _predict(config, workdir, console) -> None:
       console.print(f"  {r['image']}", markup=False)
       console.print("    " + "  ".join(f"{name} {p:.3f}" for name, p in r["top"]), markup=False)
     return
-  if FLAGS.input_dir and _task_kind(config) == "instance_segmentation":
-    out = prediction.predict_instances(config, workdir, FLAGS.input_dir, FLAGS.output_dir)
-    console.print(f"Checkpoint step {out['step']} in {workdir}: {len(out['images'])} image(s) -> "
-                  f"{out['output_dir']} (score >= {out['score_threshold']})")
-    for r in out["images"]:
-      counts = {c: r["classes"].count(c) for c in sorted(set(r["classes"]))}
-      found = ", ".join(f"{n} {c}" for c, n in counts.items()) or "nothing"
-      console.print(f"  {os.path.basename(r['image'])} ({r['height']}x{r['width']}): {found}")
-    console.print(f"Wrote <name>_detections.png, detections.json (COCO results) and images.json in "
-                  f"{out['output_dir']}")
-    return
-  if FLAGS.input_dir:
-    out = prediction.predict_images(config, workdir, FLAGS.input_dir, FLAGS.mask_dir, FLAGS.output_dir)
-    console.print(f"Checkpoint step {out['step']} in {workdir}: {len(out['images'])} image(s) -> "
-                  f"{out['output_dir']}")
-    for r in out["images"]:
-      scores = (f"  F1 {r['f1']:.4f}  IoU {r['iou']:.4f}  relaxed breakeven {r['relaxed_breakeven']:.4f}"
-                if "f1" in r else "")
-      console.print(f"  {os.path.basename(r['image'])} ({r['height']}x{r['width']}){scores}")
-    if out["overall"]:
-      o = out["overall"]
-      console.print(f"[bold]All pixels[/bold]: precision {o['precision']:.4f}  recall {o['recall']:.4f}  "
-                    f"F1 {o['f1']:.4f}  IoU {o['iou']:.4f}  relaxed breakeven {o['relaxed_breakeven']:.4f}"
-                    f"  patch F1 {o['patch_f1']:.4f}")
-    console.print(f"Wrote <name>_prob.png, <name>_overlay.png and metrics.json in {out['output_dir']}")
+  if FLAGS.input_dir:  # the task says what predicting a folder of files means (or that it does not)
+    _task_class(config).predict_folder(config, workdir, FLAGS.input_dir, FLAGS.output_dir, FLAGS.mask_dir,
+                                       console)
     return
   texts = list(FLAGS.text or [])
   if FLAGS.text_file:
@@ -453,61 +431,15 @@ def main(argv) -> None:
 def _print_result(config, workdir, console, result) -> None:
   """What `python launch.py` prints after training: the headline numbers beside the paper's, and the
   files the run wrote."""
-  sel, fin = result["selected"], result["final"]
-  kind = result.get("task_kind", "classification")
+  task = _task_class(config)
   console.print()
-  if result.get("eval_splits") and kind == "segmentation":
-    from jaxcnn.train.report import segmentation_lines
-    console.print(f"[bold]Result[/bold] at the final epoch ({fin.get('epoch')}), threshold 0.5:")
-    for line in segmentation_lines(fin, result["eval_splits"]):
-      console.print("  " + line)
-    console.print(f"  training time {result['wall_time_s']:.0f} s")
-    console.print("Wrote:")
-    for what, path in (("checkpoints", os.path.join(workdir, "checkpoints")),
-                       ("report", result["report"]), ("curves", os.path.join(workdir, "curves.png")),
-                       *(("overlays", f) for f in result.get("figures", []))):
-      console.print(f"  {what:<12} {path}")
-    return
-
-  if result.get("eval_splits") and kind == "instance_segmentation":
-    from jaxcnn.train.report import coco_lines
-    console.print(f"[bold]Result[/bold] at the final epoch ({fin.get('epoch')}), COCO AP in %:")
-    for line in coco_lines(fin, result["eval_splits"]):
-      console.print("  " + line)
-    console.print(f"  published: {config.report.paper}")
-    console.print(f"  training time {result['wall_time_s']:.0f} s")
-    console.print("Wrote:")
-    for what, path in (("checkpoints", os.path.join(workdir, "checkpoints")),
-                       ("report", result["report"]), ("curves", os.path.join(workdir, "curves.png")),
-                       *((f"detections ({s})", os.path.join(workdir, f"detections_{s}.json"))
-                         for s in result["eval_splits"]),
-                       *(("figure", f) for f in result.get("figures", []))):
-      console.print(f"  {what:<17} {path}")
-    return
-
-  unit = config.report.get("unit", "series")
-  console.print(f"[bold]Result[/bold] on {result['dataset']} test split ({result['num_test']} {unit}):")
-  paper = (f"   paper ({result['paper']}): {_pct(result['paper_error'])}" if result.get("paper_error") is not None
-           else f"   paper: {result['paper']}" if result.get("paper") else "")
-  if config.report.select_by == "final":
-    console.print(f"  test error at the final epoch ({fin.get('epoch')}, the paper's protocol): "
-                  f"[bold]{_pct(fin.get('test/error'))}[/bold]" + paper)
-  else:
-    console.print(f"  test error at the epoch of lowest {config.report.select_by} (epoch "
-                  f"{sel.get('epoch')}, the paper's protocol): [bold]{_pct(sel.get('test/error'))}[/bold]"
-                  + paper)
-    console.print(f"  test error at the final epoch ({fin.get('epoch')}): {_pct(fin.get('test/error'))}")
-  if result.get("data_note"):
-    console.print(f"  data: {result['data_note']}")
-  console.print(f"  training time {result['wall_time_s']:.0f} s")
-  if config.report.get("note"):
-    console.print(f"  note: {config.report.note}")
+  for line in task.result_lines(config, result):
+    console.print(line)
   console.print("Wrote:")
-  for what, path in (("checkpoints", os.path.join(workdir, "checkpoints")),
-                     ("metrics", os.path.join(workdir, "metrics.jsonl")),
-                     ("TensorBoard events", os.path.join(workdir, "tensorboard")),
-                     ("report", result["report"]), ("curves", os.path.join(workdir, "curves.png"))):
-    console.print(f"  {what:<19} {path}")
+  outputs = task.outputs(workdir, result)
+  width = max(len(what) for what, _ in outputs) + 1
+  for what, path in outputs:
+    console.print(f"  {what:<{width}} {path}")
 
 
 

@@ -35,7 +35,7 @@ class Registry:
     natural input without the batch axis, and `input_dtype`: what `python -m jaxcnn.summary NAME`
     traces)."""
     def decorator(fn):
-      if name in self._entries and self._entries[name] is not fn:
+      if name in self._entries and self._entries[name] is not fn and not _same_definition(self._entries[name], fn):
         raise RegistryError(f"{self.kind} {name!r} is registered twice")
       self._entries[name] = fn
       self._info[name] = dict(info)
@@ -75,6 +75,22 @@ class Registry:
   def __contains__(self, name: str) -> bool:
     self.load()
     return name in self._entries
+
+
+def _same_definition(a, b) -> bool:
+  """The same class or function defined again by the same file: an experiment config that registers its
+  own task or model is loaded more than once (the command line reads it, then parses its overrides)."""
+  where_a, where_b = _defined_in(a), _defined_in(b)
+  return where_a is not None and (getattr(a, "__qualname__", None), where_a) == (getattr(b, "__qualname__", None),
+                                                                               where_b)
+
+
+def _defined_in(obj) -> str | None:
+  """The file that defines a function or class (a class: the file of its methods' code)."""
+  code = getattr(obj, "__code__", None)
+  if code is None and inspect.isclass(obj):
+    code = next((v.__code__ for v in vars(obj).values() if hasattr(v, "__code__")), None)
+  return None if code is None else code.co_filename
 
 
 def accepted_kwargs(fn: Callable[..., Any]) -> list[str] | None:

@@ -17,12 +17,19 @@ sums over the valid examples of a step (`weights`: 0 for padding rows), so they 
 devices; `summarize` turns them into means. A task whose model computes its own losses (Mask R-CNN)
 gives the model its targets through `train_inputs`; a task evaluated on the host (COCO AP) sets
 `host_eval` and implements `predict_body` and `evaluate`.
+
+How a run presents its results is the task's too, and the loop, the report, the figures, the CLI and
+`--mode=predict --input_dir` ask it instead of looking at its kind: `progress`, `figures`,
+`write_report`, `result_lines`, `outputs`, `predict_folder`. The defaults present any task: every
+eval metric at the selected and the final epoch, the loss curves, no figures. A task defined outside
+jaxcnn (e.g. in the module an experiment config imports, or in the config file itself) plugs in with
+no line of jaxcnn changed (tests/test_task_plugin.py; docs/extending.md).
 """
 from __future__ import annotations
 
 from typing import Any
 
-# How results are reported (train/report.py) and printed (cli.py); the figures a run draws.
+# The kinds of jaxcnn's own tasks (a name for humans and result.json; nothing branches on it).
 KINDS = ("classification", "segmentation", "instance_segmentation")
 
 
@@ -57,6 +64,56 @@ class Task:
   def summarize(sums) -> dict:
     """Sums (over steps and devices, on the host) -> metrics."""
     raise NotImplementedError
+
+  def probabilities(self, outputs):
+    """What `config.report.save_predictions` keeps per example (default: the model's outputs as they
+    are; classification: the class probabilities)."""
+    return outputs
+
+  # ------------------------------------------------------------- presentation (loop, report, CLI, predict)
+  def progress(self, record: dict, splits) -> str:
+    """The progress bar's words for an epoch's record beside the training loss (default: the headline
+    metric on the first eval split, when the record has it)."""
+    key = f"{splits[0]}/{self.headline}" if self.headline and splits else None
+    return f" {splits[0]} {self.headline} {record[key]:.4f}" if key in record else ""
+
+  def figures(self, rt, state, workdir: str) -> list[str]:
+    """Figures drawn from the trained state at the end of a run (paths; default: none)."""
+    del rt, state, workdir
+    return []
+
+  def write_report(self, workdir: str, config, result: dict, history: list[dict]) -> str:
+    """Writes `workdir/report.md` (and the figures it shows); returns its path. Default: the run, every
+    eval metric at the selected and the final epoch, the loss curves (`train.report.write_generic_report`)."""
+    from jaxcnn.train.report import write_generic_report
+    return write_generic_report(workdir, config, result, history, headline=self.headline)
+
+  @classmethod
+  def result_lines(cls, config, result: dict) -> list[str]:
+    """What `launch.py` prints after training, above the files it wrote (rich markup allowed). From the
+    config and `result.json` alone. Default: every scalar eval metric at the selected and final epoch."""
+    from jaxcnn.train.report import generic_result_lines
+    return generic_result_lines(config, result)
+
+  @classmethod
+  def outputs(cls, workdir: str, result: dict) -> list[tuple[str, str]]:
+    """`(what, path)` of the files a run wrote, for the CLI's "Wrote:" list."""
+    import os
+    return [("checkpoints", os.path.join(workdir, "checkpoints")),
+            ("metrics", os.path.join(workdir, "metrics.jsonl")),
+            ("TensorBoard events", os.path.join(workdir, "tensorboard")),
+            ("report", result["report"]), ("curves", os.path.join(workdir, "curves.png")),
+            *(("figure", f) for f in result.get("figures", []))]
+
+  @classmethod
+  def predict_folder(cls, config, workdir: str, input_dir: str, output_dir: str | None, mask_dir: str | None,
+                     console) -> None:
+    """`--mode=predict --input_dir=DIR`: predicts every file of a folder and writes the results (tasks
+    whose inputs are image files). Default: not offered."""
+    del config, workdir, input_dir, output_dir, mask_dir, console
+    from jaxcnn.errors import ConfigError
+    raise ConfigError(f"--input_dir: task {cls.__name__} does not predict folders of files (the segmentation "
+                      "and instance_segmentation tasks do); use --image, --text or --text_file")
 
   # ------------------------------------------------------------------------- host evaluation (COCO AP)
   @staticmethod

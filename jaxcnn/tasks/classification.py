@@ -72,6 +72,23 @@ class Classification(Task):
       sums["confusion"] = jnp.einsum("b,bi,bj->ij", w, onehot(batch["label"]), onehot(pred))
     return sums
 
+  def probabilities(self, outputs):
+    logits, _ = split_outputs(outputs)
+    return jax.nn.softmax(logits.astype(jnp.float32), -1)
+
+  # -------------------------------------------------------------------------------------- presentation
+  def progress(self, record: dict, splits) -> str:
+    return f" test err {100 * record['test/error']:.1f}%" if "test/error" in record else ""
+
+  def write_report(self, workdir: str, config, result: dict, history: list[dict]) -> str:
+    from jaxcnn.train.report import write_classification_report
+    return write_classification_report(workdir, config, result, history)
+
+  @classmethod
+  def result_lines(cls, config, result: dict) -> list[str]:
+    from jaxcnn.train.report import classification_result_lines
+    return classification_result_lines(config, result)
+
   @staticmethod
   def summarize(sums) -> dict:
     count = max(float(sums["count"]), 1.0)

@@ -44,6 +44,37 @@ class InstanceSegmentation(Task):
   host_eval = True
   curve_metrics = ("segm/AP", "segm/AP50", "bbox/AP", "bbox/AP50")
 
+  # -------------------------------------------------------------------------------------- presentation
+  def figures(self, rt, state, workdir: str) -> list[str]:
+    """Detections on the first eval images, ground-truth boxes dashed."""
+    from jaxcnn.train.figures import write_detection_figure
+    return write_detection_figure(rt, state, workdir)
+
+  def write_report(self, workdir: str, config, result: dict, history: list[dict]) -> str:
+    from jaxcnn.train.report import write_instance_report
+    return write_instance_report(workdir, config, result, history, self)
+
+  @classmethod
+  def result_lines(cls, config, result: dict) -> list[str]:
+    from jaxcnn.train.report import instance_result_lines
+    return instance_result_lines(config, result)
+
+  @classmethod
+  def outputs(cls, workdir: str, result: dict) -> list[tuple[str, str]]:
+    import os
+    return [("checkpoints", os.path.join(workdir, "checkpoints")), ("report", result["report"]),
+            ("curves", os.path.join(workdir, "curves.png")),
+            *((f"detections ({s})", os.path.join(workdir, f"detections_{s}.json")) for s in result["eval_splits"]),
+            *(("figure", f) for f in result.get("figures", []))]
+
+  @classmethod
+  def predict_folder(cls, config, workdir, input_dir, output_dir, mask_dir, console) -> None:
+    """Detections (boxes, classes, scores, masks) of every image of a folder, drawn and in COCO format."""
+    del mask_dir
+    from jaxcnn.train import prediction
+    prediction.show_instances(prediction.predict_instances(config, workdir, input_dir, output_dir), workdir,
+                              console)
+
   def __init__(self, num_classes: int, mask_threshold: float = 0.5, write_results: bool = True,
                mask_paste: str = "box"):
     coco = _coco()

@@ -153,6 +153,34 @@ class Segmentation(Task):
   headline = "iou"  # shown in the progress bar
   curve_metrics = ("iou", "f1", "relaxed_breakeven")
 
+  # -------------------------------------------------------------------------------------- presentation
+  def figures(self, rt, state, workdir: str) -> list[str]:
+    """Overlays of the first eval split: image, road probability, the prediction against the truth."""
+    from jaxcnn.train.figures import write_overlays
+    return write_overlays(rt, state, workdir)
+
+  def write_report(self, workdir: str, config, result: dict, history: list[dict]) -> str:
+    from jaxcnn.train.report import write_segmentation_report
+    return write_segmentation_report(workdir, config, result, history, self)
+
+  @classmethod
+  def result_lines(cls, config, result: dict) -> list[str]:
+    from jaxcnn.train.report import segmentation_result_lines
+    return segmentation_result_lines(config, result)
+
+  @classmethod
+  def outputs(cls, workdir: str, result: dict) -> list[tuple[str, str]]:
+    import os
+    return [("checkpoints", os.path.join(workdir, "checkpoints")), ("report", result["report"]),
+            ("curves", os.path.join(workdir, "curves.png")), *(("overlays", f) for f in result.get("figures", []))]
+
+  @classmethod
+  def predict_folder(cls, config, workdir, input_dir, output_dir, mask_dir, console) -> None:
+    """Road probabilities and overlays of every image of a folder (with `mask_dir`: scored)."""
+    from jaxcnn.train import prediction
+    prediction.show_images(prediction.predict_images(config, workdir, input_dir, mask_dir, output_dir),
+                           workdir, console)
+
   def __init__(self, num_classes: int = 1, dice_weight: float = 0.0, relax: int = 3, bins: int = 100,
                patch_size: int = 16, patch_fraction: float = 0.25):
     if num_classes != 1:

@@ -20,10 +20,9 @@ from jaxcnn.data import pipeline
 from jaxcnn.train import preflight
 from jaxcnn.train import step as step_lib
 from jaxcnn.train.checkpoint import CheckpointFormatError, Checkpointer
-from jaxcnn.train.figures import write_detection_figure, write_overlays, write_predictions
+from jaxcnn.train.figures import write_predictions
 from jaxcnn.train.metrics_writer import MetricsWriter
 from jaxcnn.train.plateau import Plateau
-from jaxcnn.train.report import write_report
 from jaxcnn.train.runtime import Runtime
 from jaxcnn.train.state import num_params
 from jaxcnn.train.step import FIRST_BAD_GRAD, FIRST_BAD_LOSS
@@ -178,12 +177,7 @@ class _Trainer:
           self.selected_state = self.par.get_state(dstate)  # host copy; predicted at the next save
     self.state.final = self.last = record
     desc = f"epoch {epoch}/{self.epochs} loss {train['loss']:.4f}"
-    if "test/error" in record:
-      desc += f" test err {100 * record['test/error']:.1f}%"
-    elif self.task.headline:
-      split = next(iter(self.ds.evals))
-      if f"{split}/{self.task.headline}" in record:
-        desc += f" {split} {self.task.headline} {record[f'{split}/{self.task.headline}']:.4f}"
+    desc += self.task.progress(record, list(self.ds.evals))
     return dstate, record, desc, lr
 
   # ------------------------------------------------------------------------------------------- result
@@ -308,11 +302,10 @@ def _train_and_evaluate(config, workdir: str, *, devices, interrupt_at_step, con
   with open(os.path.join(workdir, "result.json"), "w") as f:
     json.dump(result, f, indent=1)
   history = MetricsWriter.read(writer.path)
-  if task.kind == "instance_segmentation":  # detections on the first eval images
-    result["figures"] = write_detection_figure(rt, par.get_state(dstate), workdir)
-  elif task.kind == "segmentation":  # overlay figures of the first eval split
-    result["figures"] = write_overlays(rt, par.get_state(dstate), workdir)
-  result["report"] = write_report(workdir, config, result, history, task=task)
+  figures = task.figures(rt, par.get_state(dstate), workdir)
+  if figures:
+    result["figures"] = figures
+  result["report"] = task.write_report(workdir, config, result, history)
   return result
 
 

@@ -48,7 +48,6 @@ def predict_images(config, workdir: str, input_dir: str, mask_dir: str | None = 
 
   from jaxcnn import segment
   from jaxcnn.data.roads import _images_in, decode_image, decode_mask
-  from jaxcnn.tasks.segmentation import summarize_counts
   if not os.path.isdir(input_dir):
     raise registry.ConfigError(f"--input_dir={input_dir} is not a folder of images")
   if mask_dir and not os.path.isdir(mask_dir):
@@ -65,7 +64,7 @@ def predict_images(config, workdir: str, input_dir: str, mask_dir: str | None = 
   step, state = rt.restore_latest("predict")
   rt.ckpt.close()
   ds, task = rt.c.dataset, rt.c.task
-  if ds.encode is None or task.kind != "segmentation":
+  if ds.encode is None:
     raise registry.ConfigError("--input_dir predicts segmentation masks; this config's task is "
                                f"{config.task.name!r} (use --text for text classifiers)")
   output_dir = output_dir or os.path.join(workdir, "predictions")
@@ -93,14 +92,14 @@ def predict_images(config, workdir: str, input_dir: str, mask_dir: str | None = 
       sums = jax.device_get(sum_fn(logits[None], gt[None, ..., None].astype(np.float32),
                                    np.ones((1,) + gt.shape, bool)))
       total = sums if total is None else jax.tree.map(lambda a, b: a + b, total, sums)
-      row.update({k: v for k, v in summarize_counts(sums).items() if k != "loss"})
+      row.update({k: v for k, v in task.summarize(sums).items() if k != "loss"})
     row["probability"] = segment.save_png((prob * 255).round().astype(np.uint8),
                                           os.path.join(output_dir, f"{name}_prob.png"))
     row["overlay"] = segment.save_png(segment.overlay(rgb, prob >= float(p.threshold), gt),
                                       os.path.join(output_dir, f"{name}_overlay.png"))
     rows.append(row)
   out = {"step": step, "output_dir": output_dir, "images": rows,
-         "overall": None if total is None else summarize_counts(total)}
+         "overall": None if total is None else task.summarize(total)}
   with open(os.path.join(output_dir, "metrics.json"), "w") as f:
     json.dump(out, f, indent=1)
   return out
@@ -165,3 +164,31 @@ def predict_instances(config, workdir: str, input_dir: str, output_dir: str | No
   with open(os.path.join(output_dir, "images.json"), "w") as f:
     json.dump({"images": listing, "categories": categories}, f, indent=1)
   return out
+
+
+def show_images(out: dict, workdir: str, console) -> None:
+  """Prints what `predict_images` did: per image its size (and scores against a mask), then all pixels."""
+  console.print(f"Checkpoint step {out['step']} in {workdir}: {len(out['images'])} image(s) -> "
+                f"{out['output_dir']}")
+  for r in out["images"]:
+    scores = (f"  F1 {r['f1']:.4f}  IoU {r['iou']:.4f}  relaxed breakeven {r['relaxed_breakeven']:.4f}"
+              if "f1" in r else "")
+    console.print(f"  {os.path.basename(r['image'])} ({r['height']}x{r['width']}){scores}")
+  if out["overall"]:
+    o = out["overall"]
+    console.print(f"[bold]All pixels[/bold]: precision {o['precision']:.4f}  recall {o['recall']:.4f}  "
+                  f"F1 {o['f1']:.4f}  IoU {o['iou']:.4f}  relaxed breakeven {o['relaxed_breakeven']:.4f}"
+                  f"  patch F1 {o['patch_f1']:.4f}")
+  console.print(f"Wrote <name>_prob.png, <name>_overlay.png and metrics.json in {out['output_dir']}")
+
+
+def show_instances(out: dict, workdir: str, console) -> None:
+  """Prints what `predict_instances` did: per image what was found."""
+  console.print(f"Checkpoint step {out['step']} in {workdir}: {len(out['images'])} image(s) -> "
+                f"{out['output_dir']} (score >= {out['score_threshold']})")
+  for r in out["images"]:
+    counts = {c: r["classes"].count(c) for c in sorted(set(r["classes"]))}
+    found = ", ".join(f"{n} {c}" for c, n in counts.items()) or "nothing"
+    console.print(f"  {os.path.basename(r['image'])} ({r['height']}x{r['width']}): {found}")
+  console.print(f"Wrote <name>_detections.png, detections.json (COCO results) and images.json in "
+                f"{out['output_dir']}")

@@ -208,10 +208,121 @@ def write_instance_report(workdir: str, config, result: dict, history: list[dict
 
 
 def write_report(workdir: str, config, result: dict, history: list[dict], task=None) -> str:
-  if task is not None and task.kind == "instance_segmentation":
-    return write_instance_report(workdir, config, result, history, task)
-  if task is not None and task.kind == "segmentation":
-    return write_segmentation_report(workdir, config, result, history, task)
+  """The run's report.md, as its task writes it (`Task.write_report`; without a task: classification's)."""
+  if task is not None:
+    return task.write_report(workdir, config, result, history)
+  return write_classification_report(workdir, config, result, history)
+
+
+def _scalars(record: dict) -> dict:
+  return {k: v for k, v in record.items() if "/" in k and not k.startswith("train/")
+          and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def generic_result_lines(config, result: dict) -> list[str]:
+  """Every scalar eval metric at the selected and at the final epoch (any task's default)."""
+  sel, fin = result["selected"], result["final"]
+  key = config.report.select_by
+  lines = [f"[bold]Result[/bold] on {result['dataset']} ({', '.join(result.get('eval_splits', []))}):"]
+  picks = [("final epoch", fin)] if key == "final" else [(f"epoch of lowest {key}", sel), ("final epoch", fin)]
+  for what, rec in picks:
+    metrics = "  ".join(f"{k} {v:.4g}" for k, v in sorted(_scalars(rec).items()))
+    lines.append(f"  at the {what} ({rec.get('epoch')}): {metrics or 'no eval metrics'}")
+  lines.append(f"  training time {result['wall_time_s']:.0f} s")
+  return lines
+
+
+def plot_metric_curves(history: list[dict], path: str, metrics) -> str | None:
+  """One panel per metric (the loss first): train and every eval split over the epochs."""
+  from jaxcnn.plotting import pyplot
+  plt = pyplot()
+  epochs = [h for h in history if "train/loss" in h]
+  if not epochs:
+    return None
+  splits = sorted({k.split("/")[0] for h in history for k in h if "/" in k} - {"train"})
+  fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+  for ax, m in zip(axes[0], metrics):
+    for split in ["train", *splits]:
+      pts = [(h["epoch"], h[f"{split}/{m}"]) for h in history if f"{split}/{m}" in h]
+      if pts:
+        ax.plot(*zip(*pts), label=split)
+    ax.set_title(m)
+    ax.set_xlabel("epoch")
+    ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def write_generic_report(workdir: str, config, result: dict, history: list[dict], headline=None) -> str:
+  """Any task's report: the run, every scalar eval metric at the selected and final epochs, the curves
+  of the loss (and the task's headline metric)."""
+  sel, final = result["selected"], result["final"]
+  keys = sorted(set(_scalars(final)) | set(_scalars(sel)))
+  lines = [f"# {config.get('experiment', 'jaxcnn run')}", "",
+           f"Task `{config.task.name}` on data set `{result['dataset']}` ({result['num_train']} train; " +
+           ", ".join(f"{n} {s}" for s, n in result.get("eval_sizes", {}).items()) + f"), model "
+           f"`{config.model.name}` ({result['num_params']:,} parameters), {result['epochs_done']} epochs of "
+           f"{result['steps_per_epoch']} steps at global batch {result['batch_size']}, "
+           f"{result['wall_time_s']:.0f} s training on {versions()['backend']}.", "",
+           *([f"Note: {config.report.note}", ""] if config.report.get("note") else []),
+           "| metric | " + ("" if config.report.select_by == "final" else
+                            f"epoch of lowest {config.report.select_by} ({sel.get('epoch')}) | ") +
+           f"final epoch ({final.get('epoch')}) |",
+           "|---|---|" + ("" if config.report.select_by == "final" else "---|"),
+           *(f"| {k} | " + ("" if config.report.select_by == "final" else f"{_fmt(sel.get(k))} | ") +
+             f"{_fmt(final.get(k))} |" for k in keys), ""]
+  png = plot_metric_curves(history, os.path.join(workdir, "curves.png"),
+                           ["loss"] + ([headline] if headline and headline != "loss" else []))
+  if png:
+    lines += ["![training curves](curves.png)", ""]
+  lines += ["## Config", "", "```", str(config), "```", "", "## Versions", "",
+            "```", json.dumps(versions(), indent=1), "```", ""]
+  path = os.path.join(workdir, "report.md")
+  with open(path, "w") as f:
+    f.write("\n".join(lines))
+  return path
+
+
+def classification_result_lines(config, result: dict) -> list[str]:
+  """What `launch.py` prints after a classification run: the test error at the selected and final
+  epochs beside the paper's."""
+  sel, fin = result["selected"], result["final"]
+  unit = config.report.get("unit", "series")
+  lines = [f"[bold]Result[/bold] on {result['dataset']} test split ({result['num_test']} {unit}):"]
+  paper = (f"   paper ({result['paper']}): {_pct(result['paper_error'])}" if result.get("paper_error") is not None
+           else f"   paper: {result['paper']}" if result.get("paper") else "")
+  if config.report.select_by == "final":
+    lines.append(f"  test error at the final epoch ({fin.get('epoch')}, the paper's protocol): "
+                 f"[bold]{_pct(fin.get('test/error'))}[/bold]" + paper)
+  else:
+    lines.append(f"  test error at the epoch of lowest {config.report.select_by} (epoch "
+                 f"{sel.get('epoch')}, the paper's protocol): [bold]{_pct(sel.get('test/error'))}[/bold]" + paper)
+    lines.append(f"  test error at the final epoch ({fin.get('epoch')}): {_pct(fin.get('test/error'))}")
+  if result.get("data_note"):
+    lines.append(f"  data: {result['data_note']}")
+  lines.append(f"  training time {result['wall_time_s']:.0f} s")
+  if config.report.get("note"):
+    lines.append(f"  note: {config.report.note}")
+  return lines
+
+
+def segmentation_result_lines(config, result: dict) -> list[str]:
+  fin = result["final"]
+  return [f"[bold]Result[/bold] at the final epoch ({fin.get('epoch')}), threshold 0.5:",
+          *("  " + line for line in segmentation_lines(fin, result["eval_splits"])),
+          f"  training time {result['wall_time_s']:.0f} s"]
+
+
+def instance_result_lines(config, result: dict) -> list[str]:
+  fin = result["final"]
+  return [f"[bold]Result[/bold] at the final epoch ({fin.get('epoch')}), COCO AP in %:",
+          *("  " + line for line in coco_lines(fin, result["eval_splits"])),
+          f"  published: {config.report.paper}", f"  training time {result['wall_time_s']:.0f} s"]
+
+
+def write_classification_report(workdir: str, config, result: dict, history: list[dict]) -> str:
   sel, final = result["selected"], result["final"]
   paper_error = result.get("paper_error")
   lines = [

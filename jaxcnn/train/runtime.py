@@ -9,7 +9,6 @@ import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn import registry
@@ -176,8 +175,9 @@ class Runtime:
     (host-side, one device; for `config.report.save_predictions`, e.g. to average an ensemble)."""
     if self._predict_fn is None:
       model = self.c.init_model
-      self._predict_fn = jax.jit(lambda v, b: jax.nn.softmax(
-          model.apply(v, b["x"], train=False, mask=step_lib.model_mask(b)).astype(jnp.float32), -1))
+      task = self.c.task
+      self._predict_fn = jax.jit(lambda v, b: task.probabilities(
+          model.apply(v, b["x"], train=False, mask=step_lib.model_mask(b))))
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     out = {}
     for split, source in self.c.dataset.evals.items():
