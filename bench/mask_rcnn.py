@@ -205,7 +205,7 @@ def measure(variant: str, runs: int, paired: bool = True) -> dict:
     host.append(host_s)
   t = time.perf_counter()
   for m in probs >= 0.5:
-    coco._rle(m)
+    coco.rle(m)
   rle_s = time.perf_counter() - t
   peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before torchvision's model runs
   side_by_side = None

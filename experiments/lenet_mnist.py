@@ -21,7 +21,7 @@ training set faster and ends at 1.29 % on the 8,000 shipped test images; SGD end
 import ml_collections
 from ml_collections import config_dict
 
-from jaxcnn.configs import parse_arg
+from jaxcnn.configs import base_config, parse_arg, sgd
 
 PAPER = "LeCun et al. 1998, LeNet-5 without distortions"
 
@@ -29,35 +29,21 @@ PAPER = "LeCun et al. 1998, LeNet-5 without distortions"
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   _, parts = parse_arg(arg, leading=False, options=("gap", "runlocal"), example="lenet_mnist.py:gap,runlocal")
   gap = "gap" in parts
-  c = ml_collections.ConfigDict()
-  c.experiment = "lenet5_gap_mnist" if gap else "lenet5_mnist"
-  c.seed = 0
-  c.parallel = "jit"
-  c.precision = "float32"      # "bfloat16": bfloat16 compute, float32 parameters and optimizer state
-  c.cpu_convolutions = "ynnpack"  # on CPU: XLA's convolution kernels, "ynnpack" (jaxlib's) or "eigen"
-  c.model = ml_collections.ConfigDict(dict(name="lenet5_gap" if gap else "lenet5", c3_table=True,
-                                           subsampling="trainable"))
-  c.dataset = ml_collections.ConfigDict(dict(
+  c = base_config("lenet5_gap_mnist" if gap else "lenet5_mnist",
+                  model=dict(name="lenet5_gap" if gap else "lenet5", c3_table=True, subsampling="trainable"),
+                  dataset=dict(
       name="mnist",
       manual_dir=config_dict.placeholder(str),  # folder with the official IDX files (required)
       data_dir=config_dict.placeholder(str),    # TFDS data dir (default ~/tensorflow_datasets)
       pad_to=32, normalize="lecun",
       eval_files=config_dict.placeholder(str),  # "IMAGES,LABELS": evaluate on another IDX pair
   ))
-  c.task = ml_collections.ConfigDict(dict(name="classification", label_smoothing=0.0, aux_weight=0.3))
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name="sgd", learning_rate=0.01, momentum=0.9, nesterov=False, weight_decay=0.0, b1=0.9, b2=0.999,
-      eps=1e-8))
-  c.schedule = ml_collections.ConfigDict(dict(name="cosine", warmup_epochs=0, factor=0.1,
-                                              every_epochs=30))
-  c.train = ml_collections.ConfigDict(dict(
-      epochs=20, batch_size=32, eval_batch_size=1000, eval_every_epochs=1, eval_on_improvement=False,
-      log_every_epochs=1, num_threads=0))
-  c.checkpoint = ml_collections.ConfigDict(dict(every_epochs=1, keep=2))
-  c.report = ml_collections.ConfigDict(dict(
-      select_by="final", paper=PAPER, paper_error=config_dict.placeholder(float), unit="images",
-      note="" if not gap else "LeNet-5 with C5/F6 replaced by a 3x3 convolution + global average "
-      "pooling (for class activation maps); the paper has no number for it."))
+  c.optimizer.update(sgd(0.01))
+  c.schedule.update(warmup_epochs=0, factor=0.1, every_epochs=30)
+  c.train.update(epochs=20, eval_batch_size=1000)
+  c.report.update(paper=PAPER, unit="images",
+                  note="" if not gap else "LeNet-5 with C5/F6 replaced by a 3x3 convolution + global average "
+                  "pooling (for class activation maps); the paper has no number for it.")
   if gap:
     c.report.paper = "no published number for this variant"
   else:

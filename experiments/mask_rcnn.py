@@ -45,24 +45,19 @@ Published mask AP (He et al. 2017, Table 2a, COCO minival = 2017 val): ResNet-50
 import ml_collections
 from ml_collections import config_dict
 
-from jaxcnn.configs import parse_arg
+from jaxcnn.configs import base_config, parse_arg, sgd
 
 COCO_TRAIN_IMAGES = 118287
 PAPER_MASK_AP = {"coco_r50_c4": 0.303, "coco_r101_c4": 0.327, "coco_r50_fpn": 0.336, "coco_r101_fpn": 0.354}
 OPTIONS = ("runlocal", "fpn")
-# The CPU runs' optimiser (shapes, nuclei): Adam at 2e-3, no weight decay.
-ADAM = dict(name="adam", learning_rate=2e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, momentum=0.0)
 
 
-def _base() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.parallel = "jit"
-  c.precision = "float32"
-  c.cpu_convolutions = "ynnpack"  # on CPU: XLA's convolution kernels, "ynnpack" (jaxlib's) or "eigen"
-  c.task = ml_collections.ConfigDict(dict(name="instance_segmentation", mask_threshold=0.5,
-                                          write_results=True, mask_paste="box"))
-  c.checkpoint = ml_collections.ConfigDict(dict(every_epochs=1, keep=2))
+def _base(experiment: str) -> ml_collections.ConfigDict:
+  """The shared defaults with the detection task; each variant sets its model and data set. The CPU runs'
+  optimiser (shapes, nuclei): Adam at 2e-3 (the shared Adam otherwise), no weight decay."""
+  c = base_config(experiment, model=dict(name=""), dataset=dict(name=""),
+                  task=dict(name="instance_segmentation", mask_threshold=0.5, write_results=True, mask_paste="box"))
+  c.optimizer.learning_rate = 2e-3
   c.predict = ml_collections.ConfigDict(dict(overlays=8, score_threshold=0.5))
   return c
 
@@ -78,20 +73,16 @@ def _nuclei(c, runlocal: bool) -> ml_collections.ConfigDict:
   c.dataset = ml_collections.ConfigDict(dict(name="nuclei", manual_dir=config_dict.placeholder(str),
                                              data_dir=config_dict.placeholder(str), crop=128, max_instances=48,
                                              holdout="auto", val_fraction=0.25, seed=0, crops_per_epoch=256))
-  c.optimizer = ml_collections.ConfigDict(ADAM)
-  c.schedule = ml_collections.ConfigDict(dict(name="warmup_cosine", warmup_epochs=2))
-  c.train = ml_collections.ConfigDict(dict(epochs=40, batch_size=8, eval_batch_size=4,
-                                           eval_every_epochs=10, eval_on_improvement=False,
-                                           log_every_epochs=5, num_threads=0))
+  c.schedule.update(name="warmup_cosine", warmup_epochs=2)
+  c.train.update(epochs=40, batch_size=8, eval_batch_size=4, eval_every_epochs=10, log_every_epochs=5)
   c.checkpoint.every_epochs = 5
   c.predict.overlays = 4
   # XLA's Eigen convolution kernels: the full run's training took 300 / 294 s against YNNPACK's 332 / 342 s,
   # run back to back in both orders on 2 cores (docs/detection.md); --mode=predict on the whole image:
   # no difference (about 10 s either way, mostly compiles).
   c.cpu_convolutions = "eigen"
-  c.report = ml_collections.ConfigDict(dict(
-      select_by="final", unit="tiles", paper_error=config_dict.placeholder(float),
-      paper="none: the Data Science Bowl scored its own metric, not COCO AP, on its test images", note=""))
+  c.report.update(unit="tiles",
+                  paper="none: the Data Science Bowl scored its own metric, not COCO AP, on its test images")
   if runlocal:
     c.train.epochs = 1
     c.train.eval_every_epochs = 1
@@ -101,8 +92,7 @@ def _nuclei(c, runlocal: bool) -> ml_collections.ConfigDict:
 
 def get_config(arg: str = "shapes") -> ml_collections.ConfigDict:
   name, opts = parse_arg(arg, default="shapes", names=("shapes", "nuclei", *PAPER_MASK_AP), options=OPTIONS)
-  c = _base()
-  c.experiment = f"mask_rcnn_{name}" + ("_fpn" if "fpn" in opts else "")
+  c = _base(f"mask_rcnn_{name}" + ("_fpn" if "fpn" in opts else ""))
   if name == "nuclei":
     return _nuclei(c, "runlocal" in opts)
   if name == "shapes":
@@ -115,14 +105,10 @@ def get_config(arg: str = "shapes") -> ml_collections.ConfigDict:
     c.dataset = ml_collections.ConfigDict(dict(name="shapes_instances", size=128, max_instances=6,
                                                num_train=2000, num_val=200, seed=0,
                                                data_dir=config_dict.placeholder(str)))
-    c.optimizer = ml_collections.ConfigDict(ADAM)
-    c.schedule = ml_collections.ConfigDict(dict(name="warmup_cosine", warmup_epochs=1))
-    c.train = ml_collections.ConfigDict(dict(epochs=16, batch_size=8, eval_batch_size=40,
-                                             eval_every_epochs=4, eval_on_improvement=False,
-                                             log_every_epochs=1, num_threads=0))
-    c.report = ml_collections.ConfigDict(dict(
-        select_by="final", unit="images", paper_error=config_dict.placeholder(float),
-        paper="none: a synthetic data set (the paper's numbers are COCO's, see :coco_r50_c4)", note=""))
+    c.schedule.update(name="warmup_cosine", warmup_epochs=1)
+    c.train.update(epochs=16, batch_size=8, eval_batch_size=40, eval_every_epochs=4)
+    c.report.update(unit="images",
+                    paper="none: a synthetic data set (the paper's numbers are COCO's, see :coco_r50_c4)")
   else:
     if "fpn" in opts:
       raise ValueError(f"{name} names its backbone already; use coco_r50_fpn / coco_r101_fpn")
@@ -158,19 +144,13 @@ def get_config(arg: str = "shapes") -> ml_collections.ConfigDict:
                                                min_size=800, max_size=1333, pad_to=1344,
                                                eval_pad_to=0 if variant == "fpn" else 1344,
                                                max_instances=100))
-    c.optimizer = ml_collections.ConfigDict(dict(name="sgd", learning_rate=0.02, momentum=0.9,
-                                                 nesterov=False, weight_decay=1e-4, b1=0.9, b2=0.999,
-                                                 eps=1e-8))
+    c.optimizer.update(sgd(0.02, weight_decay=1e-4))
     spe = COCO_TRAIN_IMAGES / 16
-    c.schedule = ml_collections.ConfigDict(dict(name="piecewise", boundaries_epochs=(120_000 / spe,),
-                                                factor=0.1, warmup_epochs=1000 / spe))
-    c.train = ml_collections.ConfigDict(dict(epochs=22, batch_size=16, eval_batch_size=16,
-                                             eval_every_epochs=2, eval_on_improvement=False,
-                                             log_every_epochs=1, num_threads=16))
-    c.report = ml_collections.ConfigDict(dict(
-        select_by="final", unit="images", paper_error=config_dict.placeholder(float),
-        paper=(f"He et al. 2017, Table 2a: COCO minival mask AP {100 * PAPER_MASK_AP[name]:.1f} "
-               f"(ResNet-{depth}-{variant.upper()}, ImageNet-pretrained backbone)"), note=""))
+    c.schedule.update(name="piecewise", boundaries_epochs=(120_000 / spe,), factor=0.1, warmup_epochs=1000 / spe)
+    c.train.update(epochs=22, batch_size=16, eval_batch_size=16, eval_every_epochs=2, num_threads=16)
+    c.report.update(unit="images",
+                    paper=(f"He et al. 2017, Table 2a: COCO minival mask AP {100 * PAPER_MASK_AP[name]:.1f} "
+                           f"(ResNet-{depth}-{variant.upper()}, ImageNet-pretrained backbone)"))
   if "runlocal" in opts:
     c.train.epochs = 1
     c.train.eval_every_epochs = 1

@@ -21,7 +21,7 @@ for more devices scale the batch and the learning rate together (Goyal et al. 20
 import ml_collections
 from ml_collections import config_dict
 
-from jaxcnn.configs import parse_arg
+from jaxcnn.configs import base_config, parse_arg, sgd
 
 PAPER_ERROR = {20: 0.0875, 32: 0.0751, 44: 0.0717, 56: 0.0697, 110: 0.0643}
 
@@ -31,31 +31,16 @@ def get_config(arg: str = "resnet20") -> ml_collections.ConfigDict:
   name, opts = parse_arg(arg, default="resnet20", names=depths, what="model",
                          options=("synthetic", "runlocal"))
   depth = depths[name]
-  c = ml_collections.ConfigDict()
-  c.experiment = f"cifar10_{name}" + ("_synthetic" if "synthetic" in opts else "")
-  c.seed = 0
-  c.parallel = "jit"
-  c.precision = "float32"      # "bfloat16": bfloat16 compute, float32 parameters and optimizer state
-  c.cpu_convolutions = "ynnpack"  # on CPU: XLA's convolution kernels, "ynnpack" (jaxlib's) or "eigen"
-  c.model = ml_collections.ConfigDict(dict(name=f"cifar_resnet{depth}", projection="zeropad"))
   if "synthetic" in opts:
-    c.dataset = ml_collections.ConfigDict(dict(name="synthetic_images", shape=(32, 32, 3), num_classes=10,
-                                               num_train=512, num_test=128, seed=0))
+    dataset = dict(name="synthetic_images", shape=(32, 32, 3), num_classes=10, num_train=512, num_test=128, seed=0)
   else:
-    c.dataset = ml_collections.ConfigDict(dict(name="cifar10", manual_dir=config_dict.placeholder(str),
-                                               augment=True))
-  c.task = ml_collections.ConfigDict(dict(name="classification", label_smoothing=0.0, aux_weight=0.3))
-  c.optimizer = ml_collections.ConfigDict(dict(name="sgd", learning_rate=0.1, momentum=0.9, nesterov=False,
-                                               weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8))
-  c.schedule = ml_collections.ConfigDict(dict(name="piecewise", boundaries_epochs=(82, 123), factor=0.1,
-                                              warmup_epochs=0))
-  c.train = ml_collections.ConfigDict(dict(epochs=164, batch_size=128, eval_batch_size=1000,
-                                           eval_every_epochs=1, eval_on_improvement=False,
-                                           log_every_epochs=1, num_threads=8))
-  c.checkpoint = ml_collections.ConfigDict(dict(every_epochs=1, keep=2))
-  c.report = ml_collections.ConfigDict(dict(
-      select_by="final", paper=f"He et al. 2016, Table 6, ResNet-{depth}", unit="images",
-      paper_error=config_dict.placeholder(float), note=""))
+    dataset = dict(name="cifar10", manual_dir=config_dict.placeholder(str), augment=True)
+  c = base_config(f"cifar10_{name}" + ("_synthetic" if "synthetic" in opts else ""),
+                  model=dict(name=f"cifar_resnet{depth}", projection="zeropad"), dataset=dataset)
+  c.optimizer.update(sgd(0.1, weight_decay=1e-4))
+  c.schedule.update(name="piecewise", boundaries_epochs=(82, 123), factor=0.1, warmup_epochs=0)
+  c.train.update(epochs=164, batch_size=128, eval_batch_size=1000, num_threads=8)
+  c.report.update(paper=f"He et al. 2016, Table 6, ResNet-{depth}", unit="images")
   if "synthetic" in opts:
     c.report.note = "synthetic images: a pipeline check, not CIFAR-10"
   else:

@@ -22,41 +22,32 @@ paper-width U-Net; made for a GPU/TPU run with the user's copy of the data.
 import ml_collections
 from ml_collections import config_dict
 
-from jaxcnn.configs import parse_arg
+from jaxcnn.configs import base_config, parse_arg
 
 OPTIONS = ("runlocal", "resize", "massachusetts", "dice")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   _, parts = parse_arg(arg, leading=False, options=OPTIONS)
-  c = ml_collections.ConfigDict()
-  c.experiment = "unet_roads"
-  c.seed = 0
-  c.parallel = "jit"
-  c.precision = "float32"      # "bfloat16": bfloat16 compute, float32 parameters and optimizer state
+  c = base_config("unet_roads",
+                  model=dict(name="unet", depth=4, features=16, dropout=0.5, norm="batch", upsample="transposed"),
+                  dataset=dict(name="roads", manual_dir=config_dict.placeholder(str),
+                               data_dir=config_dict.placeholder(str), val_fraction=0.2, split_seed=0,
+                               crop_size=256, stride=16),
+                  task=dict(name="segmentation", dice_weight=0.0, relax=3, bins=100, patch_size=16,
+                            patch_fraction=0.25))
   # On CPU, XLA's multi-threaded Eigen convolutions: training steps 1.64x faster than with jaxlib's
   # one-thread YNNPACK ones on 2 cores (bench/README.md); "ynnpack" for jaxlib's default.
   c.cpu_convolutions = "eigen"
-  c.model = ml_collections.ConfigDict(dict(name="unet", depth=4, features=16, dropout=0.5, norm="batch",
-                                           upsample="transposed"))
-  c.dataset = ml_collections.ConfigDict(dict(name="roads", manual_dir=config_dict.placeholder(str),
-                                             data_dir=config_dict.placeholder(str), val_fraction=0.2,
-                                             split_seed=0, crop_size=256, stride=16))
-  c.task = ml_collections.ConfigDict(dict(name="segmentation", dice_weight=0.0, relax=3, bins=100,
-                                          patch_size=16, patch_fraction=0.25))
-  c.optimizer = ml_collections.ConfigDict(dict(name="adam", learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8,
-                                               weight_decay=0.0, momentum=0.0))
-  c.schedule = ml_collections.ConfigDict(dict(name="cosine", warmup_epochs=0))
-  c.train = ml_collections.ConfigDict(dict(epochs=100, batch_size=8, eval_batch_size=6,
-                                           eval_every_epochs=10, eval_on_improvement=False,
-                                           log_every_epochs=10, num_threads=0))
-  c.checkpoint = ml_collections.ConfigDict(dict(every_epochs=10, keep=2))
+  c.schedule.warmup_epochs = 0
+  c.train.update(epochs=100, batch_size=8, eval_batch_size=6, eval_every_epochs=10, log_every_epochs=10)
+  c.checkpoint.every_epochs = 10
   c.predict = ml_collections.ConfigDict(dict(tile=512, margin=64, threshold=0.5, overlays=6))
-  c.report = ml_collections.ConfigDict(dict(
-      select_by="final", unit="images", paper_error=config_dict.placeholder(float),
+  c.report.update(
+      unit="images",
       paper=("no published result on this 90-image part of the ETH/EPFL training set; see README "
              "'Road segmentation' for the published figures on other data"),
-      note="pixel metrics over all validation pixels at threshold 0.5"))
+      note="pixel metrics over all validation pixels at threshold 0.5")
   if "resize" in parts:
     c.experiment = "unet_roads_resize"
     c.model.upsample = "resize"

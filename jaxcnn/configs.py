@@ -1,6 +1,9 @@
-"""Helpers for experiment config files (`experiments/*.py`, or a user's own anywhere): the argument after
-the colon of `--config=experiments/FILE.py:ARG`, parsed one way for every config.
+"""Helpers for experiment config files (`experiments/*.py`, or a user's own anywhere): the defaults every
+experiment shares, in one place, and the argument after the colon of `--config=experiments/FILE.py:ARG`,
+parsed one way for every config.
 
+    c = base_config("lenet5_mnist", model=dict(name="lenet5"), dataset=dict(name="mnist"))
+    c.optimizer.update(name="sgd", learning_rate=0.01, momentum=0.9)   # only what differs
     name, opts = parse_arg(arg, default="resnet50", names=MODELS, options=("synthetic", "runlocal"))
 
 `ARG` is a comma-separated list: an optional leading name (a model, a data set, a variant), then options.
@@ -12,6 +15,40 @@ from __future__ import annotations
 import importlib.util
 import os
 from typing import Iterable
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def base_config(experiment: str, *, model: dict, dataset: dict, task: dict | None = None) -> ml_collections.ConfigDict:
+  """The keys every experiment has, at the values most use (as flax's `configs/default.py`), with the
+  experiment's name, model, data set and task (default: classification without label smoothing). An
+  experiment then changes only what differs (`c.train.update(epochs=20, batch_size=128)`) and adds its
+  own keys. `tests/test_experiment_configs.py` checks every experiment's resolved config."""
+  c = ml_collections.ConfigDict()
+  c.experiment = experiment
+  c.seed = 0
+  c.parallel = "jit"             # "pmap": the same step under jax.pmap (docs/multiple_devices.md)
+  c.precision = "float32"        # "bfloat16": bfloat16 compute, float32 parameters and optimizer state
+  c.cpu_convolutions = "ynnpack"  # on CPU: XLA's convolution kernels, "ynnpack" (jaxlib's) or "eigen"
+  c.model = ml_collections.ConfigDict(model)
+  c.dataset = ml_collections.ConfigDict(dataset)
+  c.task = ml_collections.ConfigDict(task or dict(name="classification", label_smoothing=0.0, aux_weight=0.3))
+  c.optimizer = ml_collections.ConfigDict(dict(name="adam", learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8,
+                                               weight_decay=0.0, momentum=0.0))
+  c.schedule = ml_collections.ConfigDict(dict(name="cosine"))
+  c.train = ml_collections.ConfigDict(dict(epochs=1, batch_size=32, eval_batch_size=256, eval_every_epochs=1,
+                                           eval_on_improvement=False, log_every_epochs=1, num_threads=0))
+  c.checkpoint = ml_collections.ConfigDict(dict(every_epochs=1, keep=2))
+  c.report = ml_collections.ConfigDict(dict(select_by="final", paper="", paper_error=config_dict.placeholder(float),
+                                            note=""))
+  return c
+
+
+def sgd(learning_rate: float, *, momentum: float = 0.9, weight_decay: float = 0.0, nesterov: bool = False) -> dict:
+  """The `config.optimizer` keys of SGD with momentum (the rest at the shared defaults)."""
+  return dict(name="sgd", learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay,
+              nesterov=nesterov)
 
 
 def parse_arg(arg: str | None, *, default: str = "", names: Iterable[str] | None = None,

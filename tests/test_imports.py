@@ -201,3 +201,37 @@ def test_drawing_a_figure_leaves_the_processs_matplotlib_backend_alone(tmp_path)
   assert r.stdout.split() == ["svg", "0"]
   for name in ("c.png", "curves.png"):
     assert open(tmp_path / name, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def _private_reaches(path: str, known: set[str]) -> list[str]:
+  """`from jaxcnn.x import _name` and `alias._name` where alias is a jaxcnn module or another object
+  (not self/cls): one module reaching into another's private parts."""
+  tree = ast.parse(open(path).read(), path)
+  aliases, out = {}, []
+  for node in ast.walk(tree):
+    if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("jaxcnn"):
+      for a in node.names:
+        if a.name.startswith("_") and not a.name.startswith("__"):
+          out.append(f"{path}:{node.lineno}: from {node.module} import {a.name}")
+        if f"{node.module}.{a.name}" in known:
+          aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+    elif isinstance(node, ast.Import):
+      for a in node.names:
+        if a.name.startswith("jaxcnn") and a.asname:
+          aliases[a.asname] = a.name
+  for node in ast.walk(tree):
+    if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+        and isinstance(node.value, ast.Name) and node.value.id in aliases):
+      out.append(f"{path}:{node.lineno}: {node.value.id}.{node.attr}")
+  return out
+
+
+def test_no_module_reaches_into_another_modules_private_names():
+  known = set(modules())
+  found = []
+  for name in known:
+    rel = name.split(".")[1:]
+    path = os.path.join(PACKAGE, *rel)
+    path = os.path.join(path, "__init__.py") if os.path.isdir(path) else path + ".py"
+    found += _private_reaches(path, known)
+  assert found == []

@@ -51,7 +51,7 @@ class RoadDataError(DatasetError):
   """A road folder or file that cannot be read (the message names it)."""
 
 
-def _images_in(folder: str) -> dict[str, str]:
+def images_in(folder: str) -> dict[str, str]:
   """`{stem: path}` of the image files in `folder`."""
   return {os.path.splitext(f)[0]: os.path.join(folder, f) for f in sorted(os.listdir(folder))
           if f.lower().endswith(IMAGE_EXTENSIONS)}
@@ -60,7 +60,7 @@ def _images_in(folder: str) -> dict[str, str]:
 def pair_files(image_dir: str, mask_dir: str) -> list[tuple[str, str, str]]:
   """`[(name, image path, mask path)]` for every image of `image_dir`, matched to the mask with the same
   file stem (extensions may differ: Massachusetts has `.tiff` images and `.tif` maps)."""
-  images, masks = _images_in(image_dir), _images_in(mask_dir)
+  images, masks = images_in(image_dir), images_in(mask_dir)
   if not images:
     raise RoadDataError(f"{image_dir} has no image files ({', '.join(IMAGE_EXTENSIONS)})")
   missing = sorted(set(images) - set(masks))

@@ -129,13 +129,13 @@ class _Materialized:
   """A split read once into memory (UCR/UEA splits are small: at most a few MB)."""
 
   def __init__(self, source):
-    self._rows = [source[i] for i in range(len(source))]
+    self.rows = [source[i] for i in range(len(source))]
 
   def __len__(self):
-    return len(self._rows)
+    return len(self.rows)
 
   def __getitem__(self, i):
-    return self._rows[i]
+    return self.rows[i]
 
 
 @functools.lru_cache(maxsize=16)
@@ -170,10 +170,10 @@ def ucr_uea(subset: str = "GunPoint", normalize: str = "train_global", data_dir:
   builder, splits = _load(subset, source_dir, data_dir)
   train, test = splits["train"], splits["test"]
 
-  lengths = [_valid_length(s["series"]) for s in (*train._rows, *test._rows)]
+  lengths = [_valid_length(s["series"]) for s in (*train.rows, *test.rows)]
   max_len = max(lengths)
   equal_length = len(set(lengths)) == 1
-  values = np.concatenate([r["series"][:_valid_length(r["series"])].ravel() for r in train._rows])
+  values = np.concatenate([r["series"][:_valid_length(r["series"])].ravel() for r in train.rows])
   with np.errstate(over="ignore", invalid="ignore"):  # absurd values surface as a NaN-loss error
     mean, std = float(np.nanmean(values)), float(np.nanstd(values))
 

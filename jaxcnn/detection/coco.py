@@ -17,7 +17,7 @@ import numpy as np
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def _mask_api():
+def mask_api():
   try:
     from pycocotools import mask as mask_api
   except ImportError:
@@ -99,8 +99,8 @@ def paste_masks_torchvision(masks, boxes, height: int, width: int) -> np.ndarray
   return out
 
 
-def _rle(mask: np.ndarray) -> dict:
-  rle = _mask_api().encode(np.asfortranarray(mask.astype(np.uint8)))
+def rle(mask: np.ndarray) -> dict:
+  rle = mask_api().encode(np.asfortranarray(mask.astype(np.uint8)))
   rle["counts"] = rle["counts"].decode("ascii")
   return rle
 
@@ -119,7 +119,7 @@ def ground_truth(examples, class_names) -> dict:
     for box, label, mask in zip(ex["boxes"], ex["labels"], ex["masks"]):
       annotations.append({"id": len(annotations) + 1, "image_id": int(ex["image_id"]),
                           "category_id": int(label), "bbox": _xywh(box), "area": float(np.sum(mask)),
-                          "segmentation": _rle(np.asarray(mask)), "iscrowd": 0})
+                          "segmentation": rle(np.asarray(mask)), "iscrowd": 0})
   return {"images": images, "annotations": annotations,
           "categories": [{"id": k, "name": str(n)} for k, n in enumerate(class_names) if k > 0]}
 
@@ -139,7 +139,7 @@ def results(image_ids, detections: dict, height: int, width: int) -> list[dict]:
       r = {"image_id": int(image_id), "category_id": int(detections["classes"][b][k]),
            "bbox": _xywh(boxes[j]), "score": float(detections["scores"][b][k])}
       if pasted[j] is not None:
-        r["segmentation"] = _rle(pasted[j])
+        r["segmentation"] = rle(pasted[j])
       out.append(r)
   return out
 

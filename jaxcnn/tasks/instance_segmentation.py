@@ -31,7 +31,7 @@ LOSSES = ("rpn_cls", "rpn_box", "cls", "box", "mask")
 
 def _coco():
   from jaxcnn.detection import coco
-  coco._mask_api()  # a clear error now, not after an hour of training, when pycocotools is missing
+  coco.mask_api()  # a clear error now, not after an hour of training, when pycocotools is missing
   return coco
 
 
@@ -179,7 +179,7 @@ class InstanceSegmentation(Task):
           x1, y1, x2, y2 = (float(v) for v in boxes[j])
           out.append({"image_id": img["id"], "category_id": category_ids[int(det["classes"][r][k]) - 1],
                       "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                      "score": round(float(det["scores"][r][k]), 5), "segmentation": coco._rle(masks[j])})
+                      "score": round(float(det["scores"][r][k]), 5), "segmentation": coco.rle(masks[j])})
     if pos != len(images):
       raise ValueError(f"evaluated {pos} images but the ground truth has {len(images)}")
     return out

@@ -153,7 +153,7 @@ def write(workdir: str, config, rows: list[dict], wall_time_s: float) -> str:
 def run_benchmark(config, workdir: str, *, console=None, devices=None) -> dict:
   """Runs (or resumes) every (data set, seed) of the benchmark, then writes the table."""
   from jaxcnn.train import components, loop
-  console = console or loop._console()  # pylint: disable=protected-access
+  console = console or loop.default_console()
   names = datasets_of(config)
   seeds = int(config.benchmark.seeds)
   from jaxcnn import registry

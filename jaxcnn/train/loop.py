@@ -34,7 +34,7 @@ class NonFiniteLossError(FloatingPointError):
   """The training loss became NaN or Inf."""
 
 
-def _console():
+def default_console():
   from rich.console import Console
   return Console(highlight=False)
 
@@ -54,7 +54,7 @@ def train_and_evaluate(config, workdir: str, *, devices=None, interrupt_at_step:
   with WorkdirLock(workdir) if primary else contextlib.nullcontext():
     try:
       return _train_and_evaluate(config, workdir, devices=devices, interrupt_at_step=interrupt_at_step,
-                                 console=console or _console())
+                                 console=console or default_console())
     except Exception as e:  # pylint: disable=broad-except
       if isinstance(e, DiskFullError) or not is_disk_full(e):  # a DiskFullError names its own folder
         raise
@@ -123,7 +123,7 @@ class _Trainer:
     except CheckpointFormatError:
       raise
     except (ValueError, KeyError, TypeError) as e:  # readable, but another model: say which values differ
-      raise registry.ConfigError(rt._mismatch(rt.ckpt.latest_step(), "train", e)) from None
+      raise registry.ConfigError(rt.mismatch_message(rt.ckpt.latest_step(), "train", e)) from None
     if step is None:  # every checkpoint was unreadable: a failed attempt may have moved the iterator
       self.data_iter = self.new_data_iter()
       return None

@@ -47,15 +47,15 @@ def predict_images(config, workdir: str, input_dir: str, mask_dir: str | None = 
   import json
 
   from jaxcnn import segment
-  from jaxcnn.data.roads import _images_in, decode_image, decode_mask
+  from jaxcnn.data.roads import images_in, decode_image, decode_mask
   if not os.path.isdir(input_dir):
     raise registry.ConfigError(f"--input_dir={input_dir} is not a folder of images")
   if mask_dir and not os.path.isdir(mask_dir):
     raise registry.ConfigError(f"--mask_dir={mask_dir} is not a folder of masks")
-  images = _images_in(input_dir)
+  images = images_in(input_dir)
   if not images:
     raise registry.ConfigError(f"--input_dir={input_dir} has no images (.png, .tif, .tiff, .jpg)")
-  masks = _images_in(mask_dir) if mask_dir else {}
+  masks = images_in(mask_dir) if mask_dir else {}
   missing = sorted(set(images) - set(masks)) if mask_dir else []
   if missing:
     raise registry.ConfigError(f"--mask_dir={mask_dir} has no mask for {len(missing)} image(s), e.g. "
@@ -114,11 +114,11 @@ def predict_instances(config, workdir: str, input_dir: str, output_dir: str | No
   import json
 
   from jaxcnn.data.coco_format import read_rgb
-  from jaxcnn.data.roads import _images_in
+  from jaxcnn.data.roads import images_in
   from jaxcnn.detection import coco, draw
   if not os.path.isdir(input_dir):
     raise registry.ConfigError(f"--input_dir={input_dir} is not a folder of images")
-  images = _images_in(input_dir)
+  images = images_in(input_dir)
   if not images:
     raise registry.ConfigError(f"--input_dir={input_dir} has no images (.png, .tif, .tiff, .jpg)")
   rt = Runtime(config, workdir)
@@ -151,7 +151,7 @@ def predict_instances(config, workdir: str, input_dir: str, output_dir: str | No
     listing.append(info)
     shown = [r for r in res if r["score"] >= thr]
     boxes = np.array([[x, y, x + bw, y + bh] for x, y, bw, bh in (r["bbox"] for r in shown)]).reshape(-1, 4)
-    masks = np.stack([coco._mask_api().decode(r["segmentation"]).astype(bool) for r in shown]) if shown else None
+    masks = np.stack([coco.mask_api().decode(r["segmentation"]).astype(bool) for r in shown]) if shown else None
     classes = [by_id[r["category_id"]] for r in shown]
     png = draw.detections_png(rgb, boxes, classes, [r["score"] for r in shown], masks, names,
                               os.path.join(output_dir, f"{name}_detections.png"))

@@ -145,12 +145,12 @@ class Runtime:
     except CheckpointFormatError:
       raise
     except (ValueError, KeyError, TypeError) as e:
-      raise registry.ConfigError(self._mismatch(self.ckpt.latest_step(), mode, e)) from None
+      raise registry.ConfigError(self.mismatch_message(self.ckpt.latest_step(), mode, e)) from None
     if step is None:
       raise FileNotFoundError(no_checkpoint)
     return step, state
 
-  def _mismatch(self, step: int, mode: str, err: Exception) -> str:
+  def mismatch_message(self, step: int, mode: str, err: Exception) -> str:
     """Why a checkpoint does not fit this config: the config values it was trained with that differ."""
     saved = self.ckpt.saved_config(step)
     head = (f"--mode={mode}: checkpoint step {step} in {self.ckpt.directory} does not fit this config's "
