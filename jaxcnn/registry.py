@@ -85,12 +85,12 @@ def _same_definition(a, b) -> bool:
                                                                                where_b)
 
 
-def _defined_in(obj) -> str | None:
-  """The file that defines a function or class (a class: the file of its methods' code)."""
+def _defined_in(obj) -> tuple[str, int] | None:
+  """Where a function or class is defined: its code's file and first line (a class: its first method's)."""
   code = getattr(obj, "__code__", None)
   if code is None and inspect.isclass(obj):
     code = next((v.__code__ for v in vars(obj).values() if hasattr(v, "__code__")), None)
-  return None if code is None else code.co_filename
+  return None if code is None else (code.co_filename, code.co_firstlineno)
 
 
 def accepted_kwargs(fn: Callable[..., Any]) -> list[str] | None:

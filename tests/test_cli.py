@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import optax
 import pytest
 
 from conftest import subprocess_env
@@ -191,3 +192,25 @@ def test_preemption_and_kills_at_random_moments_then_the_relaunch_ends_identical
   import numpy as np
   for x, y in zip(jax.tree.leaves(sa), jax.tree.leaves(sb), strict=True):
     np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+
+
+def test_eval_reads_only_the_weights_and_builds_no_optimizer(tmp_path, tfds_dir):
+  """--mode=eval restores the model's weights alone (not the optimizer's state) and builds no optimizer:
+  a run trained with Adam evaluates under a config naming SGD, to the same test error."""
+  wd = str(tmp_path / "run")
+  args = ("--config=experiments/fcn_ucr.py:ItalyPowerDemand,runlocal", "--config.model.filters=(4,8,4)",
+          "--config.train.epochs=1", f"--workdir={wd}")
+  assert launch(*args, tfds_dir=tfds_dir).returncode == 0
+  err = json.load(open(os.path.join(wd, "result.json")))["final"]["test/error"]
+  ev = launch(*args, "--mode=eval", "--config.optimizer.name=sgd", "--config.optimizer.momentum=0.9",
+              tfds_dir=tfds_dir)
+  assert ev.returncode == 0, ev.stderr[-3000:]
+  assert f"test/error: {err:.4f}" in ev.stdout, ev.stdout
+  from jaxcnn.train.runtime import Runtime
+  from conftest import load_experiment
+  c = load_experiment("fcn_ucr", "ItalyPowerDemand,runlocal")
+  c.model.filters, c.dataset.data_dir = (4, 8, 4), tfds_dir
+  rt = Runtime(c, wd, inference=True)
+  assert rt.schedule is None and rt.abstract_state.opt_state == optax.EmptyState()
+  step, state = rt.restore_latest("eval")
+  assert step > 0 and int(state.step) == step

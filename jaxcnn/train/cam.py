@@ -32,7 +32,7 @@ def cam_checkpoint(config, workdir: str, *, indices=None, out: str | None = None
   (images: heat-map overlays; series: each series coloured by its map over time)."""
   from jaxcnn.interpret import compute_cam, plots
   from jaxcnn.train.step import model_mask
-  rt = Runtime(config, workdir)
+  rt = Runtime(config, workdir, inference=True)
   step, state = rt.restore_latest("cam")
   rt.ckpt.close()
   ds = rt.c.dataset

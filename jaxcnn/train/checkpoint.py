@@ -59,14 +59,26 @@ class Checkpointer:
     and the next older one is tried. A checkpoint that reads but does not fit `state_template` (another
     model or optimizer) is not corruption: that error is raised as it is.
     """
+    def read(s):
+      if data_iter is not None:  # evaluation needs no data position: any process count reads the state
+        self._check_process_count(s)
+      return self._restore(s, state_template, data_iter)
+    return self._newest_readable(step, data_iter, warn, read)
+
+  def restore_weights(self, weights_template, step: int | None = None, *, warn=None):
+    """`(step, weights, loop)` like `restore`, reading only the state's entries that `weights_template`
+    names (`{"params": ..., "batch_stats": ...}`): the model's weights without the optimizer's state,
+    for `--mode=eval/predict/cam`, which build no optimizer."""
+    return self._newest_readable(step, None, warn, lambda s: self._restore_weights(s, weights_template))
+
+  def _newest_readable(self, step, data_iter, warn, read):
+    """`(step, *read(step))` of checkpoint `step` or of the newest readable one (see `restore`)."""
     steps = [step] if step is not None else sorted(self.manager.all_steps(), reverse=True)
     if not steps:
       raise FileNotFoundError(f"No checkpoint in {self.directory}")
     for s in steps:
-      if data_iter is not None:  # evaluation needs no data position: any process count reads the state
-        self._check_process_count(s)
       try:
-        return (s, *self._restore(s, state_template, data_iter))
+        return (s, *read(s))
       except CheckpointFormatError:
         raise
       except Exception as e:  # pylint: disable=broad-except
@@ -86,18 +98,26 @@ class Checkpointer:
     if data_iter is not None:
       args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
     restored = self.manager.restore(step, args=ocp.args.Composite(**args))
-    # orbax restores the saved arrays even when their shapes differ from the template's: compare.
-    want = jax.tree_util.tree_leaves_with_path(template)
-    got = jax.tree.leaves(restored["state"])
-    for (path, w), g in zip(want, got, strict=True):
-      if np.shape(w) != np.shape(g):
-        raise ValueError(f"{jax.tree_util.keystr(path)} has shape {np.shape(g)} in the checkpoint, "
-                         f"{np.shape(w)} in this model")
-    loop = restored["loop"]
+    _check_shapes(template, restored["state"])
+    return restored["state"], self._checked_loop(step, restored["loop"])
+
+  def _restore_weights(self, step: int, weights_template):
+    template = jax.tree.map(np.asarray, weights_template)
+    loop = self._checked_loop(step, self.manager.restore(step, args=ocp.args.Composite(
+        loop=ocp.args.JsonRestore()))["loop"])
+    # the "state" item's arrays by name, those of the template only (orbax's partial restore)
+    restored = ocp.PyTreeCheckpointer().restore(
+        os.path.join(self.directory, str(step), "state"),
+        args=ocp.args.PyTreeRestore(template, restore_args=ocp.checkpoint_utils.construct_restore_args(template),
+                                    partial_restore=True))
+    _check_shapes(template, restored)
+    return restored, loop
+
+  def _checked_loop(self, step: int, loop: dict) -> dict:
     if loop.get("format_version") != FORMAT_VERSION:
       raise CheckpointFormatError(f"Checkpoint {self.directory}/{step} has format version "
                                   f"{loop.get('format_version')}, this jaxcnn reads {FORMAT_VERSION}.")
-    return restored["state"], loop
+    return loop
 
   def _check_process_count(self, step: int) -> None:
     """The input pipeline's position is saved per process (`process_<i>-of-<n>.json`): a run resumed with
@@ -149,3 +169,13 @@ class Checkpointer:
 
   def close(self):
     self.manager.close()
+
+
+def _check_shapes(template, restored) -> None:
+  """orbax restores the saved arrays even when their shapes differ from the template's: compare."""
+  want = jax.tree_util.tree_leaves_with_path(template)
+  got = jax.tree.leaves(restored)
+  for (path, w), g in zip(want, got, strict=True):
+    if np.shape(w) != np.shape(g):
+      raise ValueError(f"{jax.tree_util.keystr(path)} has shape {np.shape(g)} in the checkpoint, "
+                       f"{np.shape(w)} in this model")

@@ -85,7 +85,7 @@ def classify_images(config, workdir: str, paths, *, top: int = 5) -> dict:
         "--mode=eval on its test split")
   if _has_checkpoint(workdir) or not config.model.get("pretrained"):
     from jaxcnn.train.runtime import Runtime
-    rt = Runtime(config, workdir)
+    rt = Runtime(config, workdir, inference=True)
     step, state = rt.restore_latest("predict")
     rt.ckpt.close()
     model, names = rt.c.init_model, list(rt.c.dataset.class_names)

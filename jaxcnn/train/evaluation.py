@@ -26,7 +26,7 @@ def evaluate_checkpoint(config, workdir: str, *, devices=None, console=None) -> 
   note), `class_names`, `weights` (what was evaluated, one line) and `paper` / `paper_error` (the
   published numbers when the data set is theirs); writes eval.md and eval.json (process 0)."""
   from jaxcnn.train.runtime import Runtime
-  rt = Runtime(config, workdir, devices)
+  rt = Runtime(config, workdir, devices, inference=True)
   if config.model.get("pretrained") and rt.ckpt.latest_step() is None:
     step, state = 0, rt.state  # the pretrained weights themselves: nothing trained in this workdir
     weights = rt.pretrained["message"]

@@ -21,7 +21,7 @@ def predict_checkpoint(config, workdir: str, texts) -> dict:
   if not texts:
     raise registry.ConfigError("--mode=predict needs inputs: --text='...' (repeatable) or "
                                "--text_file=FILE (one input per line)")
-  rt = Runtime(config, workdir)
+  rt = Runtime(config, workdir, inference=True)
   step, state = rt.restore_latest("predict")
   rt.ckpt.close()
   ds = rt.c.dataset
@@ -60,7 +60,7 @@ def predict_images(config, workdir: str, input_dir: str, mask_dir: str | None = 
   if missing:
     raise registry.ConfigError(f"--mask_dir={mask_dir} has no mask for {len(missing)} image(s), e.g. "
                                f"{missing[0]} (masks need the images' file names)")
-  rt = Runtime(config, workdir)
+  rt = Runtime(config, workdir, inference=True)
   step, state = rt.restore_latest("predict")
   rt.ckpt.close()
   ds, task = rt.c.dataset, rt.c.task
@@ -121,7 +121,7 @@ def predict_instances(config, workdir: str, input_dir: str, output_dir: str | No
   images = images_in(input_dir)
   if not images:
     raise registry.ConfigError(f"--input_dir={input_dir} has no images (.png, .tif, .tiff, .jpg)")
-  rt = Runtime(config, workdir)
+  rt = Runtime(config, workdir, inference=True)
   step, state = rt.restore_latest("predict")
   rt.ckpt.close()
   ds, task = rt.c.dataset, rt.c.task

@@ -10,6 +10,7 @@ from typing import Any
 
 import jax
 import numpy as np
+import optax
 
 from jaxcnn import registry
 from jaxcnn.data import pipeline
@@ -49,14 +50,19 @@ def model_error(config, e: Exception) -> registry.ConfigError:
                               f"{str(e).splitlines()[0]}")
 
 
-def build_steps(config, model, init_model, task, num_train: int, example: dict, devices=None) -> Steps:
-  """The optimizer, its schedule and the parallel train / eval steps of the config on `devices`."""
+def build_steps(config, model, init_model, task, num_train: int, example: dict, devices=None, *,
+                inference: bool = False) -> Steps:
+  """The optimizer, its schedule and the parallel train / eval steps of the config on `devices`. With
+  `inference` (--mode=eval/predict/cam) no optimizer and no schedule: the state has no optimizer state."""
   batch_size = global_batch_size(config, num_train)
   steps_per_epoch = pipeline.steps_per_epoch(num_train, batch_size)
   total_steps = int(config.train.epochs) * steps_per_epoch
-  schedule = make_schedule(config.schedule, config.optimizer.learning_rate, total_steps, steps_per_epoch)
   frozen = frozen_names(config)
-  tx = freeze(make_optimizer(config.optimizer, schedule), frozen)
+  if inference:
+    schedule, tx = None, optax.identity()
+  else:
+    schedule = make_schedule(config.schedule, config.optimizer.learning_rate, total_steps, steps_per_epoch)
+    tx = freeze(make_optimizer(config.optimizer, schedule), frozen)
   par = Parallel(
       config.parallel,
       functools.partial(step_lib.train_step, model=model, task=task, tx=tx, frozen=frozen),
@@ -79,15 +85,17 @@ def build_steps(config, model, init_model, task, num_train: int, example: dict, 
 
 
 class Runtime:
-  """Everything a run needs, built from the config (shared by training and `--mode=eval`)."""
+  """Everything a run needs, built from the config (shared by training and the other modes). With
+  `inference=True` (--mode=eval/predict/cam) it builds no optimizer and restores only the model's
+  weights from a checkpoint, not the optimizer's state: a run evaluates with any optimizer config."""
 
-  def __init__(self, config, workdir: str, devices=None):
-    self.config, self.workdir = config, workdir
+  def __init__(self, config, workdir: str, devices=None, *, inference: bool = False):
+    self.config, self.workdir, self.inference = config, workdir, inference
     self.c = build_components(config)
     ds = self.c.dataset
     self.num_train = len(ds.train)
     s = build_steps(config, self.c.model, self.c.init_model, self.c.task, self.num_train, ds.example(),
-                    devices)
+                    devices, inference=inference)
     self.steps = s
     self.batch_size, self.rows_per_step, self.eval_batch_size = s.batch_size, s.rows_per_step, s.eval_batch_size
     self.steps_per_epoch, self.total_steps, self.schedule = s.steps_per_epoch, s.total_steps, s.schedule
@@ -141,7 +149,13 @@ class Runtime:
     if step is None:
       raise FileNotFoundError(no_checkpoint)
     try:
-      step, state, _ = self.ckpt.restore(self.state_template(), None)
+      if self.inference:  # the weights alone, into a state without an optimizer state
+        template = self.state_template()
+        step, weights, _ = self.ckpt.restore_weights({"params": template.params,
+                                                      "batch_stats": template.batch_stats})
+        state = None if step is None else template.replace(step=np.asarray(step, np.int32), **weights)
+      else:
+        step, state, _ = self.ckpt.restore(self.state_template(), None)
     except CheckpointFormatError:
       raise
     except (ValueError, KeyError, TypeError) as e:
