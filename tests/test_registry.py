@@ -49,3 +49,20 @@ def test_every_model_takes_the_injected_arguments_and_declares_its_input():
     assert accepted is None or {"num_classes", "axis_name", "dtype"} <= set(accepted), (name, accepted)
     info = registry.MODELS.info(name)
     assert isinstance(info.get("input_shape"), tuple) and all(d > 0 for d in info["input_shape"]), name
+
+
+def test_a_run_builds_its_model_once_and_its_copy_without_the_axis_equals_a_fresh_build(monkeypatch):
+  """components.build_model_and_task builds the model once and copies it without the device axis
+  (`clone(axis_name=None)`): for every zoo model that copy equals a build with axis_name=None."""
+  registry.load_all()
+  for name in registry.MODELS.names():
+    with_axis = registry.MODELS.build(name, num_classes=10, axis_name="data")
+    assert with_axis.clone(axis_name=None) == registry.MODELS.build(name, num_classes=10, axis_name=None), name
+  from conftest import load_experiment
+  from jaxcnn.train import components
+  calls = []
+  build = registry.MODELS.build
+  monkeypatch.setattr(registry.MODELS, "build", lambda *a, **k: calls.append(a) or build(*a, **k))
+  model, init_model, _ = components.build_model_and_task(load_experiment("lenet_mnist", "runlocal"), 10,
+                                                         host_eval_ready=False)
+  assert len(calls) == 1 and model.axis_name == "data" and init_model.axis_name is None

@@ -101,8 +101,8 @@ def compute_dtype(config) -> str | None:
 
 
 def build_model_and_task(config, num_classes: int, *, host_eval_ready: bool):
-  """`(model, init_model, task)` of the config for a data set of `num_classes` classes: the model with
-  the device axis (training) and without it (init, evaluation outside the step)."""
+  """`(model, init_model, task)` of the config for a data set of `num_classes` classes: the model, built
+  once, with the device axis (training) and without it (init, evaluation outside the step)."""
   mk = functools.partial(registry.MODELS.build, config.model.name, num_classes=num_classes,
                          dtype=compute_dtype(config), **config_kwargs(config.model))
   task = registry.TASKS.build(config.task.name, num_classes=num_classes, **config_kwargs(config.task))
@@ -110,7 +110,10 @@ def build_model_and_task(config, num_classes: int, *, host_eval_ready: bool):
     raise registry.ConfigError(f"task {config.task.name!r} scores detections against COCO-format ground "
                                f"truth, which data set {config.dataset.name!r} does not provide (use an "
                                "instance-segmentation data set: shapes_instances or coco)")
-  return mk(axis_name=AXIS), mk(axis_name=None), task
+  model = mk(axis_name=AXIS)
+  # The same module without the device axis: a copy with that one field changed (every zoo model equals
+  # its build with axis_name=None: tests/test_registry.py), not a second build.
+  return model, model.clone(axis_name=None), task
 
 
 def build_components(config) -> Components:
