@@ -45,6 +45,15 @@ import jaxcnn  # noqa: E402
 # without which a loaded run aborted now and then (jaxcnn/backends/xla_cpu/xla_setup.py:
 # spare_collective_threads); the CPU formulations' policy from this process. Importing jaxcnn does none of it.
 jaxcnn.setup_process()
+# JAXCNN_TEST_JAXLIB=0.13 pytest ...: the in-process tests run as if the installed jaxlib were 0.13, one
+# the CPU formulations were not measured on (the backend steps aside: XLA's own convolutions); the
+# tests that assert a measured formulation skip with the reason. (Subprocesses run the real jaxlib.)
+if os.environ.get("JAXCNN_TEST_JAXLIB"):
+  from jaxcnn.backends.xla_cpu import policy as _policy
+  _fake = tuple(int(v) for v in os.environ["JAXCNN_TEST_JAXLIB"].split(".")[:2])
+  _policy.installed_jaxlib = lambda: _fake
+  _policy.set_process_policy(_policy.Policy(kernels=_policy.current().kernels,
+                                            host_malloc=_policy.current().host_malloc))
 
 
 def subprocess_env(devices: int | None = None, **extra) -> dict:
