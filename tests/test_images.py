@@ -135,3 +135,26 @@ def test_moving_shapes_frames_do_not_tell_the_class_but_motion_does(tmp_path):
   assert sorted(int(ds.train[i]["label"]) for i in range(8)) == [0, 0, 1, 1, 2, 2, 3, 3]
   again = moving_shapes(num_train=8, num_test=4, frames=4, size=16, data_dir=str(tmp_path / "other"))
   np.testing.assert_array_equal(ds.train[5]["image"], again.train[5]["image"])  # seeded
+
+
+def test_an_image_folders_training_files_are_listed_only_when_a_mode_reads_them(tmp_path):
+  """--mode=eval/predict/cam build no training split: the folder's class names come from its training
+  sub-folders, its files are listed on first use (ImageNet's 1.28 million files, for a training run only)."""
+  from PIL import Image
+
+  from conftest import load_experiment
+  from jaxcnn.train.runtime import Runtime
+  for split, n in (("train", 3), ("val", 2)):
+    for cls in ("n01", "n02"):
+      os.makedirs(tmp_path / split / cls)
+      for i in range(n):
+        Image.fromarray(np.full((40, 50, 3), 60 * i, np.uint8)).save(tmp_path / split / cls / f"{i}.png")
+  ds = image_folder(manual_dir=str(tmp_path), size=32, resize=36)
+  assert ds.class_names == ["n01", "n02"] and not ds.train.made
+  assert ds.example()["x"].shape == (32, 32, 3) and not ds.train.made  # an eval example initialises
+  assert len(ds.train) == 6 and ds.train.made and ds.train[5]["label"] == 1
+  c = load_experiment("imagenet", "resnet18")
+  c.dataset.update(manual_dir=str(tmp_path), size=32, resize=36)
+  rt = Runtime(c, str(tmp_path / "run"), inference=True)
+  assert not rt.c.dataset.train.made and rt.num_train == 0 and rt.schedule is None
+  assert Runtime(c, str(tmp_path / "run")).num_train == 6  # training lists them

@@ -18,6 +18,35 @@ class Source(Protocol):
   def __getitem__(self, index: int) -> Mapping[str, Any]: ...
 
 
+class LazySource:
+  """A source made when it is first used (its length or an item): a split that a mode may not need, such
+  as the training images of a folder that `--mode=eval/predict/cam` never read. `made` says whether it
+  has been."""
+
+  def __init__(self, make: Callable[[], Source]):
+    self._make, self._source = make, None
+
+  @property
+  def made(self) -> bool:
+    return self._source is not None
+
+  def source(self) -> Source:
+    if self._source is None:
+      self._source = self._make()
+    return self._source
+
+  def __len__(self) -> int:
+    return len(self.source())
+
+  def __getitem__(self, index: int) -> Mapping[str, Any]:
+    return self.source()[index]
+
+
+def made(source) -> bool:
+  """Whether `source` exists already (every source but a `LazySource` not yet used)."""
+  return not isinstance(source, LazySource) or source.made
+
+
 @dataclasses.dataclass
 class Dataset:
   """A data set ready for the trainer.
@@ -49,8 +78,9 @@ class Dataset:
 
   def example(self) -> dict[str, np.ndarray]:
     """One preprocessed example (used to initialise models): the first training example, or the first
-    of an eval split when the data set is for evaluation only."""
-    if len(self.train):
+    of an eval split when the data set is for evaluation only or its training split was not needed yet
+    (a `LazySource`; the same evaluation view either way)."""
+    if made(self.train) and len(self.train):
       return self.preprocess(self.train[0])
     return self.preprocess(next(iter(self.evals.values()))[0])
 

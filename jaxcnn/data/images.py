@@ -20,7 +20,7 @@ import pickle
 
 import numpy as np
 
-from jaxcnn.data.base import DataSpec, Dataset, DatasetError
+from jaxcnn.data.base import DataSpec, Dataset, DatasetError, LazySource
 from jaxcnn.data.mnist import ArraySource
 from jaxcnn.registry import DATASETS
 
@@ -247,7 +247,14 @@ def image_folder(manual_dir: str | None = None, size: int = 224, resize: int = 2
     train = []
     note = f"no {train_split}/ folder: evaluation only"
   else:
-    names, train = list_image_folder(os.path.join(root, train_split))
+    train_dir = os.path.join(root, train_split)
+    if not os.path.isdir(train_dir):
+      raise DatasetError(f"{train_dir} does not exist: image_folder expects manual_dir/train/<class>/*.jpg "
+                         "and manual_dir/val/<class>/*.jpg")
+    # the classes are the training folder's sub-folders; its files are listed only when a mode reads
+    # them (ImageNet's 1.28 million: --mode=eval/predict/cam never do)
+    names = sorted(d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
+    train = LazySource(lambda: FolderSource(list_image_folder(train_dir, names)[1]))
     _, val = list_image_folder(os.path.join(root, eval_split), names)
   normalize = image_normalizer(mean, std)
 
@@ -264,9 +271,10 @@ def image_folder(manual_dir: str | None = None, size: int = 224, resize: int = 2
   def preprocess_train(example):
     return {"label": np.int32(example["label"]), "path": example["path"]}
 
-  ds = Dataset(name=f"image_folder/{os.path.basename(os.path.normpath(root))}", train=FolderSource(train),
+  ds = Dataset(name=f"image_folder/{os.path.basename(os.path.normpath(root))}",
+               train=train if isinstance(train, LazySource) else FolderSource(train),
                evals={"test": FolderSource(val)}, preprocess=preprocess, num_classes=len(names),
-               class_names=names, info=dict(source_dir=root, num_train=len(train), num_test=len(val),
+               class_names=names, info=dict(source_dir=root, num_test=len(val),
                                             size=size, **({"note": note} if note else {})), augment=augment,
                train_preprocess=preprocess_train)
   return ds

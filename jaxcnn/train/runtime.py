@@ -14,6 +14,7 @@ import optax
 
 from jaxcnn import registry
 from jaxcnn.data import pipeline
+from jaxcnn.data.base import made
 from jaxcnn.train import step as step_lib
 from jaxcnn.train.checkpoint import CheckpointFormatError, Checkpointer
 from jaxcnn.train.components import build_components, config_kwargs, global_batch_size, round_up
@@ -93,7 +94,8 @@ class Runtime:
     self.config, self.workdir, self.inference = config, workdir, inference
     self.c = build_components(config)
     ds = self.c.dataset
-    self.num_train = len(ds.train)
+    # inference reads no training example: a training split made on first use stays unmade (0 here)
+    self.num_train = len(ds.train) if not inference or made(ds.train) else 0
     s = build_steps(config, self.c.model, self.c.init_model, self.c.task, self.num_train, ds.example(),
                     devices, inference=inference)
     self.steps = s
