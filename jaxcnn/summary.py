@@ -45,7 +45,7 @@ def build_model(name: str, kwargs: dict):
   return fn(**kwargs)
 
 
-def _call_kwargs(model) -> dict:
+def call_kwargs(model) -> dict:
   params = inspect.signature(type(model).__call__).parameters
   return {"train": False} if "train" in params else {}
 
@@ -53,7 +53,7 @@ def _call_kwargs(model) -> dict:
 def summary_table(model, input_shape, dtype="float32") -> str:
   """The table for `model` on one example of `input_shape` (without the batch axis); an integer `dtype`
   means token indices `[positions]` (no channel axis)."""
-  summary = arithmetic.summarize(model, (1, *input_shape), dtype=dtype, **_call_kwargs(model))
+  summary = arithmetic.summarize(model, (1, *input_shape), dtype=dtype, **call_kwargs(model))
   return summary.table()
 
 

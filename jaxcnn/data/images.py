@@ -159,7 +159,7 @@ def list_image_folder(split_dir: str, class_names=None):
   return names, items
 
 
-def _open_rgb(path):
+def open_rgb(path):
   from PIL import Image
   try:
     with Image.open(path) as im:
@@ -182,7 +182,7 @@ def image_normalizer(mean=IMAGENET_MEAN, std=IMAGENET_STD):
 
 def eval_view(path: str, resize: int = 256, size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD):
   """The evaluation input of one image file: `center_crop`, then normalised (torchvision's eval transform)."""
-  return image_normalizer(mean, std)(center_crop(_open_rgb(path), resize, size))
+  return image_normalizer(mean, std)(center_crop(open_rgb(path), resize, size))
 
 
 def random_resized_crop(im, rng: np.random.Generator, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
@@ -259,11 +259,11 @@ def image_folder(manual_dir: str | None = None, size: int = 224, resize: int = 2
   normalize = image_normalizer(mean, std)
 
   def preprocess(example):  # evaluation view; training replaces it in `augment`
-    return {"x": normalize(center_crop(_open_rgb(example["path"]), resize, size)),
+    return {"x": normalize(center_crop(open_rgb(example["path"]), resize, size)),
             "label": np.int32(example["label"])}
 
   def augment(example, rng):
-    im = random_resized_crop(_open_rgb(example.pop("path")), rng, size)
+    im = random_resized_crop(open_rgb(example.pop("path")), rng, size)
     if rng.random() < 0.5:
       im = im.transpose(0)  # FLIP_LEFT_RIGHT
     return {**example, "x": normalize(im)}
