@@ -33,21 +33,17 @@ from ml_collections import config_dict
 
 from jaxcnn.configs import base_config, parse_arg, sgd
 
+from jaxcnn.create import normalisation
 from jaxcnn.published import IMAGENET
 
 MODELS = tuple(IMAGENET)
-LITE_MEAN, LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3
 
 
 def _dataset(name: str, opts) -> dict:
   """Synthetic images, or an ImageNet folder normalised as the model's weights expect."""
   if "synthetic" in opts:
     return dict(name="synthetic_images", shape=(224, 224, 3), num_classes=1000, num_train=256, num_test=64, seed=0)
-  mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-  if name == "googlenet_bn":
-    mean = std = (0.5, 0.5, 0.5)
-  elif name == "efficientnet_lite0":
-    mean, std = LITE_MEAN, LITE_STD
+  mean, std = normalisation(name)  # the weights' own (jaxcnn.create.NORMALISATION), as create_model uses
   return dict(name="image_folder", manual_dir=config_dict.placeholder(str), size=224, resize=256,
               train_split="train", eval_split="val", mean=mean, std=std)
 
