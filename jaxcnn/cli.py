@@ -213,12 +213,12 @@ def _setup_process() -> None:
     try:
       xla_setup.configure(kernels)
     except ValueError as e:
-      if source.startswith("config") and kernels in xla_setup.KERNELS and not policy.Policy().known:
-        pass  # the run's header says that the CPU backend steps aside on this jaxlib
-      elif source.startswith("config") and kernels in xla_setup.KERNELS:
-        # the experiment's preference, not the user's request: same convolutions, only slower
-        print(f"Note: {source}={kernels!r} not applied ({e}); XLA's default kernels run "
-              "the convolutions (same results).", file=sys.stderr)
+      if source.startswith("config") and kernels in xla_setup.KERNELS:
+        # the experiment's preference, not the user's request: same convolutions, only slower (on a
+        # jaxlib the CPU backend does not know, the run's header says why, so no note here)
+        if policy.Policy().known:
+          print(f"Note: {source}={kernels!r} not applied ({e}); XLA's default kernels run "
+                "the convolutions (same results).", file=sys.stderr)
       else:
         usage_error(f"{source}={kernels!r}: {e}" if source.startswith("config") else str(e))
     if FLAGS.cpu_convolutions == "ynnpack" and xla_setup.eigen_convolutions():

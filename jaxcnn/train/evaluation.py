@@ -15,7 +15,7 @@ import os
 import jax
 
 from jaxcnn import published
-from jaxcnn.train.report import versions
+from jaxcnn.train.report import write_markdown
 
 # A confusion matrix is printed on the console up to this many classes (always in eval.json).
 PRINTED_CONFUSION_CLASSES = 20
@@ -130,11 +130,7 @@ def write_eval_report(workdir: str, config, out: dict) -> str:
            *metric_rows(out, splits), ""]
   if out.get("paper"):
     lines += [f"Published: {out['paper']}", ""]
-  lines += ["## Config", "", "```", str(config), "```", "", "## Versions", "",
-            "```", json.dumps(versions(), indent=1), "```", ""]
-  path = os.path.join(workdir, "eval.md")
-  with open(path, "w") as f:
-    f.write("\n".join(lines))
+  path = write_markdown(os.path.join(workdir, "eval.md"), config, lines)
   with open(os.path.join(workdir, "eval.json"), "w") as f:
     json.dump({k: v for k, v in out.items() if k != "report"}, f, indent=1)
   return path

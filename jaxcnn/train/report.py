@@ -8,6 +8,16 @@ import platform
 import jax
 
 
+def write_markdown(path: str, config, lines: list[str]) -> str:
+  """Writes `lines` to `path` followed by the run's config and the versions it ran with (every report
+  and eval.md end so); returns `path`."""
+  lines = [*lines, "## Config", "", "```", str(config), "```", "", "## Versions", "",
+           "```", json.dumps(versions(), indent=1), "```", ""]
+  with open(path, "w") as f:
+    f.write("\n".join(lines))
+  return path
+
+
 def versions() -> dict[str, str]:
   import flax
   import grain
@@ -129,13 +139,8 @@ def write_segmentation_report(workdir: str, config, result: dict, history: list[
     lines += ["![training curves](curves.png)", ""]
   for fig in result.get("figures", []):
     lines += [f"![{os.path.basename(fig)}]({os.path.basename(fig)})", ""]
-  lines += ["Overlay colours: yellow = road found (TP), blue = road missed (FN), red = false road (FP).", "",
-            "## Config", "", "```", str(config), "```", "", "## Versions", "",
-            "```", json.dumps(versions(), indent=1), "```", ""]
-  path = os.path.join(workdir, "report.md")
-  with open(path, "w") as f:
-    f.write("\n".join(lines))
-  return path
+  lines += ["Overlay colours: yellow = road found (TP), blue = road missed (FN), red = false road (FP).", ""]
+  return write_markdown(os.path.join(workdir, "report.md"), config, lines)
 
 
 def confusion_table(names, matrix) -> list[str]:
@@ -198,13 +203,8 @@ def write_instance_report(workdir: str, config, result: dict, history: list[dict
   for fig in result.get("figures", []):
     lines += [f"![{os.path.basename(fig)}]({os.path.basename(fig)})", "",
               "Detections scoring at least `config.predict.score_threshold`; ground-truth boxes dashed.", ""]
-  lines += ["Detections (COCO results format): " + ", ".join(f"`detections_{s}.json`" for s in splits), "",
-            "## Config", "", "```", str(config), "```", "", "## Versions", "",
-            "```", json.dumps(versions(), indent=1), "```", ""]
-  path = os.path.join(workdir, "report.md")
-  with open(path, "w") as f:
-    f.write("\n".join(lines))
-  return path
+  lines += ["Detections (COCO results format): " + ", ".join(f"`detections_{s}.json`" for s in splits), ""]
+  return write_markdown(os.path.join(workdir, "report.md"), config, lines)
 
 
 def write_report(workdir: str, config, result: dict, history: list[dict], task=None) -> str:
@@ -277,12 +277,7 @@ def write_generic_report(workdir: str, config, result: dict, history: list[dict]
                            ["loss"] + ([headline] if headline and headline != "loss" else []))
   if png:
     lines += ["![training curves](curves.png)", ""]
-  lines += ["## Config", "", "```", str(config), "```", "", "## Versions", "",
-            "```", json.dumps(versions(), indent=1), "```", ""]
-  path = os.path.join(workdir, "report.md")
-  with open(path, "w") as f:
-    f.write("\n".join(lines))
-  return path
+  return write_markdown(os.path.join(workdir, "report.md"), config, lines)
 
 
 def classification_result_lines(config, result: dict) -> list[str]:
@@ -356,9 +351,4 @@ def write_classification_report(workdir: str, config, result: dict, history: lis
   png = plot_curves(history, os.path.join(workdir, "curves.png"))
   if png:
     lines += ["![training curves](curves.png)", ""]
-  lines += ["## Config", "", "```", str(config), "```", "", "## Versions", "",
-            "```", json.dumps(versions(), indent=1), "```", ""]
-  path = os.path.join(workdir, "report.md")
-  with open(path, "w") as f:
-    f.write("\n".join(lines))
-  return path
+  return write_markdown(os.path.join(workdir, "report.md"), config, lines)
