@@ -141,8 +141,7 @@ class Model:
     from jaxcnn.data import images
     if len(self.input_shape) != 3 or self.input_shape[-1] != 3:
       raise ValueError(f"{self.name} takes {self.input_shape} inputs, not images: call it on arrays")
-    return images.image_normalizer(self.mean, self.std)(
-        images.center_crop(_as_pil(image), self.resize, self.input_shape[0]))
+    return images.eval_view(image, self.resize, self.input_shape[0], self.mean, self.std)
 
   def predict(self, images: Sequence, top: int = 5) -> list[list[tuple[str, float]]]:
     """The `top` classes of each image with their softmax probabilities, highest first."""
@@ -153,19 +152,6 @@ class Model:
     x = jnp.asarray(np.stack([self.transform(im) for im in images]))
     probs = np.asarray(jax.nn.softmax(jnp.asarray(self(x), jnp.float32), -1))
     return [[(self.classes[i], float(row[i])) for i in np.argsort(-row)[:top]] for row in probs]
-
-
-def _as_pil(image):
-  from PIL import Image
-  if isinstance(image, Image.Image):
-    return image.convert("RGB")
-  if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
-    from jaxcnn.data.images import open_rgb
-    return open_rgb(image)
-  arr = np.asarray(image)
-  if arr.ndim != 3 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
-    raise ValueError(f"an image is a path, a PIL image or an [H, W, 3] uint8 array; got {arr.dtype} {arr.shape}")
-  return Image.fromarray(arr)
 
 
 def create_model(name: str, num_classes: int | None = None, pretrained: str | None = None, *,
@@ -196,8 +182,12 @@ def create_model(name: str, num_classes: int | None = None, pretrained: str | No
       raise pretrained_lib.PretrainedError(f"model {name!r} has no reference layout to load weights from; "
                                            f"pretrained weights load into: {KNOWN}")
     state_dict, source = pretrained_lib.read_state_dict(path), str(path)
-    head = pretrained_lib.layout_for(name).name(pretrained_lib.layout_for(name).heads[0]) + ".weight"
-    file_classes = int(np.shape(state_dict[head])[0]) if head in state_dict else None
+    layout = pretrained_lib.layout_for(name)
+    head = layout.name(layout.heads[0]) + ".weight"
+    if head not in state_dict:
+      raise pretrained_lib.PretrainedError(f"{path} has no classifier {head!r}: is it a weight file of "
+                                           f"{layout.source}?")
+    file_classes = int(np.shape(state_dict[head])[0])
     num_classes = num_classes or file_classes
   num_classes = int(num_classes or default_classes(name))
   module = registry.MODELS.build(name, num_classes=num_classes, axis_name=None, dtype=dtype, **kwargs)

@@ -180,9 +180,23 @@ def image_normalizer(mean=IMAGENET_MEAN, std=IMAGENET_STD):
   return normalize
 
 
-def eval_view(path: str, resize: int = 256, size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-  """The evaluation input of one image file: `center_crop`, then normalised (torchvision's eval transform)."""
-  return image_normalizer(mean, std)(center_crop(open_rgb(path), resize, size))
+def as_rgb(image):
+  """An image as an RGB PIL image: a file path, a PIL image, or an `[H, W, 3]` uint8 array."""
+  from PIL import Image
+  if isinstance(image, Image.Image):
+    return image.convert("RGB")
+  if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
+    return open_rgb(image)
+  arr = np.asarray(image)
+  if arr.ndim != 3 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
+    raise ValueError(f"an image is a path, a PIL image or an [H, W, 3] uint8 array; got {arr.dtype} {arr.shape}")
+  return Image.fromarray(arr)
+
+
+def eval_view(image, resize: int = 256, size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+  """The evaluation input of one image (`as_rgb`: a file, a PIL image, an array): `center_crop`, then
+  normalised (torchvision's eval transform)."""
+  return image_normalizer(mean, std)(center_crop(as_rgb(image), resize, size))
 
 
 def random_resized_crop(im, rng: np.random.Generator, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):

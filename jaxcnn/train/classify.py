@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn import pretrained as pretrained_lib
 from jaxcnn import registry
 from jaxcnn.data import images
 
@@ -37,30 +36,13 @@ def _check_paths(paths) -> list[str]:
 
 
 def _from_pretrained(config):
-  """(model, variables, class names, what was loaded) of `config.model.pretrained` as the file has it."""
+  """(model, variables, class names, what was loaded) of `config.model.pretrained` as the file has it:
+  `jaxcnn.create_model`'s, with the config's model keys and precision."""
+  from jaxcnn.create import create_model
   from jaxcnn.train.components import compute_dtype, config_kwargs
-  path = pretrained_lib.resolve(config.model.pretrained)
-  state_dict = pretrained_lib.read_state_dict(path)
-  if not pretrained_lib.has_layout(config.model.name):
-    from jaxcnn.pretrained.layouts import KNOWN
-    raise pretrained_lib.PretrainedError(f"model {config.model.name!r} has no reference layout to load "
-                                         f"weights from; pretrained weights load into: {KNOWN}")
-  layout = pretrained_lib.layout_for(config.model.name)
-  head = layout.name(layout.heads[0]) + ".weight"
-  if head not in state_dict:
-    raise pretrained_lib.PretrainedError(f"{path} has no classifier {head!r}: is it a weight file of "
-                                         f"{layout.source}?")
-  num_classes = int(np.shape(state_dict[head])[0])
-  model = registry.MODELS.build(config.model.name, num_classes=num_classes, dtype=compute_dtype(config),
-                                axis_name=None, **config_kwargs(config.model))
-  size = int(config.dataset.get("size", 224))
-  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3))))
-  variables, info = pretrained_lib.from_state_dict(config.model.name, shapes, state_dict, model=model,
-                                                   source=str(path))
-  names = (images.imagenet_class_names() if num_classes == 1000
-           else [f"class {i}" for i in range(num_classes)])
-  what = f"pretrained: {info['loaded']} tensors from {config.model.pretrained} ({info['source']})"
-  return model, variables, names, what
+  m = create_model(config.model.name, pretrained=config.model.pretrained, dtype=compute_dtype(config),
+                   **config_kwargs(config.model))
+  return m.module, m.variables, m.classes, f"pretrained: {m.weights}"
 
 
 def _has_checkpoint(workdir: str) -> bool:
