@@ -35,7 +35,8 @@ def define_flags(default_config: str) -> None:
                     "--text / --text_file, or segment the images of --input_dir, with the latest "
                     "checkpoint) or compile (compile the run's programs for --target without data or "
                     "hardware: memory per device, fits or not, FLOPs, a roofline bound; exit 0 when "
-                    "everything fits, 3 when not).")
+                    "everything fits, 3 when not) or export (the inference program with the latest checkpoint's "
+                    "weights as --format=stablehlo or onnx, for other runtimes).")
   flags.DEFINE_string("target", None, "--mode=compile: what to compile for: a cloud TPU slice "
                       "GENERATION:TOPOLOGY (v5e:2x4, v5e:4x4, v4:2x2x2, v5p:2x2x2, v6e:4x4, v3:4x4; needs "
                       "the TPU compiler: pip install \"jax[tpu]==<your jax version>\"), h100xN (N GPUs; needs "
@@ -65,6 +66,11 @@ def define_flags(default_config: str) -> None:
                       "(with --num_processes and --process_id).")
   flags.DEFINE_integer("num_processes", None, "Multi-process run: how many processes take part.")
   flags.DEFINE_integer("process_id", None, "Multi-process run: this process's index, 0..num_processes-1.")
+  flags.DEFINE_enum("format", "stablehlo", ("stablehlo", "onnx"), "--mode=export: stablehlo "
+                    "(jax.export's serialised program: any JAX, XLA or IREE runtime) or onnx (onnxruntime and "
+                    "the other ONNX runtimes; pip install 'jaxcnn[onnx]').")
+  flags.DEFINE_string("output", None, "--mode=export: the file to write (default: "
+                      "workdir/export/<model>.stablehlo or .onnx); its description goes beside it as FILE.json.")
   flags.DEFINE_bool("summary", False, "Print the model's per-layer table (output shape, parameters, "
                     "MACs, receptive field) on the data set's input shape, and exit.")
 
@@ -374,6 +380,26 @@ def _compile(config, workdir, console) -> None:
     sys.exit(preflight.DOES_NOT_FIT)
 
 
+def _export(config, workdir, console) -> None:
+  """--mode=export --format=stablehlo|onnx [--output=FILE]: the run's inference program with the newest
+  checkpoint's weights (jaxcnn/export.py)."""
+  from jaxcnn.train.export_run import export_checkpoint
+  console.print(f"Exporting {config.model.name} from {workdir} as {FLAGS.format} ...", markup=False)
+  out = export_checkpoint(config, workdir, FLAGS.format, FLAGS.output)
+  x = out["inputs"][0]
+  console.print(f"Checkpoint step {out['step']}: input {x['name']} {_dims(x['shape'])} {x['dtype']}, "
+                f"{x['layout']}", markup=False)
+  for o in out["outputs"]:
+    console.print(f"  output {o['name']} {_dims(o['shape'])} {o['dtype']}", markup=False)
+  if out.get("batch_fixed"):
+    console.print(f"  {out['batch_fixed']}", markup=False)
+  console.print(f"Wrote {out['path']} ({out['bytes'] / 2 ** 20:.1f} MiB) and {out['path']}.json", markup=False)
+
+
+def _dims(shape) -> str:
+  return "[" + ", ".join("batch" if d is None else str(d) for d in shape) + "]"
+
+
 def _train(config, workdir, console) -> None:
   from jaxcnn import distributed
   from jaxcnn.train import loop
@@ -382,7 +408,8 @@ def _train(config, workdir, console) -> None:
     _print_result(config, workdir, console, result)
 
 
-MODES = {"train": _train, "eval": _eval, "cam": _cam, "predict": _predict, "compile": _compile}
+MODES = {"train": _train, "eval": _eval, "cam": _cam, "predict": _predict, "compile": _compile,
+         "export": _export}
 
 
 def main(argv) -> None:
@@ -404,6 +431,9 @@ def main(argv) -> None:
     if FLAGS.target and FLAGS.mode != "compile":
       raise ConfigError(f"--target={FLAGS.target} is for --mode=compile (a training run uses the devices "
                         "it runs on)")
+    if FLAGS.output and FLAGS.mode != "export":
+      raise ConfigError(f"--output={FLAGS.output} is for --mode=export (--mode=predict writes to --output_dir, "
+                        "--mode=cam to --cam_out)")
     if "benchmark" in config and FLAGS.mode == "compile":  # every run of a benchmark compiles alike
       raise ConfigError("--mode=compile compiles one run, not a benchmark: use "
                         "--config=experiments/fcn_ucr.py:<data set>[,model], one of the benchmark's runs")

@@ -130,6 +130,7 @@ class Model:
   mean: tuple[float, ...] = IMAGENET_MEAN
   std: tuple[float, ...] = IMAGENET_STD
   resize: int = 256
+  task: str = "classification"          # what its outputs are (the registered task that exports them)
 
   def __call__(self, x):
     """The module's outputs (logits for a classifier) for the batch `x`, in inference mode."""
@@ -152,6 +153,32 @@ class Model:
     x = jnp.asarray(np.stack([self.transform(im) for im in images]))
     probs = np.asarray(jax.nn.softmax(jnp.asarray(self(x), jnp.float32), -1))
     return [[(self.classes[i], float(row[i])) for i in np.argsort(-row)[:top]] for row in probs]
+
+  def export(self, path: str, format: str | None = None, *, batch: int | None = None) -> dict:  # noqa: A002
+    """Writes the inference program with these weights to `path` ("stablehlo" or "onnx"; default: from
+    the suffix, .stablehlo / .onnx) and its description to `path.json`, which it returns (`jaxcnn.export`).
+    `batch=None`: any batch size where the model allows it."""
+    from jaxcnn import export
+    info = registry.MODELS.info(self.name)
+    image = len(self.input_shape) == 3 and self.input_shape[-1] == 3
+    pre = ({"image": "RGB, shorter side resized to %d, centre crop %d, pixels in [0, 1], then (x - mean) / std"
+            % (self.resize, self.input_shape[0]), "mean": list(self.mean), "std": list(self.std),
+            "python": "jaxcnn.create_model(...).transform(image)"} if image else {})
+    return export.save(export.program(self.module, self.variables, self.input_shape,
+                                      info.get("input_dtype", "float32"), task=_task_class(self.task),
+                                      name=self.name, preprocessing=pre, classes=self.classes,
+                                      weights=self.weights), path, format, batch=batch)
+
+
+def _task_class(name: str):
+  registry.load_all()
+  return registry.TASKS.get(name)
+
+
+def task_of(name: str) -> str:
+  """The task whose outputs model `name` gives (the registered task's name)."""
+  return ("instance_segmentation" if name.startswith("mask_rcnn") else "segmentation" if name.startswith("unet")
+          else "classification")
 
 
 def create_model(name: str, num_classes: int | None = None, pretrained: str | None = None, *,
@@ -207,4 +234,4 @@ def create_model(name: str, num_classes: int | None = None, pretrained: str | No
              else [f"class {i}" for i in range(num_classes)])
   mean, std = normalisation(name)
   return Model(name=name, module=module, variables=variables, classes=classes, input_shape=shape,
-               weights=weights, mean=mean, std=std)
+               weights=weights, mean=mean, std=std, task=task_of(name))

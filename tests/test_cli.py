@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import optax
 import pytest
 
@@ -214,3 +215,37 @@ def test_eval_reads_only_the_weights_and_builds_no_optimizer(tmp_path, tfds_dir)
   assert rt.schedule is None and rt.abstract_state.opt_state == optax.EmptyState()
   step, state = rt.restore_latest("eval")
   assert step > 0 and int(state.step) == step
+
+
+def test_export_of_a_trained_run_gives_its_test_error_in_onnxruntime_and_from_stablehlo(tmp_path, tfds_dir):
+  """--mode=export of a trained run: the ONNX file run by onnxruntime and the StableHLO reloaded by
+  jax.export classify the test split to the test error --mode=eval reports; a wrong flag is one message."""
+  ort = pytest.importorskip("onnxruntime", reason="the onnx extra (in the test extra) is not installed")
+  from jaxcnn import export
+  from jaxcnn.train.components import build_components
+  from conftest import load_experiment
+  wd = str(tmp_path / "run")
+  args = ("--config=experiments/fcn_ucr.py:ItalyPowerDemand,runlocal", "--config.model.filters=(4,8,4)",
+          "--config.train.epochs=1", f"--workdir={wd}")
+  assert launch(*args, tfds_dir=tfds_dir).returncode == 0
+  err = json.load(open(os.path.join(wd, "result.json")))["final"]["test/error"]
+  onnx_file = str(tmp_path / "fcn.onnx")
+  r = launch(*args, "--mode=export", "--format=onnx", f"--output={onnx_file}", tfds_dir=tfds_dir)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "input x [batch, 24, 1] float32" in r.stdout and f"Wrote {onnx_file}" in r.stdout, r.stdout
+  s = launch(*args, "--mode=export", tfds_dir=tfds_dir)  # StableHLO, into the workdir
+  assert s.returncode == 0, s.stderr[-3000:]
+  meta = json.load(open(onnx_file + ".json"))
+  assert meta["classes"] == ["1", "2"] and meta["preprocessing"]["config"]["normalize"] == "train_global"
+  c = load_experiment("fcn_ucr", "ItalyPowerDemand,runlocal")
+  c.dataset.data_dir = tfds_dir
+  ds = build_components(c).dataset
+  test = [ds.preprocess(ds.evals["test"][i]) for i in range(len(ds.evals["test"]))]
+  x, y = np.stack([t["x"] for t in test]), np.array([t["label"] for t in test])
+  session = ort.InferenceSession(onnx_file, providers=["CPUExecutionProvider"])
+  probs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"x": x})))["probabilities"]
+  assert float(np.mean(probs.argmax(-1) != y)) == pytest.approx(err, abs=1e-6)
+  reloaded = export.load(os.path.join(wd, "export", "fcn.stablehlo"))(x)["probabilities"]
+  np.testing.assert_allclose(np.asarray(reloaded), probs, rtol=1e-4, atol=1e-6)
+  wrong = launch(*args, "--mode=eval", "--output=x.onnx", tfds_dir=tfds_dir)
+  assert wrong.returncode == 2 and "--output=x.onnx is for --mode=export" in wrong.stderr, wrong.stderr[-2000:]

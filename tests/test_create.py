@@ -67,3 +67,12 @@ def test_three_lines_give_a_photographs_top5_as_the_command_line_does(tmp_path):
                                 jax.tree.leaves(m.variables["params"]["stem"])[0])
   with pytest.raises(PretrainedError):
     jaxcnn.create_model("resnet18", pretrained=LITE)  # a file of another model
+  # exported with its trained weights: onnxruntime gives the photograph the same top-5
+  ort = pytest.importorskip("onnxruntime", reason="the onnx extra (in the test extra) is not installed")
+  meta = m.export(str(tmp_path / "lite0.onnx"))
+  assert meta["preprocessing"]["mean"] == list(m.mean) and meta["classes"][:2] == m.classes[:2]
+  session = ort.InferenceSession(str(tmp_path / "lite0.onnx"), providers=["CPUExecutionProvider"])
+  probs = session.run(["probabilities"], {"x": m.transform(PHOTO)[None]})[0][0]
+  onnx_top = [(m.classes[i], float(probs[i])) for i in np.argsort(-probs)[:5]]
+  assert [n for n, _ in onnx_top] == [n for n, _ in top]
+  np.testing.assert_allclose([p for _, p in onnx_top], [p for _, p in top], rtol=1e-4)

@@ -70,6 +70,12 @@ class Task:
     are; classification: the class probabilities)."""
     return outputs
 
+  @staticmethod
+  def export_outputs(outputs) -> dict:
+    """The named outputs of the exported inference program (`jaxcnn.export`) for the model's outputs
+    (default: `{"outputs": outputs}`, or the model's own dict)."""
+    return dict(outputs) if isinstance(outputs, dict) else {"outputs": outputs}
+
   # ------------------------------------------------------------- presentation (loop, report, CLI, predict)
   def progress(self, record: dict, splits) -> str:
     """The progress bar's words for an epoch's record beside the training loss (default: the headline

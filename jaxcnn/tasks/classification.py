@@ -76,6 +76,11 @@ class Classification(Task):
     logits, _ = split_outputs(outputs)
     return jax.nn.softmax(logits.astype(jnp.float32), -1)
 
+  @staticmethod
+  def export_outputs(outputs) -> dict:
+    logits, _ = split_outputs(outputs)
+    return {"logits": logits, "probabilities": jax.nn.softmax(logits.astype(jnp.float32), -1)}
+
   # -------------------------------------------------------------------------------------- presentation
   def progress(self, record: dict, splits) -> str:
     return f" test err {100 * record['test/error']:.1f}%" if "test/error" in record else ""

@@ -120,6 +120,13 @@ class InstanceSegmentation(Task):
     count = max(float(sums["count"]), 1.0)
     return {k: float(sums[k]) / count for k in ("loss", *LOSSES, "fg_rois") if k in sums}
 
+  @staticmethod
+  def export_outputs(outputs) -> dict:
+    """The detections of each image: `boxes` [n, 4] (x0, y0, x1, y1 in the input's pixels), `scores`,
+    `classes`, `valid` (False on the padding rows of the fixed `n`), `masks` [n, m, m] (probabilities in
+    each box, to paste as `detection.coco.paste_mask_probabilities` does)."""
+    return {k: outputs[k] for k in ("boxes", "scores", "classes", "valid", "masks")}
+
   # -------------------------------------------------------------------------------------- evaluation
   @staticmethod
   def predict_body(model):

@@ -153,6 +153,11 @@ class Segmentation(Task):
   headline = "iou"  # shown in the progress bar
   curve_metrics = ("iou", "f1", "relaxed_breakeven")
 
+  @staticmethod
+  def export_outputs(outputs) -> dict:
+    """The per-pixel road probability `[batch, H, W, 1]`."""
+    return {"probabilities": jax.nn.sigmoid(outputs.astype(jnp.float32))}
+
   # -------------------------------------------------------------------------------------- presentation
   def figures(self, rt, state, workdir: str) -> list[str]:
     """Overlays of the first eval split: image, road probability, the prediction against the truth."""
