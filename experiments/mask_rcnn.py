@@ -31,7 +31,7 @@ momentum 0.9; a linear warm-up from lr/10 over the first 1000 iterations; images
 800, long side at most 1333, then padded to a fixed 1344 x 1344 so every step has one shape). The epoch
 count is the nearest whole number of epochs over COCO 2017 train (118,287 images; 22 epochs = 162,646
 iterations at batch 16) and the drop is at exactly 120k. The paper fine-tunes an ImageNet-pretrained
-ResNet: `--config.model.pretrained=resnet50-0676ba61.pth '--config.model.freeze=conv1,norm1,stages_0,stages_*/*norm*'`
+ResNet: `--config.model.pretrained=resnet50-0676ba61.pth '--config.model.freeze=backbone/conv1,backbone/norm1,backbone/stage1_*,backbone/stage*/*norm*'`
 (torchvision's file; jaxcnn downloads nothing) loads it into the backbone and freezes the stem, res2 and
 every BatchNorm's scale and shift as torchvision does (trainable_backbone_layers=3, FrozenBatchNorm2d). Without it the backbone starts from scratch, and the 1x schedule falls short of
 the published AP (He, Girshick & Dollár 2019 match it from scratch only with about 3x longer schedules
@@ -117,7 +117,7 @@ def get_config(arg: str = "shapes") -> ml_collections.ConfigDict:
     # The paper's start: an ImageNet ResNet's weights in the backbone (torchvision's file, e.g.
     # resnet50-0676ba61.pth; RPN, FPN and heads keep their initialisation) with the stem and res2
     # frozen, as torchvision's trainable_backbone_layers=3: --config.model.pretrained=FILE
-    # --config.model.freeze=conv1,norm1,stages_0,stages_*/*norm* (FPN) or
+    # --config.model.freeze=backbone/conv1,backbone/norm1,backbone/stage1_*,backbone/stage*/*norm* (FPN) or
     # conv1,norm1,c4_blocks_0,c4_blocks_1,c4_blocks_2,c4_blocks_*/*norm*,res5_*/*norm* (C4): the glob
     # entries keep every BatchNorm's scale and shift fixed, as FrozenBatchNorm2d does. BatchNorm's
     # running statistics are frozen either way.

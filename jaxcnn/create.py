@@ -133,8 +133,21 @@ class Model:
   task: str = "classification"          # what its outputs are (the registered task that exports them)
 
   def __call__(self, x):
-    """The module's outputs (logits for a classifier) for the batch `x`, in inference mode."""
-    return self.module.apply(self.variables, x, train=False)
+    """The module's outputs (logits for a classifier) for the batch `x`, in inference mode (compiled
+    once per input shape; under an outer `jax.jit` it is traced into it)."""
+    return self._apply(self.variables, x)
+
+  @functools.cached_property
+  def _apply(self):
+    import jax
+    from jaxcnn.summary import call_kwargs
+    kwargs = call_kwargs(self.module)
+    return jax.jit(lambda variables, x: self.module.apply(variables, x, **kwargs))
+
+  def features(self, out_indices: Sequence[int] | None = None) -> "FeatureModel":
+    """This model's backbone with the same weights: a `FeatureModel` giving the feature maps of
+    `out_indices` (default all), as `create_model(..., features_only=True)`."""
+    return _feature_model(self, out_indices)
 
   def transform(self, image) -> np.ndarray:
     """One image as the model's input `[size, size, 3]` float32: shorter side to `resize`, the centre
@@ -181,14 +194,97 @@ def task_of(name: str) -> str:
           else "classification")
 
 
+@dataclasses.dataclass(frozen=True)
+class FeatureInfo:
+  """One feature map of a backbone: its index (for `out_indices`), channels and stride (input pixels per
+  map pixel at the model's natural input)."""
+  index: int
+  channels: int
+  stride: int
+
+
+@dataclasses.dataclass
+class FeatureModel(Model):
+  """A classifier's backbone (`create_model(..., features_only=True)`): called on a batch, the feature
+  maps of `out_indices` (a list, channels last); `feature_info` their channels and strides. The maps are
+  the classifier's own activations (the same module without its head; tested)."""
+  out_indices: tuple[int, ...] = ()
+  feature_info: tuple[FeatureInfo, ...] = ()
+
+  def __call__(self, x):
+    maps = self._apply(self.variables, x)
+    return [maps[i] for i in self.out_indices]
+
+  def predict(self, images, top: int = 5):
+    raise ValueError(f"{self.name} was created with features_only=True: it gives feature maps, not classes")
+
+  def export(self, path: str, format: str | None = None, *, batch: int | None = None) -> dict:  # noqa: A002
+    """Writes the feature extractor (outputs `features_<index>`) as `Model.export` does."""
+    from jaxcnn import export
+    indices = self.out_indices
+
+    class Features:
+      @staticmethod
+      def export_outputs(maps):
+        return {f"features_{i}": maps[i] for i in indices}
+    return export.save(export.program(self.module, self.variables, self.input_shape, task=Features,
+                                      name=self.name, weights=self.weights,
+                                      preprocessing={"mean": list(self.mean), "std": list(self.std)}),
+                       path, format, batch=batch)
+
+
+def _feature_model(model: Model, out_indices) -> FeatureModel:
+  import jax
+  from flax import traverse_util
+  if "features_only" not in {f.name for f in dataclasses.fields(type(model.module))}:
+    raise registry.ConfigError(f"model {model.name!r} offers no feature maps (features_only=True): the "
+                               f"backbones are {', '.join(feature_models())}")
+  module = model.module.clone(features_only=True)
+  x = jax.ShapeDtypeStruct((1, *model.input_shape), "float32")
+  shapes = jax.eval_shape(lambda x: module.init(jax.random.PRNGKey(0), x, train=False), x)
+  keep = {k: set(traverse_util.flatten_dict(v)) for k, v in shapes.items()}
+  variables = {k: traverse_util.unflatten_dict({p: a for p, a in traverse_util.flatten_dict(v).items()
+                                                if p in keep.get(k, ())})
+               for k, v in model.variables.items() if k in keep}
+  variables.setdefault("batch_stats", {})
+  maps = jax.eval_shape(lambda v, x: module.apply(v, x, train=False), variables, x)
+  info = tuple(FeatureInfo(i, int(m.shape[-1]), int(round(model.input_shape[0] / m.shape[1])))
+               for i, m in enumerate(maps))
+  indices = tuple(range(len(info))) if out_indices is None else tuple(int(i) for i in out_indices)
+  bad = [i for i in indices if not -len(info) <= i < len(info)]
+  if bad:
+    raise registry.ConfigError(f"out_indices={tuple(out_indices)}: {model.name} has feature maps 0-{len(info) - 1} "
+                               f"({', '.join(f'{f.index}: {f.channels} channels, stride {f.stride}' for f in info)})")
+  indices = tuple(i % len(info) for i in indices)
+  fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(Model) if f.init}
+  return FeatureModel(**dict(fields, module=module, variables=variables, classes=[]), out_indices=indices,
+                      feature_info=tuple(info[i] for i in indices))
+
+
+def feature_models() -> list[str]:
+  """The registered models that `create_model(..., features_only=True)` takes."""
+  registry.load_all()
+  out = []
+  for name in registry.MODELS.names():
+    module = registry.MODELS.build(name, num_classes=default_classes(name), axis_name=None)
+    if "features_only" in {f.name for f in dataclasses.fields(type(module))} and not name.startswith("mask_rcnn"):
+      out.append(name)
+  return out
+
+
 def create_model(name: str, num_classes: int | None = None, pretrained: str | None = None, *,
-                 dtype: str | None = None, seed: int = 0, **kwargs) -> Model:
+                 dtype: str | None = None, seed: int = 0, features_only: bool = False,
+                 out_indices: Sequence[int] | None = None, **kwargs) -> Model:
   """Model `name` (one of `list_models()`) with `num_classes` outputs, its variables initialised from
   `seed` or loaded from `pretrained` (a weight file or a packaged wheel's name; the file's classifier
   sets the classes unless `num_classes` differs, then the head starts fresh). `dtype`: the compute
   dtype ("bfloat16"; parameters stay float32). `kwargs` go to the model's constructor. A wrong name or
   a file of another model: the command line's one-line errors (`registry.RegistryError`,
-  `pretrained.PretrainedError`, both ValueErrors)."""
+  `pretrained.PretrainedError`, both ValueErrors).
+
+  `features_only=True` (the ResNets, VGGs, GoogLeNets, EfficientNet-Lite0: `feature_models()`): a
+  `FeatureModel`, the backbone without its classifier, whose call gives the feature maps of
+  `out_indices` (default all; `feature_info` says their channels and strides), with the same weights."""
   import jax
   import jax.numpy as jnp
 
@@ -233,5 +329,6 @@ def create_model(name: str, num_classes: int | None = None, pretrained: str | No
   classes = (images.imagenet_class_names() if num_classes == 1000 and pretrained is not None
              else [f"class {i}" for i in range(num_classes)])
   mean, std = normalisation(name)
-  return Model(name=name, module=module, variables=variables, classes=classes, input_shape=shape,
-               weights=weights, mean=mean, std=std, task=task_of(name))
+  model = Model(name=name, module=module, variables=variables, classes=classes, input_shape=shape,
+                weights=weights, mean=mean, std=std, task=task_of(name))
+  return _feature_model(model, out_indices) if features_only else model

@@ -396,15 +396,18 @@ def check_onnx_converter() -> None:
 @contextlib.contextmanager
 def _quiet_converter():
   """jax2onnx's optional plugins for libraries jaxcnn does not use (dm_pix, with jax >= 0.10) log an
-  import error each when it first converts: quiet within the block, the logger's level restored."""
+  import error each when it first converts, and onnx_ir a warning for each shape value it leaves untyped:
+  quiet within the block, the loggers' levels restored."""
   import logging
-  logger = logging.getLogger("jax2onnx.plugins.plugin_system")
-  level = logger.level
-  logger.setLevel(logging.ERROR)
+  loggers = [logging.getLogger(n) for n in ("jax2onnx.plugins.plugin_system", "onnx_ir.serde")]
+  levels = [logger.level for logger in loggers]
+  for logger in loggers:
+    logger.setLevel(logging.ERROR)
   try:
     yield
   finally:
-    logger.setLevel(level)
+    for logger, level in zip(loggers, levels):
+      logger.setLevel(level)
 
 
 def _jax2onnx():

@@ -76,3 +76,72 @@ def test_three_lines_give_a_photographs_top5_as_the_command_line_does(tmp_path):
   onnx_top = [(m.classes[i], float(probs[i])) for i in np.argsort(-probs)[:5]]
   assert [n for n, _ in onnx_top] == [n for n, _ in top]
   np.testing.assert_allclose([p for _, p in onnx_top], [p for _, p in top], rtol=1e-4)
+
+
+def _captured(m, x, *names):
+  """The classifier's own activations: the outputs of its submodules `names` (flax's capture)."""
+  _, state = jax.jit(lambda v, x: m.module.apply(v, x, train=False, capture_intermediates=True,
+                                                 mutable=["intermediates"]))(m.variables, x)
+  return [np.asarray(state["intermediates"][n]["__call__"][0]) for n in names]
+
+
+def test_backbones_give_the_classifiers_own_feature_maps_with_pretrained_weights_too():
+  x = np.random.default_rng(0).standard_normal((2, 64, 64, 3)).astype(np.float32)
+  # EfficientNet-Lite0 with its trained weights: the outputs of the last block of stages 0, 1, 2, 4, 6
+  lite = jaxcnn.create_model("efficientnet_lite0", pretrained=LITE)
+  f = jaxcnn.create_model("efficientnet_lite0", pretrained=LITE, features_only=True)
+  np.testing.assert_array_equal(f.variables["params"]["block15"]["project"]["kernel"],
+                                lite.variables["params"]["block15"]["project"]["kernel"])
+  assert [(i.channels, i.stride) for i in f.feature_info] == [(16, 2), (24, 4), (40, 8), (112, 16), (320, 32)]
+  assert "head" not in f.variables["params"] and "head_conv" not in f.variables["params"]
+  for got, want in zip(f(x), _captured(lite, x, "block0", "block2", "block4", "block10", "block15")):
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+  # ResNet-18: the stem after its ReLU, C2-C5 (torchvision's layer1-4); out_indices picks and orders
+  r = jaxcnn.create_model("resnet18", num_classes=10)
+  f = r.features(out_indices=(1, 4, -2))
+  assert [(i.index, i.channels, i.stride) for i in f.feature_info] == [(1, 64, 4), (4, 512, 32), (3, 256, 16)]
+  norm1, c2, c5, c4 = _captured(r, x, "norm1", "stage1_block2", "stage4_block2", "stage3_block2")
+  for got, want in zip(f(x), (c2, c5, c4)):
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+  stem = r.features((0,))
+  np.testing.assert_allclose(np.asarray(stem(x)[0]), np.maximum(norm1, 0), rtol=1e-5, atol=1e-5)
+  # GoogLeNet (BatchNorm): conv1, conv2, inception 3b, 4e, 5b
+  g = jaxcnn.create_model("googlenet_bn", num_classes=5)
+  f = g.features()
+  assert [i.stride for i in f.feature_info] == [2, 4, 8, 16, 32] and f.feature_info[-1].channels == 1024
+  for got, want in zip(f(x), _captured(g, x, "conv1", "conv2", "inception3b", "inception4e", "inception5b")):
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+  # VGG-11: the activation before each max-pooling (convolutions 1, 2, 4, 6, 8)
+  v = jaxcnn.create_model("vgg11", num_classes=5, fc_units=16)
+  f = v.features((2, 4))
+  assert [(i.channels, i.stride) for i in f.feature_info] == [(256, 4), (512, 16)] and "fc1" not in f.variables["params"]
+  for got, want in zip(f(x), _captured(v, x, "conv4", "conv8")):
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match=r"out_indices=\(5,\): resnet18 has feature maps 0-4 \(0: 64 channels, stride 2"):
+    r.features((5,))
+  with pytest.raises(ValueError, match="model 'fcn' offers no feature maps"):
+    jaxcnn.create_model("fcn", features_only=True)
+  with pytest.raises(ValueError, match="gives feature maps, not classes"):
+    f.predict(PHOTO)
+
+
+def test_mask_rcnn_fpn_reads_c2_to_c5_from_the_resnet_classifiers_backbone():
+  """One code path: the FPN's backbone is the ImageNet ResNet module (features_only), its C2-C5 the
+  classifier's stage outputs for the same weights."""
+  from jaxcnn.models.resnet import ResNet
+  model = registry.MODELS.build("mask_rcnn_small_fpn", num_classes=4)
+  x = np.random.default_rng(1).standard_normal((1, 128, 128, 3)).astype(np.float32)
+  variables = jax.tree.map(lambda s: np.random.default_rng(2).uniform(0.5, 1.5, s.shape).astype(s.dtype) / 10,
+                           jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x), x))
+  _, state = jax.jit(lambda v, x: model.apply(v, x, False, method="features", mutable=["intermediates"],
+                                              capture_intermediates=lambda m, _: m.name == "backbone"))(variables, x)
+  maps = state["intermediates"]["backbone"]["__call__"][0]
+  classifier = ResNet(num_classes=4, stage_sizes=model.stage_sizes, block=model.block, width=model.width)
+  weights = {k: {**variables[k]["backbone"], **({"head": {"kernel": np.zeros((8 * model.width, 4), np.float32),
+                                                          "bias": np.zeros(4, np.float32)}} if k == "params" else {})}
+             for k in ("params", "batch_stats")}
+  _, own = jax.jit(lambda v, x: classifier.apply(v, x, capture_intermediates=True,
+                                                 mutable=["intermediates"]))(weights, x)
+  for stage, got in zip(range(1, 5), maps[1:]):
+    want = own["intermediates"][f"stage{stage}_block1"]["__call__"][0]
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)

@@ -413,9 +413,11 @@ def test_an_imagenet_resnet_starts_the_mask_rcnn_backbone(name, depth):
   assert info["loaded"] == len([k for k in sd if not k.startswith("fc.") and not k.endswith("num_batches_tracked")])
   np.testing.assert_array_equal(new["params"]["rpn_head"]["conv"]["kernel"],
                                 variables["params"]["rpn_head"]["conv"]["kernel"])
-  np.testing.assert_array_equal(new["params"]["conv1"]["kernel"], sd["conv1.weight"].transpose(2, 3, 1, 0))
-  last = "stages_3_2" if name.endswith("fpn") else "res5_2"
-  np.testing.assert_array_equal(new["batch_stats"][last]["norm3"]["mean"], sd["layer4.2.bn3.running_mean"])
+  fpn = name.endswith("fpn")
+  stem = new["params"]["backbone"] if fpn else new["params"]
+  np.testing.assert_array_equal(stem["conv1"]["kernel"], sd["conv1.weight"].transpose(2, 3, 1, 0))
+  last = new["batch_stats"]["backbone"]["stage4_block3"] if fpn else new["batch_stats"]["res5_2"]
+  np.testing.assert_array_equal(last["norm3"]["mean"], sd["layer4.2.bn3.running_mean"])
   with pytest.raises(pretrained.PretrainedError, match="no tensor 'layer3.5.conv1.weight'"):
     pretrained.from_state_dict(name, variables, {k: v for k, v in sd.items() if not k.startswith("layer3.5.")},
                                model=model)
@@ -425,12 +427,13 @@ def test_an_imagenet_resnet_starts_the_mask_rcnn_backbone(name, depth):
   from flax import traverse_util
 
   from jaxcnn.train.start import check_frozen, is_frozen
-  frozen = (("conv1", "norm1", "stages_0", "stages_*/*norm*") if name.endswith("fpn") else
+  frozen = (("backbone/conv1", "backbone/norm1", "backbone/stage1_*", "backbone/stage*/*norm*") if fpn else
             ("conv1", "norm1", "c4_blocks_0", "c4_blocks_1", "c4_blocks_2", "c4_blocks_*/*norm*", "res5_*/*norm*"))
   check_frozen(frozen, shapes["params"])
   paths = traverse_util.flatten_dict(shapes["params"], sep="/")
-  trained = {p for p in paths if p.startswith(("stages_", "c4_blocks_", "res5_")) and not is_frozen(p, frozen)}
+  trained = {p for p in paths if p.startswith(("backbone/", "c4_blocks_", "res5_")) and not is_frozen(p, frozen)}
   torch_trained = [k for k, _ in ref.named_parameters() if k.startswith(("layer2.", "layer3.", "layer4."))
                    and "bn" not in k and "downsample.1" not in k]
   assert len(trained) == len(torch_trained) and all(p.endswith("/kernel") for p in trained), sorted(trained)[:5]
-  assert all(is_frozen(p, frozen) for p in paths if p.startswith(("conv1", "norm1", "stages_0_")) or "norm" in p)
+  assert all(is_frozen(p, frozen) for p in paths if p.startswith(("conv1", "norm1", "backbone/conv1", "backbone/norm1",
+                                                                  "backbone/stage1_")) or "norm" in p)

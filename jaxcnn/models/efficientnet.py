@@ -47,7 +47,10 @@ DENSE_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_out", "uniform")
 
 
 class EfficientNetLite(nn.Module):
+  """EfficientNet-Lite; `features_only`: no head, the call returns the output of each stage before a
+  stride-2 stage and of the last one (strides 2, 4, 8, 16, 32; timm's feature maps)."""
   num_classes: int
+  features_only: bool = False
   stages: tuple = LITE0_STAGES
   dropout: float = 0.2
   drop_connect: float = 0.2
@@ -63,13 +66,17 @@ class EfficientNetLite(nn.Module):
     x = conv(STEM, 3, stride=2, use_bias=False, name="stem")(x)
     x = nn.relu6(norm(name="stem_norm")(x, train=train, mask=mask))
     total = sum(s[0] for s in self.stages)
-    i = 0
+    i, maps = 0, []
     for repeats, kernel, stride, expand, _, out in self.stages:
+      if stride == 2:
+        maps.append(x)
       for r in range(repeats):
         x = InvertedResidual(out, kernel, stride if r == 0 else 1, expand, conv=conv, norm=norm,
                              drop_rate=self.drop_connect * i / total, name=f"block{i}")(
                                  x, train=train, mask=mask)
         i += 1
+    if self.features_only:
+      return (*maps, x)
     x = conv(HEAD, 1, use_bias=False, name="head_conv")(x)
     x = nn.relu6(norm(name="head_norm")(x, train=train, mask=mask))
     sow_cam_features(self, x)

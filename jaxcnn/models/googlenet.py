@@ -88,7 +88,10 @@ class AuxClassifier(nn.Module):
 
 
 class GoogLeNet(nn.Module):
+  """GoogLeNet; `features_only`: no classifiers, the call returns conv1's output and the maps before each
+  later downsampling: conv2's (after LRN), inception 3b's, 4e's and 5b's (strides 2, 4, 8, 16, 32)."""
   num_classes: int
+  features_only: bool = False
   batch_norm: bool = False
   lrn: bool = True
   branch3_kernel: int = 5
@@ -106,6 +109,7 @@ class GoogLeNet(nn.Module):
     kw = dict(train=train, mask=mask)
     x = cast(x, self.dtype)
     x = conv(64, 7, stride=2, padding=3, name="conv1")(x, **kw)
+    maps = [x]
     x = max_pool(x, 3, 2, "CEIL")
     if self.lrn:
       x = local_response_norm(x)
@@ -113,17 +117,21 @@ class GoogLeNet(nn.Module):
     x = conv(192, 3, padding=1, name="conv2")(x, **kw)
     if self.lrn:
       x = local_response_norm(x)
+    maps.append(x)
     x = max_pool(x, 3, 2, "CEIL")
     aux = []
     for name in ("3a", "3b", "pool3", "4a", "4b", "4c", "4d", "4e", "pool4", "5a", "5b"):
       if name.startswith("pool"):
+        maps.append(x)
         x = max_pool(x, self.pool4_window if name == "pool4" else 3, 2, "CEIL")
         continue
       x = block(INCEPTION_V1[name], name=f"inception{name}")(x, **kw)
-      if self.aux_logits and name in ("4a", "4d"):
+      if self.aux_logits and name in ("4a", "4d") and not self.features_only:
         head = AuxClassifier(self.num_classes, conv=conv, dtype=self.dtype, name=f"aux_{name}")
         if train or self.is_initializing():
           aux.append(head(x, **kw))
+    if self.features_only:
+      return (*maps, x)
     sow_cam_features(self, x)
     x = nn.Dropout(self.dropout, deterministic=not train)(global_avg_pool(x))
     logits = classifier_head(x, self.num_classes, self.dtype)

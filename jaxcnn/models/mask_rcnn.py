@@ -35,6 +35,7 @@ from jaxcnn.detection import roi_heads, rpn
 from jaxcnn.detection.anchors import grid_anchors, num_anchors
 from jaxcnn.detection.roi_align import pyramid_level, roi_align, roi_align_pyramid
 from jaxcnn.models.common import HE_FAN_OUT, batch_norm_def, cast
+from jaxcnn.models.resnet import ResNet
 from jaxcnn.registry import MODELS
 
 
@@ -247,7 +248,8 @@ class MaskRCNN(nn.Module):
 class MaskRCNNFPN(MaskRCNN):
   """Mask R-CNN with a Feature Pyramid Network (Lin et al. 2017; the paper's best variant).
 
-  The ResNet's C2-C5 (strides 4-32) go through 1x1 lateral convolutions to `fpn_channels`, a top-down
+  The backbone is the ImageNet ResNet classifier itself (`jaxcnn.models.resnet.ResNet`, without its head:
+  `features_only`; parameters under `backbone/`, as an ImageNet classifier's own). Its C2-C5 (strides 4-32) go through 1x1 lateral convolutions to `fpn_channels`, a top-down
   pathway (nearest-neighbour 2x upsampling + addition) and 3x3 output convolutions: P2-P5, and P6 = P5
   subsampled by 2 (for the RPN only). The RPN head (shared over levels) has one anchor size per level
   (`anchor_sizes[l]` on P(l+2): 32 on P2 ... 512 on P6) x `aspect_ratios`. Each RoI is pooled from level
@@ -279,11 +281,11 @@ class MaskRCNNFPN(MaskRCNN):
                        f"per level P2-P6 ({tuple(self.anchor_sizes)})")
     self._norm = batch_norm_def(self.axis_name, epsilon=self.bn_eps)
     conv = functools.partial(Conv, dtype=self.dtype, kernel_init=HE_FAN_OUT)
-    block = BasicBlock if self.block == "basic" else BottleneckBlock
-    self.conv1 = conv(self.width, 7, stride=2, padding=3, use_bias=False)
-    self.norm1 = self._norm()
-    self.stages = [[block(self.width * 2 ** s, stride=2 if s > 0 and i == 0 else 1, conv=conv, norm=self._norm)
-                    for i in range(self.stage_sizes[s])] for s in range(4)]
+    # the ImageNet classifier's own stem and stages (its feature maps, as create_model(features_only=True)
+    # gives them), without its head
+    self.backbone = ResNet(num_classes=0, stage_sizes=tuple(self.stage_sizes), block=self.block,
+                           width=self.width, features_only=True, bn_eps=self.bn_eps,
+                           axis_name=self.axis_name, dtype=self.dtype)
     fan_in = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")  # Detectron2's c2_xavier_fill
     self.lateral = [Conv(self.fpn_channels, 1, dtype=self.dtype, kernel_init=fan_in) for _ in range(4)]
     self.output = [Conv(self.fpn_channels, 3, dtype=self.dtype, kernel_init=fan_in) for _ in range(4)]
@@ -299,14 +301,7 @@ class MaskRCNNFPN(MaskRCNN):
 
   def features(self, x, train: bool):
     """`(P2, P3, P4, P5, P6)`, strides 4 to 64, `fpn_channels` each."""
-    t = self._bn_train(train)
-    x = nn.relu(self.norm1(self.conv1(cast(x, self.dtype)), train=t))
-    x = max_pool(x, 3, 2, padding=1)
-    c = []
-    for stage in self.stages:
-      for b in stage:
-        x = b(x, train=t)
-      c.append(x)
+    c = self.backbone(x, train=self._bn_train(train))[1:]  # C2-C5 (strides 4-32)
     p = self.lateral[3](c[3])
     outs = [self.output[3](p)]
     for level in (2, 1, 0):  # top-down: upsample the coarser map, add the lateral

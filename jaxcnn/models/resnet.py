@@ -39,12 +39,18 @@ CIFAR_DEPTHS = (20, 32, 44, 56, 110)
 
 
 class ResNet(nn.Module):
-  """ImageNet-style ResNet. `stage_sizes` blocks per stage; `block` "basic" or "bottleneck"."""
+  """ImageNet-style ResNet. `stage_sizes` blocks per stage; `block` "basic" or "bottleneck".
+
+  `features_only=True`: no head; the call returns its feature maps, the stem's (stride 2, after its
+  ReLU) and each stage's output C2-C5 (strides 4-32): `jaxcnn.create_model(..., features_only=True)`,
+  and Mask R-CNN's FPN backbone is this module."""
   num_classes: int
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
   block: str = "basic"
   width: int = 64
   zero_init_last: bool = False
+  features_only: bool = False
+  bn_eps: float = 1e-5                    # BatchNorm's epsilon (torchvision's detectors run with 0)
   axis_name: str | None = None
   dtype: str | None = None
 
@@ -52,12 +58,13 @@ class ResNet(nn.Module):
   def __call__(self, x: jax.Array, *, train: bool = False, mask: jax.Array | None = None):
     if self.block not in ("basic", "bottleneck"):
       raise ValueError(f"block must be 'basic' or 'bottleneck', got {self.block!r}")
-    norm = batch_norm_def(self.axis_name)
+    norm = batch_norm_def(self.axis_name, epsilon=self.bn_eps)
     conv = functools.partial(Conv, dtype=self.dtype, kernel_init=HE_FAN_OUT)
     block_cls = BasicBlock if self.block == "basic" else BottleneckBlock
     x = cast(x, self.dtype)
     x = conv(self.width, 7, stride=2, padding=3, use_bias=False, name="conv1")(x)
     x = nn.relu(norm(name="norm1")(x, train=train, mask=mask))
+    maps = [x]
     x = max_pool(x, 3, 2, padding=1)
     for stage, n in enumerate(self.stage_sizes):
       for i in range(n):
@@ -65,16 +72,21 @@ class ResNet(nn.Module):
         x = block_cls(self.width * 2 ** stage, stride=stride, conv=conv, norm=norm,
                       zero_init_last=self.zero_init_last,
                       name=f"stage{stage + 1}_block{i + 1}")(x, train=train, mask=mask)
+      maps.append(x)
+    if self.features_only:
+      return tuple(maps)
     sow_cam_features(self, x)
     return classifier_head(global_avg_pool(x), self.num_classes, self.dtype)
 
 
 class CifarResNet(nn.Module):
-  """He et al. 2016, section 4.2: depth 6n+2, option A shortcuts, for 32x32 inputs."""
+  """He et al. 2016, section 4.2: depth 6n+2, option A shortcuts, for 32x32 inputs. `features_only`: no
+  head; the call returns the stem's and each stage's output (strides 1, 1, 2, 4)."""
   num_classes: int
   depth: int = 20
   widths: Sequence[int] = (16, 32, 64)
   projection: str = "zeropad"
+  features_only: bool = False
   axis_name: str | None = None
   dtype: str | None = None
 
@@ -88,11 +100,15 @@ class CifarResNet(nn.Module):
     x = cast(x, self.dtype)
     x = conv(self.widths[0], 3, use_bias=False, name="conv1")(x)
     x = nn.relu(norm(name="norm1")(x, train=train, mask=mask))
+    maps = [x]
     for stage, width in enumerate(self.widths):
       for i in range(n):
         stride = 2 if stage > 0 and i == 0 else 1
         x = BasicBlock(width, stride=stride, conv=conv, norm=norm, projection=self.projection,
                        name=f"stage{stage + 1}_block{i + 1}")(x, train=train, mask=mask)
+      maps.append(x)
+    if self.features_only:
+      return tuple(maps)
     sow_cam_features(self, x)
     return classifier_head(global_avg_pool(x), self.num_classes, self.dtype)
 

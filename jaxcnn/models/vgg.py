@@ -41,11 +41,14 @@ VGG_CONFIGS = {
 
 
 class VGG(nn.Module):
+  """VGG; `features_only`: no classifier, the call returns the activation before each max-pooling
+  (strides 1, 2, 4, 8, 16; timm's feature maps)."""
   num_classes: int
   layers: Sequence = VGG_CONFIGS[16]
   batch_norm: bool = False
   fc_units: int = 4096
   dropout: float = 0.5
+  features_only: bool = False
   axis_name: str | None = None
   dtype: str | None = None
 
@@ -53,9 +56,10 @@ class VGG(nn.Module):
   def __call__(self, x: jax.Array, *, train: bool = False, mask: jax.Array | None = None):
     norm = batch_norm_def(self.axis_name) if self.batch_norm else None
     x = cast(x, self.dtype)
-    i = 0
+    i, maps = 0, []
     for v in self.layers:
       if v == "M":
+        maps.append(x)
         x = max_pool(x, 2, 2)
         continue
       i += 1
@@ -65,6 +69,8 @@ class VGG(nn.Module):
       x = layer(x)
       if norm is not None:
         x = nn.relu(norm(name=f"norm{i}")(x, train=train, mask=mask))
+    if self.features_only:
+      return tuple(maps)
     x = adaptive_avg_pool(x, 7)
     x = x.reshape(x.shape[0], -1)
     x = nn.relu(dense(self.fc_units, self.dtype, "fc1", DENSE_INIT)(x))

@@ -134,19 +134,21 @@ def _block_prefix(layer: int, index: int, sub: str) -> str:
 
 def _mask_rcnn_backbone(stage_sizes):
   """Mask R-CNN's ResNet backbone in an ImageNet ResNet's state dict (torchvision's names): C4's
-  `c4_blocks_k` (res2-res4 in one list) and `res5_b`, FPN's `stages_s_b`; the stem."""
+  `c4_blocks_k` (res2-res4 in one list) and `res5_b` with the stem; FPN's `backbone`, the ResNet
+  classifier's own names (`_resnet`)."""
   starts = [sum(stage_sizes[:s]) for s in range(3)]
 
   def name(path):
     top, rest = path[0], path[1:]
+    if top == "backbone" and rest:
+      return _resnet(rest)
     if top == "conv1":
       return "conv1"
     if top == "norm1":
       return "bn1"
-    m = re.fullmatch(r"stages_(\d)_(\d+)", top) or re.fullmatch(r"res(5)_(\d+)", top)
+    m = re.fullmatch(r"res(5)_(\d+)", top)
     if m and len(rest) == 1:
-      layer = int(m.group(1)) + 1 if top.startswith("stages") else 4
-      return _block_prefix(layer, int(m.group(2)), rest[0])
+      return _block_prefix(4, int(m.group(2)), rest[0])
     m = re.fullmatch(r"c4_blocks_(\d+)", top)
     if m and len(rest) == 1:
       k = int(m.group(1))
@@ -157,7 +159,7 @@ def _mask_rcnn_backbone(stage_sizes):
 
 
 def _is_backbone(path) -> bool:
-  return bool(re.fullmatch(r"conv1|norm1|stages_\d_\d+|res5_\d+|c4_blocks_\d+", path[0]))
+  return bool(re.fullmatch(r"backbone|conv1|norm1|res5_\d+|c4_blocks_\d+", path[0]))
 
 
 def _torchvision_mask_rcnn_fpn(stage_sizes):

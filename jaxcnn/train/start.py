@@ -12,7 +12,7 @@ frozen (`config.model.freeze`).
   their BatchNorm running statistics stay those of the start; in training, their BatchNorm still
   normalises with the batch's statistics, as torch's `requires_grad_(False)` leaves it. `grad_norm` is
   the trained parameters' gradient norm. An entry with "/" or a wildcard is a glob over parameter paths
-  instead: `stages_*/*norm*` freezes every BatchNorm's scale and shift in the ResNet stages (what
+  instead: `backbone/stage*/*norm*` freezes every BatchNorm's scale and shift in the ResNet stages (what
   torchvision's FrozenBatchNorm2d keeps fixed).
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ def _is_pattern(entry: str) -> bool:
 
 
 def is_frozen(path: str, frozen) -> bool:
-  """Whether the parameter (or module) at `path` ("stages_1_0/norm1/scale", or a top-level name) is in
+  """Whether the parameter (or module) at `path` ("backbone/stage2_block1/norm1/scale", or a top-level name) is in
   `frozen`: a plain name covers a top-level module and those whose names start with it and "_"; an entry
   with "/" or a wildcard is a glob over the path, covering what it matches and everything under it."""
   top = path.split("/", 1)[0]
