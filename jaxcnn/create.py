@@ -167,17 +167,22 @@ class Model:
     probs = np.asarray(jax.nn.softmax(jnp.asarray(self(x), jnp.float32), -1))
     return [[(self.classes[i], float(row[i])) for i in np.argsort(-row)[:top]] for row in probs]
 
-  def export(self, path: str, format: str | None = None, *, batch: int | None = None) -> dict:  # noqa: A002
+  def export(self, path: str, format: str | None = None, *, batch: int | None = None,  # noqa: A002
+             input_shape: Sequence[int] | None = None) -> dict:
     """Writes the inference program with these weights to `path` ("stablehlo" or "onnx"; default: from
     the suffix, .stablehlo / .onnx) and its description to `path.json`, which it returns (`jaxcnn.export`).
-    `batch=None`: any batch size where the model allows it."""
+    `batch=None`: any batch size where the model allows it. `input_shape`: one example's shape, channels
+    last (default the model's natural input, e.g. (224, 224, 3)), for a model trained on another size."""
     from jaxcnn import export
     info = registry.MODELS.info(self.name)
-    image = len(self.input_shape) == 3 and self.input_shape[-1] == 3
+    shape = tuple(int(d) for d in (input_shape or self.input_shape))
+    image = len(shape) == 3 and shape[-1] == 3
     pre = ({"image": "RGB, shorter side resized to %d, centre crop %d, pixels in [0, 1], then (x - mean) / std"
             % (self.resize, self.input_shape[0]), "mean": list(self.mean), "std": list(self.std),
-            "python": "jaxcnn.create_model(...).transform(image)"} if image else {})
-    return export.save(export.program(self.module, self.variables, self.input_shape,
+            "python": "jaxcnn.create_model(...).transform(image)"} if image and shape == self.input_shape else
+           {"image": "RGB pixels in [0, 1], then (x - mean) / std", "mean": list(self.mean), "std": list(self.std)}
+           if image else {})
+    return export.save(export.program(self.module, self.variables, shape,
                                       info.get("input_dtype", "float32"), task=_task_class(self.task),
                                       name=self.name, preprocessing=pre, classes=self.classes,
                                       weights=self.weights), path, format, batch=batch)

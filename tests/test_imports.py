@@ -180,6 +180,8 @@ def test_a_run_on_an_unknown_jaxlib_says_so_in_one_header_line_and_trains(tmp_pa
 def test_setup_process_says_once_what_it_cannot_apply_after_jax_started(monkeypatch):
   """This process started JAX long ago: the Eigen kernels cannot take effect any more, which the call
   says (a warning) instead of raising or changing XLA_FLAGS."""
+  import jax
+  jax.numpy.zeros(1).block_until_ready()  # JAX has started in this process (whichever tests ran before)
   flags = os.environ.get("XLA_FLAGS")
   with pytest.warns(RuntimeWarning, match="not applied: cpu_convolutions='eigen' (must be chosen before JAX|needs the XLA flag)"):
     done = jaxcnn.setup_process("eigen")
