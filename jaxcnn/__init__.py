@@ -5,6 +5,7 @@ program that wants the command line's process policy calls `jaxcnn.setup_process
 """
 # XLA:CPU's formulations of the typology's operations, given to it through its hook (jaxcnn.conv.nd).
 from jaxcnn.backends.xla_cpu import formulations as _xla_cpu_formulations  # noqa: F401
+from jaxcnn import export  # noqa: F401  (jaxcnn.export.load, .save: StableHLO and ONNX)
 from jaxcnn.create import Model, create_model, list_models  # noqa: F401
 from jaxcnn.process import setup_process  # noqa: F401
 

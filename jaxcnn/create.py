@@ -223,16 +223,18 @@ class FeatureModel(Model):
   def predict(self, images, top: int = 5):
     raise ValueError(f"{self.name} was created with features_only=True: it gives feature maps, not classes")
 
-  def export(self, path: str, format: str | None = None, *, batch: int | None = None) -> dict:  # noqa: A002
+  def export(self, path: str, format: str | None = None, *, batch: int | None = None,  # noqa: A002
+             input_shape: Sequence[int] | None = None) -> dict:
     """Writes the feature extractor (outputs `features_<index>`) as `Model.export` does."""
     from jaxcnn import export
     indices = self.out_indices
+    shape = tuple(int(d) for d in (input_shape or self.input_shape))
 
     class Features:
       @staticmethod
       def export_outputs(maps):
         return {f"features_{i}": maps[i] for i in indices}
-    return export.save(export.program(self.module, self.variables, self.input_shape, task=Features,
+    return export.save(export.program(self.module, self.variables, shape, task=Features,
                                       name=self.name, weights=self.weights,
                                       preprocessing={"mean": list(self.mean), "std": list(self.std)}),
                        path, format, batch=batch)

@@ -85,7 +85,7 @@ def _captured(m, x, *names):
   return [np.asarray(state["intermediates"][n]["__call__"][0]) for n in names]
 
 
-def test_backbones_give_the_classifiers_own_feature_maps_with_pretrained_weights_too():
+def test_backbones_give_the_classifiers_own_feature_maps_with_pretrained_weights_too(tmp_path):
   x = np.random.default_rng(0).standard_normal((2, 64, 64, 3)).astype(np.float32)
   # EfficientNet-Lite0 with its trained weights: the outputs of the last block of stages 0, 1, 2, 4, 6
   lite = jaxcnn.create_model("efficientnet_lite0", pretrained=LITE)
@@ -105,6 +105,11 @@ def test_backbones_give_the_classifiers_own_feature_maps_with_pretrained_weights
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
   stem = r.features((0,))
   np.testing.assert_allclose(np.asarray(stem(x)[0]), np.maximum(norm1, 0), rtol=1e-5, atol=1e-5)
+  # a backbone exports too: its maps by name
+  meta = f.export(str(tmp_path / "r18.stablehlo"), input_shape=(64, 64, 3))
+  assert [o["name"] for o in meta["outputs"]] == ["features_1", "features_3", "features_4"]
+  reloaded = jaxcnn.export.load(str(tmp_path / "r18.stablehlo"))(x)
+  np.testing.assert_allclose(np.asarray(reloaded["features_4"]), c5, rtol=1e-5, atol=1e-5)
   # GoogLeNet (BatchNorm): conv1, conv2, inception 3b, 4e, 5b
   g = jaxcnn.create_model("googlenet_bn", num_classes=5)
   f = g.features()
