@@ -71,6 +71,9 @@ def define_flags(default_config: str) -> None:
                     "the other ONNX runtimes; pip install 'jaxcnn[onnx]').")
   flags.DEFINE_string("output", None, "--mode=export: the file to write (default: "
                       "workdir/export/<model>.stablehlo or .onnx); its description goes beside it as FILE.json.")
+  flags.DEFINE_string("checkpoint", None, "--mode=eval/predict/cam/export: which checkpoint: best (the epoch "
+                      "config.report.select_by picks, kept beside the latest), latest, or a step number. "
+                      "Default: best when the run kept one, else latest; the output says which.")
   flags.DEFINE_bool("summary", False, "Print the model's per-layer table (output shape, parameters, "
                     "MACs, receptive field) on the data set's input shape, and exit.")
 
@@ -272,8 +275,7 @@ def _cam(config, workdir, console) -> None:
     out = cam_checkpoint(config, workdir, indices=indices, out=FLAGS.cam_out, split=FLAGS.cam_split)
   except CAMError as e:
     raise ConfigError(f"--mode=cam with model {config.model.name!r}: {e}") from None
-  console.print(f"Class activation maps of checkpoint step {out['step']} in {workdir} "
-                f"({FLAGS.cam_split} split):")
+  console.print(f"Class activation maps of {out['checkpoint']} ({FLAGS.cam_split} split):", markup=False)
   for r in out["examples"]:
     console.print(f"  #{r['index']}: true {r['true']}, predicted {r['predicted']}")
   console.print(f"Wrote {out['path']}")
@@ -302,7 +304,7 @@ def _predict(config, workdir, console) -> None:
     with open(FLAGS.text_file, encoding="utf-8") as f:
       texts += [line.rstrip("\n") for line in f if line.strip()]
   out = prediction.predict_checkpoint(config, workdir, texts)
-  console.print(f"Checkpoint step {out['step']} in {workdir}:")
+  console.print(f"{out['checkpoint'][0].upper() + out['checkpoint'][1:]}:", markup=False)
   for r in out["predictions"]:
     probs = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])
     short = r["text"] if len(r["text"]) <= 100 else r["text"][:97] + "..."
@@ -387,8 +389,8 @@ def _export(config, workdir, console) -> None:
   console.print(f"Exporting {config.model.name} from {workdir} as {FLAGS.format} ...", markup=False)
   out = export_checkpoint(config, workdir, FLAGS.format, FLAGS.output)
   x = out["inputs"][0]
-  console.print(f"Checkpoint step {out['step']}: input {x['name']} {_dims(x['shape'])} {x['dtype']}, "
-                f"{x['layout']}", markup=False)
+  console.print(f"{out['checkpoint'][0].upper() + out['checkpoint'][1:]}", markup=False)
+  console.print(f"  input {x['name']} {_dims(x['shape'])} {x['dtype']}, {x['layout']}", markup=False)
   for o in out["outputs"]:
     console.print(f"  output {o['name']} {_dims(o['shape'])} {o['dtype']}", markup=False)
   if out.get("batch_fixed"):
@@ -431,6 +433,11 @@ def main(argv) -> None:
     if FLAGS.target and FLAGS.mode != "compile":
       raise ConfigError(f"--target={FLAGS.target} is for --mode=compile (a training run uses the devices "
                         "it runs on)")
+    if FLAGS.checkpoint:
+      if FLAGS.mode in ("train", "compile"):
+        raise ConfigError(f"--checkpoint={FLAGS.checkpoint} is for --mode=eval/predict/cam/export (training "
+                          "resumes from the newest checkpoint)")
+      config.checkpoint.restore = FLAGS.checkpoint
     if FLAGS.output and FLAGS.mode != "export":
       raise ConfigError(f"--output={FLAGS.output} is for --mode=export (--mode=predict writes to --output_dir, "
                         "--mode=cam to --cam_out)")

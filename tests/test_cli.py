@@ -193,6 +193,14 @@ def test_preemption_and_kills_at_random_moments_then_the_relaunch_ends_identical
   import numpy as np
   for x, y in zip(jax.tree.leaves(sa), jax.tree.leaves(sb), strict=True):
     np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+  # the best checkpoint (the selected epoch's weights, written beside the checkpoints; the kills may have
+  # hit its writing): the same step and weights as the uninterrupted run's
+  bests = [[n for n in os.listdir(d / "checkpoints_best") if n.isdigit()] for d in (tmp_path / "ref", wd)]
+  assert bests[0] == bests[1] and len(bests[0]) == 1, (bests, stops)
+  ba = ocp.StandardCheckpointer().restore(str(tmp_path / "ref" / "checkpoints_best" / bests[0][0] / "state"))
+  bb = ocp.StandardCheckpointer().restore(str(wd / "checkpoints_best" / bests[0][0] / "state"))
+  for x, y in zip(jax.tree.leaves(ba), jax.tree.leaves(bb), strict=True):
+    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
 
 
 def test_eval_reads_only_the_weights_and_builds_no_optimizer(tmp_path, tfds_dir):
@@ -249,3 +257,53 @@ def test_export_of_a_trained_run_gives_its_test_error_in_onnxruntime_and_from_st
   np.testing.assert_allclose(np.asarray(reloaded), probs, rtol=1e-4, atol=1e-6)
   wrong = launch(*args, "--mode=eval", "--output=x.onnx", tfds_dir=tfds_dir)
   assert wrong.returncode == 2 and "--output=x.onnx is for --mode=export" in wrong.stderr, wrong.stderr[-2000:]
+
+
+def test_early_stopping_and_the_best_checkpoint_that_eval_uses(tmp_path, tfds_dir):
+  """A run whose selection metric stops improving ends after `early_stopping_patience` epochs, says so,
+  and launched again trains no further; the selected epoch's weights are kept beside the latest
+  checkpoint, and --mode=eval uses them by default (the selected epoch's test error, which the report
+  prints) or the latest with --checkpoint=latest."""
+  wd = str(tmp_path / "run")
+  # learning rate 0 and the whole training set in one batch: the training loss of every epoch is the
+  # same up to the order of the sums, so with patience 2 the run stops within the first epochs of 10,
+  # two epochs after the one of lowest train/loss (the FCN protocol's selection)
+  args = ("--config=experiments/fcn_ucr.py:ItalyPowerDemand,runlocal", "--config.model.filters=(4,8,4)",
+          "--config.train.epochs=10", "--config.train.batch_size=67", "--config.optimizer.learning_rate=0",
+          "--config.train.eval_every_epochs=1", "--config.checkpoint.every_epochs=5",
+          "--config.train.early_stopping_patience=2", f"--workdir={wd}")
+  r = launch(*args, tfds_dir=tfds_dir)
+  assert r.returncode == 0, r.stderr[-3000:]
+  res = json.load(open(os.path.join(wd, "result.json")))
+  chosen, stop = res["selected"]["epoch"], res["epochs_done"]  # one step per epoch: steps are epochs
+  assert stop == chosen + 2 < 10 and res["stopped_early"] == {"epoch": stop, "selected_epoch": chosen,
+                                                               "select_by": "train/loss", "patience": 2}
+  assert (f"Early stopping at epoch {stop}: no improvement of train/loss for 2 epochs "
+          f"(config.train.early_stopping_patience=2); the selected epoch is {chosen}." in r.stdout), r.stdout
+  assert len(open(os.path.join(wd, "metrics.jsonl")).readlines()) == stop
+  assert sorted(os.listdir(os.path.join(wd, "checkpoints_best"))) == [str(chosen)]
+  assert str(stop) in os.listdir(os.path.join(wd, "checkpoints"))  # the stop is checkpointed
+  again = launch(*args, tfds_dir=tfds_dir)
+  assert again.returncode == 0 and "This run stopped early; nothing more to train." in again.stdout, again.stdout
+  assert len(open(os.path.join(wd, "metrics.jsonl")).readlines()) == stop
+  # --mode=eval: the best checkpoint by default, its test error the report's selected one
+  ev = launch(*args, "--mode=eval", tfds_dir=tfds_dir)
+  assert ev.returncode == 0, ev.stderr[-3000:]
+  assert (f"The best checkpoint (step {chosen}, epoch {chosen}: train/loss {res['selected']['train/loss']:.4g})"
+          in ev.stdout), ev.stdout
+  assert f"test/error: {res['selected']['test/error']:.4f}" in ev.stdout, ev.stdout
+  latest = launch(*args, "--mode=eval", "--checkpoint=latest", tfds_dir=tfds_dir)
+  assert latest.returncode == 0 and f"The latest checkpoint (step {stop})" in latest.stdout, latest.stdout
+  assert f"test/error: {res['final']['test/error']:.4f}" in latest.stdout
+  # a step that is not kept, a best checkpoint a run did not keep, --checkpoint in training: one message each
+  gone = launch(*args, "--mode=eval", "--checkpoint=99", tfds_dir=tfds_dir)
+  assert gone.returncode == 2 and "--checkpoint=99: no checkpoint of that step in" in gone.stderr, gone.stderr[-2000:]
+  final = launch("--config=experiments/fcn_ucr.py:ItalyPowerDemand,runlocal", "--config.model.filters=(4,8,4)",
+                 "--config.train.epochs=1", "--config.report.select_by=final", f"--workdir={tmp_path / 'final'}",
+                 tfds_dir=tfds_dir)
+  assert final.returncode == 0 and not os.path.exists(tmp_path / "final" / "checkpoints_best")
+  nobest = launch("--config=experiments/fcn_ucr.py:ItalyPowerDemand,runlocal", "--config.model.filters=(4,8,4)",
+                  "--mode=eval", "--checkpoint=best", f"--workdir={tmp_path / 'final'}", tfds_dir=tfds_dir)
+  assert nobest.returncode == 2 and "--checkpoint=best: no best checkpoint in" in nobest.stderr, nobest.stderr[-2000:]
+  training = launch(*args, "--checkpoint=best", tfds_dir=tfds_dir)
+  assert training.returncode == 2 and "--checkpoint=best is for --mode=eval/predict/cam/export" in training.stderr

@@ -71,4 +71,4 @@ def cam_checkpoint(config, workdir: str, *, indices=None, out: str | None = None
   else:
     raise registry.ConfigError(f"--mode=cam draws 1D series and 2D images; this data set's inputs are "
                                f"{x.shape[1:]}")
-  return {"step": step, "path": out, "examples": rows}
+  return {"step": step, "path": out, "examples": rows, "checkpoint": rt.restored}

@@ -31,16 +31,52 @@ def _stderr(message: str) -> None:
 
 
 class Checkpointer:
+  """The run's checkpoints (`directory`: the newest `keep`) and, beside them, the weights of the epoch
+  `report.select_by` picks (`directory`_best: one checkpoint, written only when the selection moved)."""
 
   def __init__(self, directory: str, keep: int = 3):
     self.directory = os.path.abspath(directory)
+    self.best_directory = self.directory + "_best"
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=False))
+    self._best = None
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
+
+  @property
+  def best(self):
+    """The best checkpoint's manager (its folder is made by the first `save_best`)."""
+    if self._best is None:
+      self._best = ocp.CheckpointManager(
+          self.best_directory, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
+                                                                    enable_async_checkpointing=False))
+    return self._best
+
+  def best_step(self) -> int | None:
+    """The step of the best checkpoint, or None when the run kept none."""
+    return self.best.latest_step() if os.path.isdir(self.best_directory) else None
+
+  def save_best(self, step: int, weights: dict, selected: dict) -> None:
+    """Writes `weights` (`{"params", "batch_stats"}`) as the best checkpoint, with `selected` (the epoch,
+    the selection metric and its value). orbax commits it atomically and then removes the previous one:
+    a run killed while writing it leaves the previous best readable. A step already kept (a resumed run
+    that trained the same steps again, to the same weights) is left as it is."""
+    if os.path.isdir(self.best_directory) and step in self.best.all_steps():
+      return
+    loop = dict(selected=selected, format_version=FORMAT_VERSION, jaxcnn_version=jaxcnn.__version__)
+    args = dict(state=ocp.args.StandardSave(jax.tree.map(np.asarray, weights)), loop=ocp.args.JsonSave(loop))
+    self.best.save(step, args=ocp.args.Composite(**args), force=True)
+    self.best.wait_until_finished()
+
+  def restore_best_weights(self, weights_template):
+    """`(step, weights, loop)` of the best checkpoint (`loop["selected"]`: which epoch and why)."""
+    step = self.best_step()
+    if step is None:
+      raise FileNotFoundError(f"No best checkpoint in {self.best_directory}")
+    return (step, *self._restore_weights(step, weights_template, self.best, self.best_directory))
 
   def save(self, step: int, state, data_iter, loop: dict) -> None:
     loop = dict(loop, format_version=FORMAT_VERSION, jaxcnn_version=jaxcnn.__version__)
@@ -101,13 +137,14 @@ class Checkpointer:
     _check_shapes(template, restored["state"])
     return restored["state"], self._checked_loop(step, restored["loop"])
 
-  def _restore_weights(self, step: int, weights_template):
+  def _restore_weights(self, step: int, weights_template, manager=None, directory: str | None = None):
+    manager, directory = manager or self.manager, directory or self.directory
     template = jax.tree.map(np.asarray, weights_template)
-    loop = self._checked_loop(step, self.manager.restore(step, args=ocp.args.Composite(
+    loop = self._checked_loop(step, manager.restore(step, args=ocp.args.Composite(
         loop=ocp.args.JsonRestore()))["loop"])
     # the "state" item's arrays by name, those of the template only (orbax's partial restore)
     restored = ocp.PyTreeCheckpointer().restore(
-        os.path.join(self.directory, str(step), "state"),
+        os.path.join(directory, str(step), "state"),
         args=ocp.args.PyTreeRestore(template, restore_args=ocp.checkpoint_utils.construct_restore_args(template),
                                     partial_restore=True))
     _check_shapes(template, restored)
@@ -169,6 +206,8 @@ class Checkpointer:
 
   def close(self):
     self.manager.close()
+    if self._best is not None:
+      self._best.close()
 
 
 def _check_shapes(template, restored) -> None:

@@ -72,7 +72,7 @@ def classify_images(config, workdir: str, paths, *, top: int = 5) -> dict:
     rt.ckpt.close()
     model, names = rt.c.init_model, list(rt.c.dataset.class_names)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    what = f"Checkpoint step {step} in {workdir}"
+    what = rt.restored[0].upper() + rt.restored[1:]
   else:
     model, variables, names, what = _from_pretrained(config)
   d = config.dataset

@@ -57,6 +57,16 @@ def check_config(config) -> None:
                                "(or 0 for the paper's min(N_train // 10, 16))")
   if config.checkpoint.every_epochs < 1 or config.checkpoint.keep < 1:
     raise registry.ConfigError("config.checkpoint.every_epochs and config.checkpoint.keep must be >= 1")
+  restore = str(config.checkpoint.get("restore", "auto"))
+  if restore not in ("auto", "best", "latest") and not restore.isdigit():
+    raise registry.ConfigError(f"--checkpoint={restore}: use best, latest or a step number (default: the best "
+                               "checkpoint when the run kept one, else the latest)")
+  patience = config.train.get("early_stopping_patience", 0)
+  if patience < 0:
+    raise registry.ConfigError(f"config.train.early_stopping_patience={patience} must be >= 0 (0: off)")
+  if patience and config.report.select_by == "final":
+    raise registry.ConfigError("config.train.early_stopping_patience needs a selection metric to watch: set "
+                               "config.report.select_by (e.g. test/error or train/loss); it is 'final'")
   table = config.report.get("paper_table")
   if table and table not in published.TABLES:  # else the report's lookup would fail after training
     raise registry.ConfigError(f"config.report.paper_table={table!r} is not one of "

@@ -32,7 +32,7 @@ def evaluate_checkpoint(config, workdir: str, *, devices=None, console=None) -> 
     weights = rt.pretrained["message"]
   else:
     step, state = rt.restore_latest("eval")
-    weights = f"Checkpoint step {step} in {workdir}"
+    weights = rt.restored[0].upper() + rt.restored[1:]
   ds = rt.c.dataset
   with _progress(console) as progress:
     metrics = rt.evaluate(rt.par.put_state(state), write=True, progress=progress)

@@ -43,7 +43,7 @@ def export_checkpoint(config, workdir: str, format: str = "stablehlo", output: s
   name = config.model.name
   p = export.program(rt.c.init_model, {"params": state.params, "batch_stats": state.batch_stats},
                      x.shape, str(x.dtype), task=rt.c.task, name=name, preprocessing=preprocessing,
-                     classes=list(ds.class_names), weights=f"checkpoint step {step} of {workdir}")
+                     classes=list(ds.class_names), weights=rt.restored)
   path = output or os.path.join(workdir, "export", name + export.FORMATS[format])
   meta = export.save(p, path, format, batch=batch)
-  return dict(meta, path=path, step=int(step))
+  return dict(meta, path=path, step=int(step), checkpoint=rt.restored)

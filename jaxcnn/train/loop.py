@@ -74,6 +74,7 @@ class LoopState:
   plateau: dict | None = None       # the plateau schedule's state
   selected_predictions: dict | None = None  # class probabilities at the selected epoch
   config: str | None = None         # the resolved config (JSON)
+  stopped_early: dict | None = None  # early stopping: the epoch it stopped at, the selected epoch, why
 
   def to_checkpoint(self) -> dict:
     return {k: v for k, v in dataclasses.asdict(self).items()
@@ -100,6 +101,10 @@ class _Trainer:
     self.data_iter = self.new_data_iter()
     self.state = LoopState()
     self.selected_state = None  # the selected epoch's state, until its probabilities are computed
+    # the selected epoch's weights (host), until the next checkpoint writes them as the best one: the best
+    # checkpoint on disk is never older than the selection the saved loop state records
+    self.best_pending = None
+    self.keep_best = bool(rt.config.checkpoint.get("keep_best", True)) and rt.config.report.select_by != "final"
     self.last: dict = {}
     self.signal = None
 
@@ -134,6 +139,9 @@ class _Trainer:
 
   # --------------------------------------------------------------------------------------- checkpoint
   def save(self, dstate, step_done: int, partial_sums=None) -> None:
+    if self.best_pending is not None:  # first: a run killed between the two saves resumes consistently
+      self.rt.ckpt.save_best(*self.best_pending)
+      self.best_pending = None
     if self.selected_state is not None:  # once per checkpoint, not at every improvement
       self.state.selected_predictions = self.rt.predictions(self.selected_state)
       self.selected_state = None
@@ -175,6 +183,14 @@ class _Trainer:
         self.state.selected = {k: v for k, v in record.items() if "confusion" not in k or len(v) <= 50}
         if config.report.get("save_predictions"):
           self.selected_state = self.par.get_state(dstate)  # host copy; predicted at the next save
+        if self.keep_best:
+          host = self.selected_state or self.par.get_state(dstate)
+          self.best_pending = (done, {"params": host.params, "batch_stats": host.batch_stats},
+                               {"epoch": epoch, "select_by": key, "value": float(record[key])})
+    patience = int(config.train.get("early_stopping_patience", 0))
+    chosen = self.state.selected.get("epoch")
+    if patience and chosen is not None and epoch - chosen >= patience and epoch < self.epochs:
+      self.state.stopped_early = {"epoch": epoch, "selected_epoch": chosen, "select_by": key, "patience": patience}
     self.state.final = self.last = record
     desc = f"epoch {epoch}/{self.epochs} loss {train['loss']:.4f}"
     desc += self.task.progress(record, list(self.ds.evals))
@@ -189,13 +205,22 @@ class _Trainer:
         "class_names": list(ds.class_names),
         "num_train": rt.num_train, "num_test": len(next(iter(ds.evals.values()))),
         "num_params": num_params(self.par.get_state(dstate).params), "batch_size": rt.batch_size,
-        "steps_per_epoch": self.spe, "epochs_done": rt.total_steps // self.spe,
+        "steps_per_epoch": self.spe,
+        "epochs_done": (self.state.stopped_early or {}).get("epoch", rt.total_steps // self.spe),
+        "stopped_early": self.state.stopped_early,
         "wall_time_s": self.state.train_time_s,
         "selected": final if config.report.select_by == "final" else self.state.selected,
         "final": final, "data_note": ds.info.get("note"),
         **dict(zip(("paper", "paper_error"), published.for_config(config, num_classes=ds.num_classes))),
         "eval_splits": list(ds.evals), "eval_sizes": {k: len(v) for k, v in ds.evals.items()},
     }
+
+
+def early_stop_line(stop: dict) -> str:
+  """What the run says when early stopping ends it (and when it is launched again)."""
+  return (f"Early stopping at epoch {stop['epoch']}: no improvement of {stop['select_by']} for "
+          f"{stop['epoch'] - stop['selected_epoch']} epochs (config.train.early_stopping_patience="
+          f"{stop['patience']}); the selected epoch is {stop['selected_epoch']}.")
 
 
 def _header(rt: Runtime, console, workdir: str, params) -> None:
@@ -235,6 +260,9 @@ def _train_and_evaluate(config, workdir: str, *, devices, interrupt_at_step, con
   if resumed is not None:
     console.print(f"[yellow]Resuming from checkpoint at step {start_step} "
                   f"(epoch {start_step / t.spe:.2f}) in {rt.ckpt.directory}[/yellow]")
+    if t.state.stopped_early:
+      console.print(f"[yellow]This run stopped early; nothing more to train. {early_stop_line(t.state.stopped_early)}"
+                    "[/yellow]")
   # The steps compiled now, for this run's shapes, and checked against the devices' memory: a step that
   # cannot fit stops the run here (DoesNotFitError, with the batch that fits), not in its first step.
   console.print(preflight.memory_line(*preflight.check_run(rt)), markup=False)
@@ -258,7 +286,8 @@ def _train_and_evaluate(config, workdir: str, *, devices, interrupt_at_step, con
   try:
     with progress:
       bar = progress.add_task("training", total=rt.total_steps, completed=start_step)
-      for step in range(start_step, rt.total_steps):
+      # a run that stopped early and is launched again trains no further
+      for step in range(start_step, start_step if t.state.stopped_early else rt.total_steps):
         dstate, metrics = par.train_step(dstate, par.put_batch(next(t.data_iter)))
         sums = step_lib.accumulate(sums, metrics)
         progress.advance(bar)
@@ -274,8 +303,11 @@ def _train_and_evaluate(config, workdir: str, *, devices, interrupt_at_step, con
           if epoch % config.train.log_every_epochs == 0 or epoch == t.epochs:
             progress.console.print(desc + f" lr {lr:.2e}")
           t.state.train_time_s = time_before + time.time() - t_start
-          if epoch % config.checkpoint.every_epochs == 0 or epoch == t.epochs:
+          if epoch % config.checkpoint.every_epochs == 0 or epoch == t.epochs or t.state.stopped_early:
             t.save(dstate, done)
+          if t.state.stopped_early:
+            progress.console.print(early_stop_line(t.state.stopped_early))
+            break
         if interrupt_at_step is not None and done == interrupt_at_step:
           return None
         if t.signal is not None:

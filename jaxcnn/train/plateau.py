@@ -38,7 +38,8 @@ class Plateau:
 
   @property
   def scale(self) -> float:
-    return self.lr / self.base_lr
+    """The factor on the schedule's learning rate (1 for a base rate of 0, which never moves)."""
+    return self.lr / self.base_lr if self.base_lr else 1.0
 
   def state_dict(self) -> dict:
     return {"lr": self.lr, "best": self.best, "wait": self.wait}

@@ -35,7 +35,7 @@ def predict_checkpoint(config, workdir: str, texts) -> dict:
   names = list(ds.class_names)
   rows = [{"text": t, "predicted": names[int(p.argmax())],
            "probabilities": {n: float(q) for n, q in zip(names, p)}} for t, p in zip(texts, probs)]
-  return {"step": step, "predictions": rows}
+  return {"step": step, "predictions": rows, "checkpoint": rt.restored}
 
 
 def predict_images(config, workdir: str, input_dir: str, mask_dir: str | None = None,
@@ -98,7 +98,7 @@ def predict_images(config, workdir: str, input_dir: str, mask_dir: str | None = 
     row["overlay"] = segment.save_png(segment.overlay(rgb, prob >= float(p.threshold), gt),
                                       os.path.join(output_dir, f"{name}_overlay.png"))
     rows.append(row)
-  out = {"step": step, "output_dir": output_dir, "images": rows,
+  out = {"step": step, "checkpoint": rt.restored, "output_dir": output_dir, "images": rows,
          "overall": None if total is None else task.summarize(total)}
   with open(os.path.join(output_dir, "metrics.json"), "w") as f:
     json.dump(out, f, indent=1)
@@ -157,7 +157,7 @@ def predict_instances(config, workdir: str, input_dir: str, output_dir: str | No
                               os.path.join(output_dir, f"{name}_detections.png"))
     rows.append({"image": path, "height": h, "width": w, "detections": len(shown),
                  "classes": sorted(names[c] for c in classes), "overlay": png})
-  out = {"step": step, "output_dir": output_dir, "images": rows, "score_threshold": thr,
+  out = {"step": step, "checkpoint": rt.restored, "output_dir": output_dir, "images": rows, "score_threshold": thr,
          "seconds_per_image": (time.time() - t0) / len(images)}
   with open(os.path.join(output_dir, "detections.json"), "w") as f:
     json.dump(results, f)
@@ -168,7 +168,7 @@ def predict_instances(config, workdir: str, input_dir: str, output_dir: str | No
 
 def show_images(out: dict, workdir: str, console) -> None:
   """Prints what `predict_images` did: per image its size (and scores against a mask), then all pixels."""
-  console.print(f"Checkpoint step {out['step']} in {workdir}: {len(out['images'])} image(s) -> "
+  console.print(f"{out['checkpoint'][0].upper() + out['checkpoint'][1:]}: {len(out['images'])} image(s) -> "
                 f"{out['output_dir']}")
   for r in out["images"]:
     scores = (f"  F1 {r['f1']:.4f}  IoU {r['iou']:.4f}  relaxed breakeven {r['relaxed_breakeven']:.4f}"
@@ -184,7 +184,7 @@ def show_images(out: dict, workdir: str, console) -> None:
 
 def show_instances(out: dict, workdir: str, console) -> None:
   """Prints what `predict_instances` did: per image what was found."""
-  console.print(f"Checkpoint step {out['step']} in {workdir}: {len(out['images'])} image(s) -> "
+  console.print(f"{out['checkpoint'][0].upper() + out['checkpoint'][1:]}: {len(out['images'])} image(s) -> "
                 f"{out['output_dir']} (score >= {out['score_threshold']})")
   for r in out["images"]:
     counts = {c: r["classes"].count(c) for c in sorted(set(r["classes"]))}

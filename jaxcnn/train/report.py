@@ -103,8 +103,9 @@ def plot_curves(history: list[dict], path: str) -> str | None:
   axes[1].plot([h["epoch"] for h in ev], [h["test/error"] for h in ev], label="test")
   axes[1].set(title="error rate", xlabel="epoch", ylim=(0, None))
   axes[1].legend()
-  axes[2].plot(epochs, [h["lr"] for h in history if "train/loss" in h])
-  axes[2].set(title="learning rate", xlabel="epoch", yscale="log")
+  lrs = [h["lr"] for h in history if "train/loss" in h]
+  axes[2].plot(epochs, lrs)
+  axes[2].set(title="learning rate", xlabel="epoch", yscale="log" if min(lrs, default=1) > 0 else "linear")
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)

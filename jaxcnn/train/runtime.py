@@ -106,6 +106,7 @@ class Runtime:
     # The fresh state (`self.state`, initialised and loaded with `config.model.pretrained`) is made only
     # when a run needs it: `--mode=eval` / `predict` and a resumed run never do.
     self._state, self.pretrained = None, None
+    self.restored = None  # which checkpoint restore_latest read, in words
     self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep)
     self._eval_cache: dict[str, list] = {}
     self._predict_fn = None
@@ -144,26 +145,47 @@ class Runtime:
     return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), self.abstract_state)
 
   def restore_latest(self, mode: str):
-    """`(step, state)` of the newest checkpoint, for `--mode=<mode>`; a clear error when there is none."""
+    """`(step, state)` of the checkpoint `--mode=<mode>` uses, with a clear error when there is none:
+    training resumes from the newest; the inference modes take `config.checkpoint.restore` ("auto": the
+    best checkpoint when the run kept one, else the newest; "best", "latest" or a step number).
+    `self.restored` says which, in words."""
+    which = str(self.config.checkpoint.get("restore", "auto")) if self.inference else "latest"
     step = self.ckpt.latest_step()
     no_checkpoint = (f"No checkpoint in {self.ckpt.directory}. Train first (same command without "
                      f"--mode={mode}) or point --workdir at a trained run.")
-    if step is None:
+    best = self.ckpt.best_step() if which in ("auto", "best") else None
+    if which == "best" and best is None:
+      raise FileNotFoundError(f"--checkpoint=best: no best checkpoint in {self.ckpt.best_directory} (the run "
+                              "kept none: config.report.select_by is 'final', or config.checkpoint.keep_best "
+                              "was off); use --checkpoint=latest")
+    if step is None and best is None:
       raise FileNotFoundError(no_checkpoint)
+    template = self.state_template()
+    weights_template = {"params": template.params, "batch_stats": template.batch_stats}
     try:
+      if best is not None:
+        step, weights, loop = self.ckpt.restore_best_weights(weights_template)
+        sel = loop.get("selected", {})
+        self.restored = (f"the best checkpoint (step {step}, epoch {sel.get('epoch')}: "
+                         f"{sel.get('select_by')} {sel.get('value', float('nan')):.4g}) in {self.ckpt.best_directory}")
+        return step, template.replace(step=np.asarray(step, np.int32), **weights)
+      if which.isdigit() and int(which) not in self.ckpt.manager.all_steps():
+        raise FileNotFoundError(f"--checkpoint={which}: no checkpoint of that step in {self.ckpt.directory} "
+                                f"(it has steps {sorted(self.ckpt.manager.all_steps())}; the newest "
+                                f"config.checkpoint.keep are kept)")
+      at = int(which) if which.isdigit() else None
       if self.inference:  # the weights alone, into a state without an optimizer state
-        template = self.state_template()
-        step, weights, _ = self.ckpt.restore_weights({"params": template.params,
-                                                      "batch_stats": template.batch_stats})
+        step, weights, _ = self.ckpt.restore_weights(weights_template, step=at)
         state = None if step is None else template.replace(step=np.asarray(step, np.int32), **weights)
       else:
-        step, state, _ = self.ckpt.restore(self.state_template(), None)
+        step, state, _ = self.ckpt.restore(template, None)
     except CheckpointFormatError:
       raise
     except (ValueError, KeyError, TypeError) as e:
       raise registry.ConfigError(self.mismatch_message(self.ckpt.latest_step(), mode, e)) from None
     if step is None:
       raise FileNotFoundError(no_checkpoint)
+    self.restored = f"the {'latest ' if at is None else ''}checkpoint (step {step}) in {self.ckpt.directory}"
     return step, state
 
   def mismatch_message(self, step: int, mode: str, err: Exception) -> str:
