@@ -161,7 +161,7 @@ class _Trainer:
     host = jax.device_get(sums)
     check_finite(host, self.spe, rt.ckpt)
     train = self.task.summarize(host)
-    lr = float(rt.schedule(done - 1)) * (plateau.scale if plateau else 1.0)
+    lr = float(rt.schedule((done - 1) // rt.accumulate)) * (plateau.scale if plateau else 1.0)
     record = {"epoch": epoch, "lr": lr, "grad_norm": float(host["grad_norm"]) / self.spe,
               **{f"train/{k}": v for k, v in train.items()}}
     if plateau:
@@ -236,6 +236,8 @@ def _header(rt: Runtime, console, workdir: str, params) -> None:
                 f"global batch {rt.batch_size}" +
                 (f" (in {rt.rows_per_step} rows over {par.num_devices} devices, "
                  f"{rt.rows_per_step - rt.batch_size} masked)" if rt.rows_per_step != rt.batch_size else "") +
+                (f" x {rt.accumulate} accumulated (an update every {rt.accumulate} steps, of "
+                 f"{rt.accumulate * rt.batch_size} examples)" if rt.accumulate > 1 else "") +
                 f", {rt.steps_per_epoch} steps/epoch, {int(config.train.epochs)} epochs, workdir {workdir}")
   if xla_setup.cpu_kernels() and policy.current().describe():
     console.print(policy.current().describe(), markup=False)

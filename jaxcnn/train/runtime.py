@@ -42,6 +42,7 @@ class Steps:
   tx: Any
   par: Parallel
   abstract_state: Any      # the train state's shapes and dtypes (traced; nothing initialised)
+  accumulate: int = 1      # micro-batches (train steps) per optimizer update (config.train.accumulate_steps)
 
 
 def model_error(config, e: Exception) -> registry.ConfigError:
@@ -59,11 +60,21 @@ def build_steps(config, model, init_model, task, num_train: int, example: dict, 
   steps_per_epoch = pipeline.steps_per_epoch(num_train, batch_size)
   total_steps = int(config.train.epochs) * steps_per_epoch
   frozen = frozen_names(config)
+  k = int(config.train.get("accumulate_steps", 1))
+  if k < 1 or steps_per_epoch % k:
+    raise registry.ConfigError(
+        f"config.train.accumulate_steps={k} must be >= 1 and divide the {steps_per_epoch} steps of an epoch "
+        f"(batch {batch_size} of {num_train} examples), so that every epoch ends with an update; divisors: "
+        + ", ".join(str(d) for d in range(1, steps_per_epoch + 1) if steps_per_epoch % d == 0)[:200])
   if inference:
     schedule, tx = None, optax.identity()
   else:
-    schedule = make_schedule(config.schedule, config.optimizer.learning_rate, total_steps, steps_per_epoch)
+    # the schedule counts optimizer updates: one per `k` micro-batches
+    schedule = make_schedule(config.schedule, config.optimizer.learning_rate, total_steps // k,
+                             steps_per_epoch // k)
     tx = freeze(make_optimizer(config.optimizer, schedule), frozen)
+    if k > 1:  # the mean gradient of k micro-batches, applied every k-th step (optax.MultiSteps)
+      tx = optax.MultiSteps(tx, every_k_schedule=k).gradient_transformation()
   par = Parallel(
       config.parallel,
       functools.partial(step_lib.train_step, model=model, task=task, tx=tx, frozen=frozen),
@@ -82,7 +93,7 @@ def build_steps(config, model, init_model, task, num_train: int, example: dict, 
   check_frozen(frozen, abstract_state.params)
   return Steps(batch_size=batch_size, rows_per_step=rows_per_step, eval_batch_size=eval_batch_size,
                steps_per_epoch=steps_per_epoch, total_steps=total_steps, schedule=schedule, frozen=frozen,
-               tx=tx, par=par, abstract_state=abstract_state)
+               tx=tx, par=par, abstract_state=abstract_state, accumulate=k)
 
 
 class Runtime:
@@ -102,6 +113,7 @@ class Runtime:
     self.batch_size, self.rows_per_step, self.eval_batch_size = s.batch_size, s.rows_per_step, s.eval_batch_size
     self.steps_per_epoch, self.total_steps, self.schedule = s.steps_per_epoch, s.total_steps, s.schedule
     self.frozen, self.tx, self.par, self.abstract_state = s.frozen, s.tx, s.par, s.abstract_state
+    self.accumulate = s.accumulate
     self.proc = dict(process_index=jax.process_index(), process_count=jax.process_count())
     # The fresh state (`self.state`, initialised and loaded with `config.model.pretrained`) is made only
     # when a run needs it: `--mode=eval` / `predict` and a resumed run never do.
