@@ -321,7 +321,12 @@ def _eval(config, workdir, console) -> None:
   kernels = xla_setup.cpu_kernels()
   console.print(out["weights"] + (f", {out['data']}" if out["data"] else "")
                 + (f" ({kernels} convolutions)" if kernels else "") + ":", markup=False)
+  per_class: dict[str, list[str]] = {}
   for k, v in out.items():
+    if "/AP-" in k:  # per-class AP (detection): one line per split and type, below
+      head, name = k.split("/AP-", 1)
+      per_class.setdefault(head, []).append(f"{name} {'n/a' if v < 0 else f'{v:.3f}'}")
+      continue
     if "/" not in k:
       continue
     if k.endswith("confusion"):
@@ -335,6 +340,8 @@ def _eval(config, workdir, console) -> None:
         console.print(f"    {name[:w - 1]:<{w}}" + "".join(f"{c:>{w}d}" for c in row))
     else:
       console.print(f"  {k}: {v:.4f}")
+  for head, cells in per_class.items():
+    console.print(f"  {head} AP per class: " + "  ".join(cells), markup=False)
   if out.get("paper_error") is not None:
     top5 = out.get("paper_top5_error")
     console.print(f"  published: {out['paper']} (error {_pct(out['paper_error'])}"

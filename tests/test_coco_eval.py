@@ -56,7 +56,8 @@ def test_model_style_detections_with_pasted_masks(scenes):
                  * np.array([1, 0, 1, 0], np.float32))
   worse = coco.evaluate(gt, coco.results([s["image_id"] for s in scenes], shifted, SIZE, SIZE))
   assert worse["bbox/AP"] < 0.5 and worse["segm/AP"] < m["segm/AP"]
-  assert coco.evaluate(gt, []) == {f"{k}/{n}": 0.0 for k in ("bbox", "segm") for n in coco.STAT_NAMES}
+  assert coco.evaluate(gt, []) == {f"{k}/{n}": 0.0 for k in ("bbox", "segm")
+                                   for n in (*coco.STAT_NAMES, *(f"AP-{c}" for c in S.CLASSES))}
 
 
 def test_paste_masks_puts_each_mask_in_its_box():
@@ -69,3 +70,40 @@ def test_paste_masks_puts_each_mask_in_its_box():
   want[:, 20:] = False  # the left half of the mask: the left half of the box
   np.testing.assert_array_equal(out[1], want)
   assert not out[2].any()
+
+
+def test_per_class_ap_is_each_category_evaluated_alone(scenes):
+  """`<type>/AP-<class>` (the detection report's and --mode=eval's per-class AP) equals pycocotools'
+  AP of a COCOeval restricted to that category, and their mean is the overall AP."""
+  import contextlib
+  import io
+
+  from pycocotools.coco import COCO
+  from pycocotools.cocoeval import COCOeval
+  gt = coco.ground_truth(scenes, ["background", *S.CLASSES])
+  rng = np.random.default_rng(3)
+  res = []
+  for a in gt["annotations"]:  # ground-truth boxes moved by up to a quarter of their size, random scores
+    x, y, w, h = a["bbox"]
+    jitter = rng.uniform(-0.25, 0.25, 2) * (w, h)
+    res.append({"image_id": a["image_id"], "category_id": a["category_id"], "score": float(rng.uniform()),
+                "bbox": [x + jitter[0], y + jitter[1], w, h]})
+  m = coco.evaluate(gt, res, iou_types=("bbox",))
+  names = {c["id"]: c["name"] for c in gt["categories"]}
+  alone = {}
+  with contextlib.redirect_stdout(io.StringIO()):
+    cg = COCO()
+    cg.dataset = gt
+    cg.createIndex()
+    for cat, name in names.items():
+      ev = COCOeval(cg, cg.loadRes([dict(r) for r in res]), "bbox")
+      ev.params.catIds = [cat]
+      ev.evaluate()
+      ev.accumulate()
+      ev.summarize()
+      alone[name] = ev.stats[0]
+  assert {k for k in m if "/AP-" in k} == {f"bbox/AP-{n}" for n in names.values()}
+  for name, ap in alone.items():
+    assert m[f"bbox/AP-{name}"] == pytest.approx(ap, abs=1e-9), name
+  assert 0.05 < min(alone.values()) and max(alone.values()) < 0.95  # the jitter makes them differ
+  assert np.mean(list(alone.values())) == pytest.approx(m["bbox/AP"], abs=1e-9)

@@ -151,3 +151,14 @@ def test_a_short_run_learns_to_segment_the_held_out_nuclei(tmp_path):
   print({k: round(v, 3) for k, v in final.items() if k in ("val/segm/AP", "val/segm/AP50", "val/bbox/AP50")})
   assert final["epoch"] == 8
   assert final["val/segm/AP"] >= 0.35 and final["val/segm/AP50"] >= 0.6 and final["val/bbox/AP50"] >= 0.6, final
+  # per-class AP (one class here: the overall AP) in the metrics, the report and --mode=eval
+  assert final["val/segm/AP-nucleus"] == pytest.approx(final["val/segm/AP"], abs=1e-9)
+  assert final["val/bbox/AP-nucleus"] == pytest.approx(final["val/bbox/AP"], abs=1e-9)
+  report = (run / "report.md").read_text()
+  assert f"| nucleus | {100 * final['val/segm/AP']:.1f} | {100 * final['val/bbox/AP']:.1f} |" in report
+  ev = launch("--config=experiments/mask_rcnn.py:nuclei", f"--config.dataset.manual_dir={bowl}",
+              f"--config.dataset.data_dir={tmp_path / 'tfds'}", "--config.dataset.crop=64",
+              "--config.dataset.crops_per_epoch=64", "--mode=eval", f"--workdir={run}",
+              *([f"--config.seed={seed}"] if seed else []))
+  assert ev.returncode == 0, ev.stderr[-3000:]
+  assert f"val/segm AP per class: nucleus {final['val/segm/AP']:.3f}" in ev.stdout, ev.stdout

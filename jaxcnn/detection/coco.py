@@ -144,9 +144,25 @@ def results(image_ids, detections: dict, height: int, width: int) -> list[dict]:
   return out
 
 
+def per_class_ap(ev, categories: list[dict]) -> dict[str, float]:
+  """Each category's AP (IoU .50:.95, all areas, 100 detections) from an accumulated COCOeval: the mean of
+  its precision array `eval["precision"][T, R, K, A, M]` over thresholds and recall points, as
+  COCOeval's own AP averages it over categories too (Detectron2's per-category table). -1 for a category
+  without ground truth. Keys `AP-<name>`."""
+  names = {c["id"]: c["name"] for c in categories}
+  precision = ev.eval["precision"]
+  out = {}
+  for k, cat in enumerate(ev.params.catIds):
+    p = precision[:, :, k, 0, -1]
+    p = p[p > -1]
+    out[f"AP-{names.get(cat, cat)}"] = float(np.mean(p)) if p.size else -1.0
+  return out
+
+
 def evaluate(gt: dict, res: list[dict], iou_types=("bbox", "segm")) -> dict[str, float]:
   """pycocotools' COCOeval: `{"<type>/AP", "/AP50", "/AP75", "/APs", "/APm", "/APl"}` as fractions
-  (-1 where a size has no ground truth). Empty results give 0."""
+  (-1 where a size has no ground truth), and `"<type>/AP-<class name>"` for every category
+  (`per_class_ap`). Empty results give 0."""
   from pycocotools.coco import COCO
   from pycocotools.cocoeval import COCOeval
   out = {}
@@ -157,6 +173,7 @@ def evaluate(gt: dict, res: list[dict], iou_types=("bbox", "segm")) -> dict[str,
     for kind in iou_types:
       if not res:
         out.update({f"{kind}/{n}": 0.0 for n in STAT_NAMES})
+        out.update({f"{kind}/AP-{c['name']}": 0.0 for c in gt.get("categories", [])})
         continue
       coco_dt = coco_gt.loadRes([dict(r) for r in res])
       ev = COCOeval(coco_gt, coco_dt, kind)
@@ -164,4 +181,5 @@ def evaluate(gt: dict, res: list[dict], iou_types=("bbox", "segm")) -> dict[str,
       ev.accumulate()
       ev.summarize()
       out.update({f"{kind}/{n}": float(v) for n, v in zip(STAT_NAMES, ev.stats[:6])})
+      out.update({f"{kind}/{k}": v for k, v in per_class_ap(ev, gt.get("categories", [])).items()})
   return out

@@ -164,6 +164,17 @@ def coco_lines(final: dict, splits: list[str]) -> list[str]:
   return lines
 
 
+def per_class_lines(record: dict, split: str) -> list[str]:
+  """A markdown table of each class's segm and bbox AP (in %) on `split`, from `<split>/<type>/AP-<class>`."""
+  names = [k.split("/AP-", 1)[1] for k in record if k.startswith(f"{split}/segm/AP-")]
+  if not names:
+    return []
+  cell = lambda v: "n/a" if v is None or v < 0 else f"{100 * v:.1f}"  # noqa: E731
+  return ["| class | segm AP | bbox AP |", "|---|---|---|",
+          *[f"| {n} | {cell(record.get(f'{split}/segm/AP-{n}'))} | {cell(record.get(f'{split}/bbox/AP-{n}'))} |"
+            for n in names]]
+
+
 def plot_instance_curves(history: list[dict], path: str, split: str, metrics) -> str | None:
   from jaxcnn.plotting import pyplot
   plt = pyplot()
@@ -196,8 +207,12 @@ def write_instance_report(workdir: str, config, result: dict, history: list[dict
       *_image_run_header(config, result),
       f"COCO AP (pycocotools, IoU .50:.95, in %) at the final epoch ({final.get('epoch')}); masks pasted "
       f"into their boxes ({getattr(task, 'mask_paste', 'box')} method) and binarised at {task.mask_threshold}:", "",
-      *coco_lines(final, splits), "",
-      f"Published: {config.report.paper}", ""]
+      *coco_lines(final, splits), ""]
+  per_class = per_class_lines(final, splits[0])
+  if per_class:
+    lines += [f"Per class on {splits[0]} (COCOeval's precision array averaged over IoU .50:.95 and recall, "
+              "all areas, 100 detections; n/a: no ground truth of the class):", "", *per_class, ""]
+  lines += [f"Published: {config.report.paper}", ""]
   png = plot_instance_curves(history, os.path.join(workdir, "curves.png"), splits[0], task.curve_metrics)
   if png:
     lines += ["![training curves](curves.png)", ""]
