@@ -72,7 +72,8 @@ def define_flags(default_config: str) -> None:
   flags.DEFINE_string("output", None, "--mode=export: the file to write (default: "
                       "workdir/export/<model>.stablehlo or .onnx); its description goes beside it as FILE.json.")
   flags.DEFINE_string("checkpoint", None, "--mode=eval/predict/cam/export: which checkpoint: best (the epoch "
-                      "config.report.select_by picks, kept beside the latest), latest, or a step number. "
+                      "config.report.select_by picks, kept beside the latest), latest, ema (the latest "
+                      "checkpoint's moving average of the weights, config.train.ema_decay) or a step number. "
                       "Default: best when the run kept one, else latest; the output says which.")
   flags.DEFINE_bool("summary", False, "Print the model's per-layer table (output shape, parameters, "
                     "MACs, receptive field) on the data set's input shape, and exit.")

@@ -38,13 +38,14 @@ def base_config(experiment: str, *, model: dict, dataset: dict, task: dict | Non
                                                weight_decay=0.0, momentum=0.0))
   c.schedule = ml_collections.ConfigDict(dict(name="cosine"))
   # early_stopping_patience: epochs without an improvement of report.select_by that end the run (0: off);
-  # accumulate_steps: micro-batches of batch_size per optimizer update (the mean of their gradients)
+  # accumulate_steps: micro-batches of batch_size per optimizer update (the mean of their gradients);
+  # ema_decay: a moving average of the weights, updated every step (0: off), evaluated beside them
   c.train = ml_collections.ConfigDict(dict(epochs=1, batch_size=32, eval_batch_size=256, eval_every_epochs=1,
                                            eval_on_improvement=False, log_every_epochs=1, num_threads=0,
-                                           early_stopping_patience=0, accumulate_steps=1))
+                                           early_stopping_patience=0, accumulate_steps=1, ema_decay=0.0))
   # keep_best: also keep the weights of the epoch report.select_by picks (workdir/checkpoints_best), which
   # --mode=eval/predict/cam/export use by default; restore: which checkpoint they use ("auto": the best
-  # when there is one, else the latest; "best", "latest" or a step; the command line's --checkpoint)
+  # when there is one, else the latest; "best", "latest", "ema" or a step; the command line's --checkpoint)
   c.checkpoint = ml_collections.ConfigDict(dict(every_epochs=1, keep=2, keep_best=True, restore="auto"))
   c.report = ml_collections.ConfigDict(dict(select_by="final", paper="", paper_error=config_dict.placeholder(float),
                                             note=""))

@@ -58,9 +58,14 @@ def check_config(config) -> None:
   if config.checkpoint.every_epochs < 1 or config.checkpoint.keep < 1:
     raise registry.ConfigError("config.checkpoint.every_epochs and config.checkpoint.keep must be >= 1")
   restore = str(config.checkpoint.get("restore", "auto"))
-  if restore not in ("auto", "best", "latest") and not restore.isdigit():
-    raise registry.ConfigError(f"--checkpoint={restore}: use best, latest or a step number (default: the best "
-                               "checkpoint when the run kept one, else the latest)")
+  if restore not in ("auto", "best", "latest", "ema") and not restore.isdigit():
+    raise registry.ConfigError(f"--checkpoint={restore}: use best, latest, ema (the latest checkpoint's moving "
+                               "average of the weights) or a step number (default: the best checkpoint when "
+                               "the run kept one, else the latest)")
+  decay = float(config.train.get("ema_decay", 0.0))
+  if not 0.0 <= decay < 1.0:
+    raise registry.ConfigError(f"config.train.ema_decay={decay} must be in [0, 1) (0: no moving average; "
+                               "timm and torchvision use 0.9998-0.99998 per step)")
   patience = config.train.get("early_stopping_patience", 0)
   if patience < 0:
     raise registry.ConfigError(f"config.train.early_stopping_patience={patience} must be >= 0 (0: off)")

@@ -185,8 +185,10 @@ class _Trainer:
           self.selected_state = self.par.get_state(dstate)  # host copy; predicted at the next save
         if self.keep_best:
           host = self.selected_state or self.par.get_state(dstate)
-          self.best_pending = (done, {"params": host.params, "batch_stats": host.batch_stats},
-                               {"epoch": epoch, "select_by": key, "value": float(record[key])})
+          ema = key.startswith("ema_") and host.ema is not None  # an EMA metric selects the average
+          weights = host.ema if ema else {"params": host.params, "batch_stats": host.batch_stats}
+          self.best_pending = (done, weights, {"epoch": epoch, "select_by": key, "value": float(record[key]),
+                                               "weights": "ema" if ema else "raw"})
     patience = int(config.train.get("early_stopping_patience", 0))
     chosen = self.state.selected.get("epoch")
     if patience and chosen is not None and epoch - chosen >= patience and epoch < self.epochs:

@@ -21,7 +21,8 @@ from jaxcnn.train.components import build_components, config_kwargs, global_batc
 from jaxcnn.train.optimizer import make_optimizer, make_schedule
 from jaxcnn.train.parallel import Parallel
 from jaxcnn.train.start import check_frozen, freeze, frozen_names, load_pretrained
-from jaxcnn.train.state import create_train_state
+from jaxcnn.train.start import ema_on
+from jaxcnn.train.state import create_train_state, ema_weights
 
 # The largest eval split (preprocessed inputs, bytes) that stays on the devices between evaluations.
 EVAL_CACHE_BYTES = 1 << 30
@@ -77,7 +78,8 @@ def build_steps(config, model, init_model, task, num_train: int, example: dict, 
       tx = optax.MultiSteps(tx, every_k_schedule=k).gradient_transformation()
   par = Parallel(
       config.parallel,
-      functools.partial(step_lib.train_step, model=model, task=task, tx=tx, frozen=frozen),
+      functools.partial(step_lib.train_step, model=model, task=task, tx=tx, frozen=frozen,
+                        ema_decay=float(config.train.get("ema_decay", 0.0))),
       functools.partial(step_lib.eval_step, model=init_model, task=task),
       devices)
   # A batch that does not divide over the devices (the paper's 5 on 8) runs in rows rounded up to
@@ -87,7 +89,8 @@ def build_steps(config, model, init_model, task, num_train: int, example: dict, 
   # The train state's shapes and dtypes, traced (nothing initialised or compiled): what a checkpoint is
   # restored into, and what the steps are compiled for.
   try:
-    abstract_state = jax.eval_shape(lambda: create_train_state(init_model, tx, example, config.seed))
+    abstract_state = jax.eval_shape(lambda: create_train_state(init_model, tx, example, config.seed,
+                                                               ema=ema_on(config)))
   except ValueError as e:  # the model's own check of its arguments (e.g. filters vs kernel_sizes)
     raise model_error(config, e) from None
   check_frozen(frozen, abstract_state.params)
@@ -139,7 +142,7 @@ class Runtime:
     if self._state is None:
       def create():
         return self._build(lambda: create_train_state(self.c.init_model, self.tx, self.c.dataset.example(),
-                                                      self.config.seed))
+                                                      self.config.seed, ema=ema_on(self.config)))
       if self.config.model.get("pretrained"):
         self._state, self.pretrained = load_pretrained(self.abstract_state, self.c.init_model, self.config,
                                                        self.tx, create)
@@ -174,21 +177,30 @@ class Runtime:
       raise FileNotFoundError(no_checkpoint)
     template = self.state_template()
     weights_template = {"params": template.params, "batch_stats": template.batch_stats}
+    if which == "ema" and template.ema is None:
+      raise registry.ConfigError("--checkpoint=ema: this config keeps no moving average of the weights "
+                                 "(config.train.ema_decay is 0); pass the training run's --config.train.ema_decay")
     try:
       if best is not None:
         step, weights, loop = self.ckpt.restore_best_weights(weights_template)
         sel = loop.get("selected", {})
         self.restored = (f"the best checkpoint (step {step}, epoch {sel.get('epoch')}: "
-                         f"{sel.get('select_by')} {sel.get('value', float('nan')):.4g}) in {self.ckpt.best_directory}")
-        return step, template.replace(step=np.asarray(step, np.int32), **weights)
+                         f"{sel.get('select_by')} {sel.get('value', float('nan')):.4g}"
+                         + (", the moving average of the weights" if sel.get("weights") == "ema" else "")
+                         + f") in {self.ckpt.best_directory}")
+        return step, template.replace(step=np.asarray(step, np.int32), ema=None, **weights)
       if which.isdigit() and int(which) not in self.ckpt.manager.all_steps():
         raise FileNotFoundError(f"--checkpoint={which}: no checkpoint of that step in {self.ckpt.directory} "
                                 f"(it has steps {sorted(self.ckpt.manager.all_steps())}; the newest "
                                 f"config.checkpoint.keep are kept)")
       at = int(which) if which.isdigit() else None
-      if self.inference:  # the weights alone, into a state without an optimizer state
+      if self.inference:  # the weights alone (and their moving average), without an optimizer state
+        if template.ema is not None:
+          weights_template["ema"] = template.ema
         step, weights, _ = self.ckpt.restore_weights(weights_template, step=at)
         state = None if step is None else template.replace(step=np.asarray(step, np.int32), **weights)
+        if state is not None and which == "ema":  # the moving average as the weights
+          state = ema_weights(state).replace(ema=None)
       else:
         step, state, _ = self.ckpt.restore(template, None)
     except CheckpointFormatError:
@@ -197,7 +209,8 @@ class Runtime:
       raise registry.ConfigError(self.mismatch_message(self.ckpt.latest_step(), mode, e)) from None
     if step is None:
       raise FileNotFoundError(no_checkpoint)
-    self.restored = f"the {'latest ' if at is None else ''}checkpoint (step {step}) in {self.ckpt.directory}"
+    self.restored = (("the moving average of the weights of the latest checkpoint" if which == "ema" else
+                      f"the {'latest ' if at is None else ''}checkpoint") + f" (step {step}) in {self.ckpt.directory}")
     return step, state
 
   def mismatch_message(self, step: int, mode: str, err: Exception) -> str:
@@ -250,7 +263,16 @@ class Runtime:
 
     A split whose preprocessed inputs fit in `EVAL_CACHE_BYTES` is put on the devices once and kept
     there (training evaluates it every epoch); a larger one (ImageNet's 50,000 validation images are
-    30 GB as float32) is streamed, its images decoded in `config.train.num_threads` threads."""
+    30 GB as float32) is streamed, its images decoded in `config.train.num_threads` threads.
+
+    A state with a moving average of its weights (`config.train.ema_decay`) is evaluated with both: the
+    average's metrics are `ema_<split>/<metric>` (`config.report.select_by` may name them)."""
+    out = self._evaluate(dstate, write, progress)
+    if dstate.ema is not None:
+      out.update({f"ema_{k}": v for k, v in self._evaluate(ema_weights(dstate), False, progress).items()})
+    return out
+
+  def _evaluate(self, dstate, write: bool, progress) -> dict[str, float]:
     out = {}
     ds = self.c.dataset
     for split, source in ds.evals.items():

@@ -122,4 +122,8 @@ def load_pretrained(abstract, model, config, tx, create):
             f"BatchNorm eps 0 (overwrite_eps), this model with {model.bn_eps:g}: add --config.model.bn_eps=0 "
             "to evaluate that file as torchvision does")
   info["message"] = msg
-  return train_state(params, batch_stats, tx, config.seed), info
+  return train_state(params, batch_stats, tx, config.seed, ema=ema_on(config)), info
+
+
+def ema_on(config) -> bool:
+  return float(config.train.get("ema_decay", 0.0)) > 0

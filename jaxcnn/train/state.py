@@ -19,6 +19,9 @@ class TrainState:
   opt_state: Any
   rng: jax.Array           # raw uint32 PRNG key; per-step keys are fold_in(rng, step)
   lr_scale: jax.Array      # float32 scalar multiplying the optimizer's updates (plateau schedule)
+  # An exponential moving average of `params` and `batch_stats` (`config.train.ema_decay` > 0), as
+  # {"params", "batch_stats"}; None (no leaves: a checkpoint without it) when off.
+  ema: Any = None
 
 
 def jit_init(model, rngs, *args, **kwargs):
@@ -42,16 +45,24 @@ def _rngs(seed: int):
   return jax.random.split(jax.random.PRNGKey(seed))
 
 
-def train_state(params, batch_stats, optimizer, seed: int) -> TrainState:
-  """The train state at step 0 of `params` and `batch_stats` (a fresh optimizer state)."""
+def train_state(params, batch_stats, optimizer, seed: int, ema: bool = False) -> TrainState:
+  """The train state at step 0 of `params` and `batch_stats` (a fresh optimizer state; with `ema`, their
+  moving average starting at them)."""
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                     opt_state=optimizer.init(params), rng=_rngs(seed)[1],
-                    lr_scale=jnp.ones((), jnp.float32))
+                    lr_scale=jnp.ones((), jnp.float32),
+                    ema=({"params": jax.tree.map(jnp.array, params), "batch_stats": jax.tree.map(jnp.array, batch_stats)}
+                         if ema else None))
 
 
-def create_train_state(model, optimizer, example, seed: int) -> TrainState:
+def create_train_state(model, optimizer, example, seed: int, ema: bool = False) -> TrainState:
   params, batch_stats = init_model(model, example, _rngs(seed)[0])
-  return train_state(params, batch_stats, optimizer, seed)
+  return train_state(params, batch_stats, optimizer, seed, ema)
+
+
+def ema_weights(state: TrainState) -> TrainState:
+  """`state` with its moving average as the weights (what the EMA evaluations and --checkpoint=ema use)."""
+  return state.replace(params=state.ema["params"], batch_stats=state.ema["batch_stats"])
 
 
 def num_params(params) -> int:

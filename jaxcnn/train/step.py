@@ -44,9 +44,11 @@ def model_mask(batch):
 
 
 def train_step(state: TrainState, batch, *, model, task, tx: optax.GradientTransformation,
-               axis_name: str = "data", frozen: tuple[str, ...] = ()):
+               axis_name: str = "data", frozen: tuple[str, ...] = (), ema_decay: float = 0.0):
   """One optimizer step on the global batch: `(state, batch) -> (state, metric sums)`. The parameters
-  and BatchNorm statistics in `frozen` (`jaxcnn.train.start.is_frozen`) stay as they are."""
+  and BatchNorm statistics in `frozen` (`jaxcnn.train.start.is_frozen`) stay as they are. With
+  `ema_decay` (and `state.ema`), their moving average follows: `ema = d * ema + (1 - d) * new`, BatchNorm
+  statistics included (as timm's ModelEmaV3 and torchvision's ExponentialMovingAverage keep them)."""
   weights = batch["mask"].astype(jnp.float32)
   count = jnp.maximum(jax.lax.psum(jnp.sum(weights), axis_name), 1.0)
   rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), jax.lax.axis_index(axis_name))
@@ -87,8 +89,12 @@ def train_step(state: TrainState, batch, *, model, task, tx: optax.GradientTrans
     batch_stats = traverse_util.unflatten_dict(
         {p: before[p] if is_frozen(p, frozen) else v
          for p, v in traverse_util.flatten_dict(batch_stats, sep="/").items()}, sep="/")
+  ema = state.ema
+  if ema is not None and ema_decay:
+    ema = jax.tree.map(lambda e, v: (ema_decay * e + (1 - ema_decay) * v).astype(e.dtype), ema,
+                       {"params": params, "batch_stats": batch_stats})
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                            batch_stats=batch_stats)
+                            batch_stats=batch_stats, ema=ema)
   return new_state, metrics
 
 
