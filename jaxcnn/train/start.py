@@ -126,4 +126,6 @@ def load_pretrained(abstract, model, config, tx, create):
 
 
 def ema_on(config) -> bool:
-  return float(config.train.get("ema_decay", 0.0)) > 0
+  """Whether the config keeps a moving average of the weights (`config.train.ema_decay` > 0)."""
+  train = config.get("train", None)
+  return train is not None and float(train.get("ema_decay", 0.0)) > 0
