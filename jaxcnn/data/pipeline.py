@@ -99,14 +99,16 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
 
 def train_iterator(source, preprocess, *, batch_size: int, seed: int, num_epochs: int,
                    process_index: int = 0, process_count: int = 1, num_threads: int = 0,
-                   augment=None, rows: int | None = None):
+                   augment=None, rows: int | None = None, batch_augment=None):
   """A checkpointable iterator over `num_epochs` epochs of padded global batches (this process's rows).
 
   Each step takes `batch_size` examples in `rows` rows (default `batch_size`; more to round the batch up
   to the devices), the rest masked padding.
 
   `augment(example, rng)` (optional) runs after `preprocess` with a generator grain derives from
-  `seed` and the example's index in the whole multi-epoch stream: new draws every epoch, reproducible."""
+  `seed` and the example's index in the whole multi-epoch stream: new draws every epoch, reproducible.
+  `batch_augment(batch, rng)` (optional: mixup, CutMix, `jaxcnn.data.mixing`) runs on each padded batch
+  of this process's rows, its generator derived from `seed` and the batch's position in the stream."""
   ds = grain.MapDataset.source(source).seed(seed).shuffle().map(preprocess)
   if augment is not None:
     ds = ds.random_map(augment)
@@ -119,6 +121,8 @@ def train_iterator(source, preprocess, *, batch_size: int, seed: int, num_epochs
   ds = (_ProcessRows(ds, batch_size, rows, process_index, process_count)
         .batch(per, batch_fn=functools.partial(_pad_rows, batch_size=per, template=template))
         .repeat(num_epochs))
+  if batch_augment is not None:  # after repeat: a position in the whole stream, new draws every epoch
+    ds = ds.seed(seed + 1).random_map(batch_augment)
   opts = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(2 * num_threads, 1))
   return iter(ds.to_iter_dataset(read_options=opts))
 

@@ -44,12 +44,15 @@ class Classification(Task):
     self.top_k = min(int(top_k), num_classes)
 
   def _ce(self, logits, batch):
-    labels = optax.smooth_labels(jax.nn.one_hot(batch["label"], self.num_classes), self.label_smoothing)
+    # mixed targets (mixup / CutMix batches, jaxcnn.data.mixing) when the batch has them
+    target = batch["soft_label"] if "soft_label" in batch else jax.nn.one_hot(batch["label"], self.num_classes)
+    labels = optax.smooth_labels(target.astype(jnp.float32), self.label_smoothing)
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), labels)
 
   def loss(self, outputs, batch) -> jax.Array:
-    """Per-example cross-entropy `[batch]` of `logits [batch, K]` against integer `batch["label"]`
-    (plus the weighted auxiliary losses when the model returns `(logits, aux)`)."""
+    """Per-example cross-entropy `[batch]` of `logits [batch, K]` against integer `batch["label"]`, or
+    the mixed targets `batch["soft_label"] [batch, K]` of a mixup / CutMix batch (plus the weighted
+    auxiliary losses when the model returns `(logits, aux)`)."""
     logits, aux = split_outputs(outputs)
     loss = self._ce(logits, batch)
     for a in aux:

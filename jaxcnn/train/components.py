@@ -62,6 +62,13 @@ def check_config(config) -> None:
     raise registry.ConfigError(f"--checkpoint={restore}: use best, latest, ema (the latest checkpoint's moving "
                                "average of the weights) or a step number (default: the best checkpoint when "
                                "the run kept one, else the latest)")
+  mixup, cutmix = float(config.train.get("mixup_alpha", 0.0)), float(config.train.get("cutmix_alpha", 0.0))
+  if mixup < 0 or cutmix < 0 or not 0.0 <= float(config.train.get("mix_switch_prob", 0.5)) <= 1.0:
+    raise registry.ConfigError(f"config.train.mixup_alpha={mixup} and cutmix_alpha={cutmix} must be >= 0 (0: off) "
+                               "and config.train.mix_switch_prob in [0, 1]")
+  if (mixup > 0 or cutmix > 0) and config.task.name != "classification":
+    raise registry.ConfigError(f"config.train.mixup_alpha / cutmix_alpha mix classification targets; this "
+                               f"config's task is {config.task.name!r}")
   decay = float(config.train.get("ema_decay", 0.0))
   if not 0.0 <= decay < 1.0:
     raise registry.ConfigError(f"config.train.ema_decay={decay} must be in [0, 1) (0: no moving average; "

@@ -16,7 +16,7 @@ import numpy as np
 
 from jaxcnn import published, registry
 from jaxcnn.backends.xla_cpu import policy, xla_setup
-from jaxcnn.data import pipeline
+from jaxcnn.data import mixing, pipeline
 from jaxcnn.train import preflight
 from jaxcnn.train import step as step_lib
 from jaxcnn.train.checkpoint import CheckpointFormatError, Checkpointer
@@ -113,7 +113,8 @@ class _Trainer:
     return pipeline.train_iterator(ds.train, ds.train_preprocess or ds.preprocess, batch_size=rt.batch_size,
                                    seed=config.seed, num_epochs=self.epochs,
                                    num_threads=config.train.num_threads, augment=ds.augment,
-                                   rows=rt.rows_per_step, **rt.proc)
+                                   rows=rt.rows_per_step, batch_augment=mixing.mixer(config, ds.num_classes),
+                                   **rt.proc)
 
   # ------------------------------------------------------------------------------------------- resume
   def resume(self) -> int | None:
@@ -241,6 +242,13 @@ def _header(rt: Runtime, console, workdir: str, params) -> None:
                 (f" x {rt.accumulate} accumulated (an update every {rt.accumulate} steps, of "
                  f"{rt.accumulate * rt.batch_size} examples)" if rt.accumulate > 1 else "") +
                 f", {rt.steps_per_epoch} steps/epoch, {int(config.train.epochs)} epochs, workdir {workdir}")
+  mix = [f"{name} alpha {config.train.get(key, 0.0):g}" for name, key in (("mixup", "mixup_alpha"),
+                                                                         ("CutMix", "cutmix_alpha"))
+         if config.train.get(key, 0.0) > 0]
+  if mix:
+    console.print("batches mixed on the host: " + " or ".join(mix)
+                  + (f" (CutMix with probability {config.train.get('mix_switch_prob', 0.5):g})" if len(mix) == 2 else ""),
+                  markup=False)
   if xla_setup.cpu_kernels() and policy.current().describe():
     console.print(policy.current().describe(), markup=False)
 

@@ -147,11 +147,22 @@ def build_programs(config, spec, devices) -> Programs:
     with config.unlocked():
       config.model.pretrained = None
   check_config(config)
+  spec = with_mixed_labels(config, spec)
   model, init_model, task = build_model_and_task(config, spec.num_classes, host_eval_ready=spec.host_eval_ready)
   batch = int(config.train.batch_size)
   num_train = spec.num_train or max(batch, 1)  # only the schedule's length depends on it, never a shape
   steps = build_steps(config, model, init_model, task, num_train, spec.example("eval"), devices)
   return Programs(config=config, spec=spec, steps=steps, task=task, init_model=init_model)
+
+
+def with_mixed_labels(config, spec):
+  """`spec` with the training batches' mixed targets (`soft_label`, jaxcnn.data.mixing) when the config
+  mixes batches: the train step is compiled for the batches it gets."""
+  from jaxcnn.data import mixing
+  if mixing.mixer(config, spec.num_classes) is None:
+    return spec
+  import dataclasses
+  return dataclasses.replace(spec, train={**spec.train, "soft_label": ((spec.num_classes,), "float32")})
 
 
 def data_spec(config):
@@ -412,8 +423,8 @@ def check_run(rt, progress=None) -> tuple[targets.Target, list[ProgramStats]]:
   nothing is compiled twice. A step that does not fit raises `DoesNotFitError`, naming the largest batch
   that fits, found by compiling, before any data is read for training."""
   target = local_target(rt.par.devices)
-  programs = Programs(config=rt.config, spec=rt.c.dataset.spec(), steps=rt.steps, task=rt.c.task,
-                      init_model=rt.c.init_model)
+  programs = Programs(config=rt.config, spec=with_mixed_labels(rt.config, rt.c.dataset.spec()), steps=rt.steps,
+                      task=rt.c.task, init_model=rt.c.init_model)
   out, executables = [], {}
   for name in programs.names():
     if name == "predict":
