@@ -103,5 +103,5 @@ def test_a_run_mixes_its_batches(tmp_path, tfds_dir):
   assert json.load(open(os.path.join(wd, "result.json")))["epochs_done"] == 2
   seg = launch("--config=experiments/unet_roads.py:runlocal", "--config.train.mixup_alpha=0.2",
                f"--workdir={tmp_path / 'seg'}", tfds_dir=tfds_dir)
-  assert seg.returncode == 2 and "mix classification targets; this config's task is 'segmentation'" in seg.stderr, \
-      seg.stderr[-2000:]
+  assert seg.returncode == 2 and ("config.train.mixup_alpha / cutmix_alpha mix classification targets; this "
+                                  "config's task is 'segmentation'") in seg.stderr, seg.stderr[-2000:]
