@@ -41,11 +41,13 @@ def base_config(experiment: str, *, model: dict, dataset: dict, task: dict | Non
   # accumulate_steps: micro-batches of batch_size per optimizer update (the mean of their gradients);
   # ema_decay: a moving average of the weights, updated every step (0: off), evaluated beside them;
   # mixup_alpha / cutmix_alpha: mix the training batches (classification; 0: off; jaxcnn/data/mixing.py),
-  # CutMix with probability mix_switch_prob when both are set
+  # CutMix with probability mix_switch_prob when both are set; randaugment_ops / randaugment_magnitude:
+  # RandAugment of 8-bit RGB training images (0 operations: off; jaxcnn/data/randaugment.py)
   c.train = ml_collections.ConfigDict(dict(epochs=1, batch_size=32, eval_batch_size=256, eval_every_epochs=1,
                                            eval_on_improvement=False, log_every_epochs=1, num_threads=0,
                                            early_stopping_patience=0, accumulate_steps=1, ema_decay=0.0,
-                                           mixup_alpha=0.0, cutmix_alpha=0.0, mix_switch_prob=0.5))
+                                           mixup_alpha=0.0, cutmix_alpha=0.0, mix_switch_prob=0.5,
+                                           randaugment_ops=0, randaugment_magnitude=9))
   # keep_best: also keep the weights of the epoch report.select_by picks (workdir/checkpoints_best), which
   # --mode=eval/predict/cam/export use by default; restore: which checkpoint they use ("auto": the best
   # when there is one, else the latest; "best", "latest", "ema" or a step; the command line's --checkpoint)

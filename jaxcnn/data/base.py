@@ -75,6 +75,9 @@ class Dataset:
   # Instance segmentation: the COCO-format ground truth (`images`, `annotations`, `categories`) of an eval
   # split, its `images` in the split's order (what COCO evaluation scores the detections against).
   coco_ground_truth: Callable[[str], dict] | None = None
+  # 8-bit RGB images: `(mean, std)` with `x = (pixel / 255 - mean) / std`, the way back to the pixels
+  # (RandAugment, jaxcnn.data.randaugment, works on them); None for other inputs.
+  pixels: tuple | None = None
 
   def example(self) -> dict[str, np.ndarray]:
     """One preprocessed example (used to initialise models): the first training example, or the first

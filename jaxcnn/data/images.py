@@ -126,7 +126,8 @@ def cifar10(manual_dir: str | None = None, augment: bool = True) -> Dataset:
   return Dataset(name="cifar10", train=ArraySource(xtr, ytr), evals={"test": ArraySource(xte, yte)},
                  preprocess=_normalizer(mean, std), num_classes=10, class_names=CIFAR10_CLASSES,
                  info=dict(source_dir=folder, num_train=len(ytr), num_test=len(yte),
-                           channel_mean=mean.tolist(), channel_std=std.tolist()), augment=aug)
+                           channel_mean=mean.tolist(), channel_std=std.tolist()), augment=aug,
+                 pixels=(mean, std))
 
 
 class FolderSource:
@@ -290,7 +291,7 @@ def image_folder(manual_dir: str | None = None, size: int = 224, resize: int = 2
                evals={"test": FolderSource(val)}, preprocess=preprocess, num_classes=len(names),
                class_names=names, info=dict(source_dir=root, num_test=len(val),
                                             size=size, **({"note": note} if note else {})), augment=augment,
-               train_preprocess=preprocess_train)
+               train_preprocess=preprocess_train, pixels=(mean, std))
   return ds
 
 
@@ -316,4 +317,5 @@ def synthetic_images(shape=(32, 32, 3), num_classes: int = 10, num_train: int = 
   return Dataset(name=f"synthetic_images{list(shape)}", train=make(num_train), evals={"test": make(num_test)},
                  preprocess=_normalizer(0.5, 0.25), num_classes=num_classes,
                  class_names=[f"class{c}" for c in range(num_classes)],
-                 info=dict(num_train=num_train, num_test=num_test, synthetic=True))
+                 info=dict(num_train=num_train, num_test=num_test, synthetic=True),
+                 pixels=((0.5,) * 3, (0.25,) * 3) if len(shape) == 3 and shape[-1] == 3 else None)

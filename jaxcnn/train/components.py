@@ -62,6 +62,10 @@ def check_config(config) -> None:
     raise registry.ConfigError(f"--checkpoint={restore}: use best, latest, ema (the latest checkpoint's moving "
                                "average of the weights) or a step number (default: the best checkpoint when "
                                "the run kept one, else the latest)")
+  ops, magnitude = int(config.train.get("randaugment_ops", 0)), int(config.train.get("randaugment_magnitude", 9))
+  if ops < 0 or not 0 <= magnitude <= 30:
+    raise registry.ConfigError(f"config.train.randaugment_ops={ops} must be >= 0 (0: off) and "
+                               f"randaugment_magnitude={magnitude} in 0-30 (torchvision's 31 bins; 9 is its default)")
   mixup, cutmix = float(config.train.get("mixup_alpha", 0.0)), float(config.train.get("cutmix_alpha", 0.0))
   if mixup < 0 or cutmix < 0 or not 0.0 <= float(config.train.get("mix_switch_prob", 0.5)) <= 1.0:
     raise registry.ConfigError(f"config.train.mixup_alpha={mixup} and cutmix_alpha={cutmix} must be >= 0 (0: off) "
@@ -141,6 +145,15 @@ def build_model_and_task(config, num_classes: int, *, host_eval_ready: bool):
 def build_components(config) -> Components:
   check_config(config)
   dataset = registry.DATASETS.build(config.dataset.name, **config_kwargs(config.dataset))
+  ops = int(config.train.get("randaugment_ops", 0))
+  if ops:  # after the data set's own augmentation (crops, flips), on its 8-bit pixels
+    from jaxcnn.data import randaugment
+    if dataset.pixels is None:
+      raise registry.ConfigError(f"config.train.randaugment_ops={ops}: RandAugment needs 8-bit RGB images (a data "
+                                 "set that maps its inputs back to pixels: image_folder, cifar10, synthetic_images); "
+                                 f"{config.dataset.name!r} has other inputs")
+    dataset = dataclasses.replace(dataset, augment=randaugment.wrap(
+        dataset.augment, *dataset.pixels, ops, int(config.train.get("randaugment_magnitude", 9))))
   model, init_model, task = build_model_and_task(config, dataset.num_classes,
                                                  host_eval_ready=dataset.coco_ground_truth is not None)
   return Components(dataset, model, init_model, task)

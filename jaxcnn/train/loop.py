@@ -245,6 +245,9 @@ def _header(rt: Runtime, console, workdir: str, params) -> None:
   mix = [f"{name} alpha {config.train.get(key, 0.0):g}" for name, key in (("mixup", "mixup_alpha"),
                                                                          ("CutMix", "cutmix_alpha"))
          if config.train.get(key, 0.0) > 0]
+  if config.train.get("randaugment_ops", 0):
+    console.print(f"RandAugment: {config.train.randaugment_ops} operations at magnitude "
+                  f"{config.train.get('randaugment_magnitude', 9)} of 31 (torchvision's), on the host", markup=False)
   if mix:
     console.print("batches mixed on the host: " + " or ".join(mix)
                   + (f" (CutMix with probability {config.train.get('mix_switch_prob', 0.5):g})" if len(mix) == 2 else ""),
