@@ -260,7 +260,8 @@ def test_export_of_a_trained_run_gives_its_test_error_in_onnxruntime_and_from_st
 
 
 def test_early_stopping_and_the_best_checkpoint_that_eval_uses(tmp_path, tfds_dir):
-  """A run whose selection metric stops improving ends after `early_stopping_patience` epochs, says so,
+  """The default experiment's runlocal variant (GunPoint): a run whose selection metric stops improving
+  ends after `early_stopping_patience` epochs, says so,
   and launched again trains no further; the selected epoch's weights are kept beside the latest
   checkpoint, and --mode=eval uses them by default (the selected epoch's test error, which the report
   prints) or the latest with --checkpoint=latest."""
@@ -268,8 +269,8 @@ def test_early_stopping_and_the_best_checkpoint_that_eval_uses(tmp_path, tfds_di
   # learning rate 0 and the whole training set in one batch: the training loss of every epoch is the
   # same up to the order of the sums, so with patience 2 the run stops within the first epochs of 10,
   # two epochs after the one of lowest train/loss (the FCN protocol's selection)
-  args = ("--config=experiments/fcn_ucr.py:ItalyPowerDemand,runlocal", "--config.model.filters=(4,8,4)",
-          "--config.train.epochs=10", "--config.train.batch_size=67", "--config.optimizer.learning_rate=0",
+  args = ("--config=experiments/fcn_ucr.py:GunPoint,runlocal", "--config.model.filters=(4,8,4)",
+          "--config.train.epochs=10", "--config.train.batch_size=50", "--config.optimizer.learning_rate=0",
           "--config.train.eval_every_epochs=1", "--config.checkpoint.every_epochs=5",
           "--config.train.early_stopping_patience=2", f"--workdir={wd}")
   r = launch(*args, tfds_dir=tfds_dir)
