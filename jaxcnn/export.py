@@ -81,15 +81,21 @@ def program(module, variables: dict, input_shape, input_dtype: str = "float32", 
   return Program(name, fn, tuple(int(s) for s in input_shape), str(input_dtype), meta)
 
 
-def _symbolic_batch_error(p: Program, export) -> str | None:
-  """Why the batch cannot be symbolic (None when it can): the model's own shape check, say."""
-  import jax
-  b = export.symbolic_shape("batch")[0]
+def _batch_fallback(p: Program, batch, make, what: str, blocker: str = ""):
+  """`(make(b), note)`: `make` for the batch `batch`, or for a symbolic one (`None`) and, where that fails
+  (the model's shape checks, a converter's rule), for a batch of 1 with `note` saying why (else None).
+  A failure it cannot get past is one `ExportError` line naming what blocks it."""
   try:
-    jax.eval_shape(p.fn, jax.ShapeDtypeStruct((b, *p.input_shape), p.input_dtype))
-  except Exception as e:  # noqa: BLE001 - any failure to trace with a symbolic batch: fall back to a fixed one
-    return f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-  return None
+    return make(batch), None
+  except Exception as e:  # noqa: BLE001 - a primitive the converter has no rule for, say
+    if batch is not None:
+      raise ExportError(f"cannot export {p.name} to {what}: {_one_line(e)}{blocker}") from None
+    symbolic = e
+  try:
+    out = make(1)
+  except Exception as e:  # noqa: BLE001
+    raise ExportError(f"cannot export {p.name} to {what}: {_one_line(e)}{blocker}") from None
+  return out, f"the batch is fixed at 1: with a symbolic batch the export fails ({_one_line(symbolic)})"
 
 
 def _traced(p: Program, batch):
@@ -106,28 +112,21 @@ def to_stablehlo(p: Program, path: str, *, batch: int | None = None, platforms=P
   import jax
   from jax import export
   from jaxcnn.conv import nd
-  meta, b = dict(p.meta), batch
-  if b is None:
-    why = _symbolic_batch_error(p, export)
-    b = export.symbolic_shape("batch")[0] if why is None else 1
-    if why is not None:
-      meta["batch_fixed"] = f"the batch is fixed at 1: with a symbolic batch the model fails ({why})"
-  try:
+
+  def lower(b):
+    b = export.symbolic_shape("batch")[0] if b is None else b
     with nd.default_impl("lax"):
-      exp = export.export(jax.jit(p.fn), platforms=tuple(platforms))(
+      return export.export(jax.jit(p.fn), platforms=tuple(platforms))(
           jax.ShapeDtypeStruct((b, *p.input_shape), p.input_dtype))
-  except Exception as e:  # noqa: BLE001 - one line naming what blocks it
-    raise ExportError(f"cannot export {p.name} to StableHLO: {type(e).__name__}: "
-                      f"{str(e).splitlines()[0][:300]}") from None
-  data = exp.serialize()
-  out_shapes = exp.out_avals  # flattened: a dict's values in the order of its sorted keys
-  names = sorted(jax.eval_shape(p.fn, jax.ShapeDtypeStruct((1, *p.input_shape), p.input_dtype)))
+  exp, fixed = _batch_fallback(p, batch, lower, "StableHLO")
+  meta = dict(p.meta, **({"batch_fixed": fixed} if fixed else {}))
+  outputs = jax.tree_util.tree_unflatten(exp.out_tree, exp.out_avals)  # {name: shape and dtype}
   meta.update(format="stablehlo", platforms=list(exp.platforms), jax=jax.__version__,
               calling_convention_version=int(exp.calling_convention_version),
               outputs=[{"name": n, "shape": _shape(a.shape), "dtype": str(a.dtype)}
-                       for n, a in zip(names, out_shapes)])
+                       for n, a in sorted(outputs.items())])
   meta["inputs"][0]["shape"] = _shape(exp.in_avals[0].shape)
-  return _write(path, data, meta)
+  return _write(path, exp.serialize(), meta)
 
 
 def _shape(shape) -> list:
@@ -422,6 +421,7 @@ def _convert_onnx(p: Program, batch):
   The program is traced here, with jax's own jax.numpy (jax2onnx's tracing swaps some jax.numpy functions
   for primitives of its own, whose rules take no symbolic batch and use batching APIs jax 0.10 removed),
   and jax2onnx is given the same symbolic batch, so that it traces `_onnx_friendly`'s replay of it."""
+  import jax
   from jax import export as jax_export
   convert = _jax2onnx()
   b = jax_export.symbolic_shape("batch")[0] if batch is None else batch
@@ -431,18 +431,8 @@ def _convert_onnx(p: Program, batch):
   def rewritten(x):
     return dict(zip(names, _onnx_friendly(jaxpr.jaxpr, jaxpr.consts, x)))
   with _quiet_converter():
-    return convert(rewritten, [jax_sds((b, *p.input_shape), p.input_dtype)], model_name=p.name,
+    return convert(rewritten, [jax.ShapeDtypeStruct((b, *p.input_shape), p.input_dtype)], model_name=p.name,
                    opset=ONNX_OPSET, input_names=["x"], output_names=names), names
-
-
-def jax_eval_shape(p: Program) -> dict:
-  import jax
-  return jax.eval_shape(p.fn, jax.ShapeDtypeStruct((1, *p.input_shape), p.input_dtype))
-
-
-def jax_sds(shape, dtype):
-  import jax
-  return jax.ShapeDtypeStruct(tuple(shape), dtype)
 
 
 def _blocker(name: str) -> str:
@@ -458,18 +448,9 @@ def to_onnx(p: Program, path: str, *, batch: int | None = None) -> dict:
   to `path.json`; returns the description. `batch=None`: symbolic where the model and the converter
   allow it, else 1 (the description says why)."""
   import jax
-  meta = dict(p.meta)
-  _jax2onnx()
-  try:
-    proto, names = _convert_onnx(p, batch)
-  except Exception as e:  # noqa: BLE001 - a primitive jax2onnx has no rule for, say: one line naming it
-    if batch is not None:
-      raise ExportError(f"cannot export {p.name} to ONNX: {_one_line(e)}{_blocker(p.name)}") from None
-    try:
-      proto, names = _convert_onnx(p, 1)
-    except Exception as e1:  # noqa: BLE001
-      raise ExportError(f"cannot export {p.name} to ONNX: {_one_line(e1)}{_blocker(p.name)}") from None
-    meta["batch_fixed"] = f"the batch is fixed at 1: with a symbolic batch the conversion fails ({_one_line(e)})"
+  _jax2onnx()  # not installed: its own message, before anything is traced
+  (proto, names), fixed = _batch_fallback(p, batch, lambda b: _convert_onnx(p, b), "ONNX", _blocker(p.name))
+  meta = dict(p.meta, **({"batch_fixed": fixed} if fixed else {}))
   data = proto.SerializeToString()
   if len(data) >= 2 ** 31:
     raise ExportError(f"cannot export {p.name} to ONNX: {len(data) / 2 ** 30:.1f} GiB of weights, over "
