@@ -71,6 +71,19 @@ import pytest  # noqa: E402
 sys.path.insert(0, ROOT)
 
 
+def resumed_batches(make, taken: int = 5, more: int = 4):
+  """`(head, rest, again)`: the first `taken` batches of an iterator `make()` builds, the `more` after them,
+  and the `more` that a second `make()` iterator gives after restoring the first's state at `taken`
+  (`pipeline.train_iterator`'s checkpointable position)."""
+  first = make()
+  head = [next(first) for _ in range(taken)]
+  state = first.get_state()
+  rest = [next(first) for _ in range(more)]
+  resumed = make()
+  resumed.set_state(state)
+  return head, rest, [next(resumed) for _ in range(more)]
+
+
 def load_experiment(name: str, arg: str):
   spec = importlib.util.spec_from_file_location(f"exp_{name}", os.path.join(ROOT, "experiments", f"{name}.py"))
   mod = importlib.util.module_from_spec(spec)

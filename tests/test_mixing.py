@@ -11,6 +11,7 @@ import pytest
 
 from jaxcnn.data import mixing, pipeline
 from jaxcnn.tasks.classification import Classification
+from conftest import resumed_batches
 from test_cli import launch
 
 
@@ -67,17 +68,11 @@ def test_the_pipeline_mixes_reproducibly_and_a_resumed_iterator_sees_the_same_ba
   mix = lambda b, rng: mixing.mix_batch(b, rng, num_classes=3, mixup_alpha=0.5)  # noqa: E731
   make = lambda: pipeline.train_iterator(source, lambda e: {k: np.asarray(v) for k, v in e.items()},  # noqa: E731
                                          batch_size=6, seed=0, num_epochs=3, batch_augment=mix)
-  first = make()
-  head = [next(first) for _ in range(5)]
-  state = first.get_state()
-  rest = [next(first) for _ in range(4)]
-  resumed = make()
-  resumed.set_state(state)
-  for a, b in zip(rest, [next(resumed) for _ in range(4)]):
+  head, rest, again = resumed_batches(make)
+  for a, b in zip(rest, again, strict=True):
     np.testing.assert_array_equal(a["x"], b["x"])
     np.testing.assert_array_equal(a["soft_label"], b["soft_label"])
-  again = make()
-  np.testing.assert_array_equal(head[0]["x"], next(again)["x"])
+  np.testing.assert_array_equal(head[0]["x"], next(make())["x"])
   lams = {float(np.round(b["soft_label"].max(-1).min(), 6)) for b in head + rest}
   assert len(lams) > 3  # a new draw for every batch, epochs included
   for b in head + rest:

@@ -75,13 +75,9 @@ def test_the_pipeline_randaugments_reproducibly_and_a_resumed_iterator_sees_the_
   augment = R.wrap(ds.augment, *ds.pixels, num_ops=2, magnitude=9)
   make = lambda: pipeline.train_iterator(ds.train, ds.preprocess, batch_size=6, seed=0, num_epochs=3,  # noqa: E731
                                          augment=augment)
-  first = make()
-  head = [next(first) for _ in range(5)]
-  state = first.get_state()
-  rest = [next(first) for _ in range(4)]
-  resumed = make()
-  resumed.set_state(state)
-  for a, b in zip(rest, [next(resumed) for _ in range(4)]):
+  from conftest import resumed_batches
+  head, rest, again = resumed_batches(make)
+  for a, b in zip(rest, again, strict=True):
     np.testing.assert_array_equal(a["x"], b["x"])
   np.testing.assert_array_equal(head[0]["x"], next(make())["x"])
   plain = next(pipeline.train_iterator(ds.train, ds.preprocess, batch_size=6, seed=0, num_epochs=3))
