@@ -298,7 +298,8 @@ def measure_train(runs: int, objects: int = 8, around: int = 0) -> dict:
   registry.load_all()
   h, w = 800, 1333
   rgb, boxes, labels, masks = _scene(h, w, objects)
-  frozen = ("backbone/conv1", "backbone/norm1", "backbone/stage1_*", "backbone/stage*/*norm*")  # experiments/mask_rcnn.py's, = torchvision's
+  # experiments/mask_rcnn.py's, = torchvision's
+  frozen = ("backbone/conv1", "backbone/norm1", "backbone/stage1_*", "backbone/stage*/*norm*")
   model = registry.MODELS.build("mask_rcnn_r50_fpn", num_classes=91, **fpn_model_config())
   tx = freeze(make_optimizer(ml_collections.ConfigDict(dict(name="sgd", momentum=0.9, nesterov=False,
                                                               weight_decay=1e-4)), 0.02), frozen)

@@ -177,11 +177,12 @@ class Model:
     info = registry.MODELS.info(self.name)
     shape = tuple(int(d) for d in (input_shape or self.input_shape))
     image = len(shape) == 3 and shape[-1] == 3
-    pre = ({"image": "RGB, shorter side resized to %d, centre crop %d, pixels in [0, 1], then (x - mean) / std"
-            % (self.resize, self.input_shape[0]), "mean": list(self.mean), "std": list(self.std),
-            "python": "jaxcnn.create_model(...).transform(image)"} if image and shape == self.input_shape else
-           {"image": "RGB pixels in [0, 1], then (x - mean) / std", "mean": list(self.mean), "std": list(self.std)}
-           if image else {})
+    pre = {}
+    if image:
+      pre = {"image": "RGB pixels in [0, 1], then (x - mean) / std", "mean": list(self.mean), "std": list(self.std)}
+      if shape == self.input_shape:  # the natural input: the whole eval transform
+        pre.update(image=f"RGB, shorter side resized to {self.resize}, centre crop {shape[0]}, pixels in [0, 1], "
+                         "then (x - mean) / std", python="jaxcnn.create_model(...).transform(image)")
     return export.save(export.program(self.module, self.variables, shape,
                                       info.get("input_dtype", "float32"), task=_task_class(self.task),
                                       name=self.name, preprocessing=pre, classes=self.classes,
@@ -240,10 +241,15 @@ class FeatureModel(Model):
                        path, format, batch=batch)
 
 
+def _offers_features(module) -> bool:
+  """Whether `module` can give its feature maps instead of its classes (a `features_only` field)."""
+  return "features_only" in {f.name for f in dataclasses.fields(type(module))}
+
+
 def _feature_model(model: Model, out_indices) -> FeatureModel:
   import jax
   from flax import traverse_util
-  if "features_only" not in {f.name for f in dataclasses.fields(type(model.module))}:
+  if not _offers_features(model.module):
     raise registry.ConfigError(f"model {model.name!r} offers no feature maps (features_only=True): the "
                                f"backbones are {', '.join(feature_models())}")
   module = model.module.clone(features_only=True)
@@ -273,8 +279,7 @@ def feature_models() -> list[str]:
   registry.load_all()
   out = []
   for name in registry.MODELS.names():
-    module = registry.MODELS.build(name, num_classes=default_classes(name), axis_name=None)
-    if "features_only" in {f.name for f in dataclasses.fields(type(module))} and not name.startswith("mask_rcnn"):
+    if _offers_features(registry.MODELS.build(name, num_classes=default_classes(name), axis_name=None)):
       out.append(name)
   return out
 

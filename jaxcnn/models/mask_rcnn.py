@@ -249,13 +249,13 @@ class MaskRCNNFPN(MaskRCNN):
   """Mask R-CNN with a Feature Pyramid Network (Lin et al. 2017; the paper's best variant).
 
   The backbone is the ImageNet ResNet classifier itself (`jaxcnn.models.resnet.ResNet`, without its head:
-  `features_only`; parameters under `backbone/`, as an ImageNet classifier's own). Its C2-C5 (strides 4-32) go through 1x1 lateral convolutions to `fpn_channels`, a top-down
-  pathway (nearest-neighbour 2x upsampling + addition) and 3x3 output convolutions: P2-P5, and P6 = P5
-  subsampled by 2 (for the RPN only). The RPN head (shared over levels) has one anchor size per level
-  (`anchor_sizes[l]` on P(l+2): 32 on P2 ... 512 on P6) x `aspect_ratios`. Each RoI is pooled from level
-  k = floor(4 + log2(sqrt(wh) / 224)) clamped to P2-P5 (Eq. 1 of Lin et al.): 7x7 for the box head (two
-  1024-d fully connected layers) and 14x14 for the mask head (four 3x3 convolutions of 256, a 2x2
-  stride-2 transposed convolution, 1x1 to K masks of 28x28).
+  `features_only`; parameters under `backbone/`, as an ImageNet classifier's own). Its C2-C5 (strides 4-32) go
+  through 1x1 lateral convolutions to `fpn_channels`, a top-down pathway (nearest-neighbour 2x upsampling +
+  addition) and 3x3 output convolutions: P2-P5, and P6 = P5 subsampled by 2 (for the RPN only). The RPN head
+  (shared over levels) has one anchor size per level (`anchor_sizes[l]` on P(l+2): 32 on P2 ... 512 on P6) x
+  `aspect_ratios`. Each RoI is pooled from level k = floor(4 + log2(sqrt(wh) / 224)) clamped to P2-P5 (Eq. 1
+  of Lin et al.): 7x7 for the box head (two 1024-d fully connected layers) and 14x14 for the mask head (four
+  3x3 convolutions of 256, a 2x2 stride-2 transposed convolution, 1x1 to K masks of 28x28).
 
   Each RoI is pooled once, from its level: one gather over P2-P5 flattened together
   (`roi_align_pyramid`). Proposals: by default the top `pre_nms_*` anchors over all levels, then one NMS;

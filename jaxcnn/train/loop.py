@@ -249,9 +249,8 @@ def _header(rt: Runtime, console, workdir: str, params) -> None:
     console.print(f"RandAugment: {config.train.randaugment_ops} operations at magnitude "
                   f"{config.train.get('randaugment_magnitude', 9)} of 31 (torchvision's), on the host", markup=False)
   if mix:
-    console.print("batches mixed on the host: " + " or ".join(mix)
-                  + (f" (CutMix with probability {config.train.get('mix_switch_prob', 0.5):g})" if len(mix) == 2 else ""),
-                  markup=False)
+    switch = f" (CutMix with probability {config.train.get('mix_switch_prob', 0.5):g})" if len(mix) == 2 else ""
+    console.print("batches mixed on the host: " + " or ".join(mix) + switch, markup=False)
   if xla_setup.cpu_kernels() and policy.current().describe():
     console.print(policy.current().describe(), markup=False)
 

@@ -162,7 +162,8 @@ class Runtime:
   def restore_latest(self, mode: str):
     """`(step, state)` of the checkpoint `--mode=<mode>` uses, with a clear error when there is none:
     training resumes from the newest; the inference modes take `config.checkpoint.restore` ("auto": the
-    best checkpoint when the run kept one, else the newest; "best", "latest" or a step number).
+    best checkpoint when the run kept one, else the newest; "best", "latest", "ema" (the newest
+    checkpoint's moving average of the weights) or a step number).
     `self.restored` says which, in words."""
     which = str(self.config.checkpoint.get("restore", "auto")) if self.inference else "latest"
     step = self.ckpt.latest_step()
@@ -209,8 +210,9 @@ class Runtime:
       raise registry.ConfigError(self.mismatch_message(self.ckpt.latest_step(), mode, e)) from None
     if step is None:
       raise FileNotFoundError(no_checkpoint)
-    self.restored = (("the moving average of the weights of the latest checkpoint" if which == "ema" else
-                      f"the {'latest ' if at is None else ''}checkpoint") + f" (step {step}) in {self.ckpt.directory}")
+    what = ("the moving average of the weights of the latest checkpoint" if which == "ema"
+            else "the latest checkpoint" if at is None else "the checkpoint")
+    self.restored = f"{what} (step {step}) in {self.ckpt.directory}"
     return step, state
 
   def mismatch_message(self, step: int, mode: str, err: Exception) -> str:

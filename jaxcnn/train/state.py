@@ -48,11 +48,11 @@ def _rngs(seed: int):
 def train_state(params, batch_stats, optimizer, seed: int, ema: bool = False) -> TrainState:
   """The train state at step 0 of `params` and `batch_stats` (a fresh optimizer state; with `ema`, their
   moving average starting at them)."""
+  average = {"params": params, "batch_stats": batch_stats}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                     opt_state=optimizer.init(params), rng=_rngs(seed)[1],
                     lr_scale=jnp.ones((), jnp.float32),
-                    ema=({"params": jax.tree.map(jnp.array, params), "batch_stats": jax.tree.map(jnp.array, batch_stats)}
-                         if ema else None))
+                    ema=jax.tree.map(jnp.array, average) if ema else None)  # a copy: the steps donate both
 
 
 def create_train_state(model, optimizer, example, seed: int, ema: bool = False) -> TrainState:
